@@ -1,0 +1,251 @@
+"""Dynamic Sparse Learning: update-ratio schedules, prune and grow.
+
+Backend-agnostic: growth scores come from a callback that fills dense
+gradient rows for a chunk of table rows, so any model (MF, NCF) and any
+backend can plug in.
+"""
+
+import math
+
+import numpy as np
+
+from ._kernels import _table as K
+
+SCHEDULES = ("cosine", "linear", "constant")
+GROW_RULES = ("gradient", "random")
+BUDGETS = ("global", "table")
+#: Floor of the decaying schedules (the paper's code uses 0.005).
+RHO_MIN = 0.005
+
+
+def update_ratio_at(t, total, rho0, schedule="cosine", rho_min=RHO_MIN):
+    """Fraction of active weights to prune and regrow at epoch ``t`` of ``total``.
+
+    ``cosine``: rho_min + (rho0 - rho_min) * (1 + cos(pi * t / T)) / 2 (the
+    paper's schedule); ``linear``: straight from rho0 down to rho_min;
+    ``constant``: rho0 throughout. The floor never exceeds ``rho0``, so
+    ``rho0 = 0`` gives static sparse training.
+
+    Examples
+    --------
+    >>> from sparse_rec._dsl import update_ratio_at
+    >>> update_ratio_at(0, 100, 0.5)
+    0.5
+    >>> round(update_ratio_at(100, 100, 0.5), 4)
+    0.005
+    """
+    floor = min(rho_min, rho0)
+    frac = min(max(t / max(total, 1), 0.0), 1.0)
+    if schedule == "cosine":
+        return floor + (rho0 - floor) * (1.0 + math.cos(math.pi * frac)) / 2.0
+    if schedule == "linear":
+        return rho0 + (floor - rho0) * frac
+    if schedule == "constant":
+        return float(rho0)
+    raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}.")
+
+
+def _chunks(n_rows, n_cols, chunk_bytes):
+    step = max(1, int(chunk_bytes // (4 * max(n_cols, 1))))
+    for r0 in range(0, n_rows, step):
+        yield r0, min(n_rows, r0 + step)
+
+
+def _tie_hash(seed, table_id, rows, cols):
+    # Random but reproducible order among equal scores.
+    h = (rows.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
+        cols.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+    )
+    return h ^ np.uint64((seed * 1000003 + table_id) & 0xFFFFFFFFFFFFFFFF)
+
+
+class PruneGrow:
+    """One prune-and-regrow step over a set of tables.
+
+    Parameters
+    ----------
+    tables : list of SparseEmbeddingTable
+    grad_fns : list of callable or None
+        ``grad_fns[t](r0, r1, G)`` fills ``G`` (float32, (r1 - r0, n_cols))
+        with dL/dW for rows ``r0:r1`` of table ``t``; it must be
+        deterministic, since growth computes it twice (count, then collect).
+    budget : {"global", "table"}
+        One budget across all tables, or a fixed count per table.
+    grow : {"gradient", "random"}
+    chunk_bytes : int
+        Size of the dense gradient buffer, the only O(rows x n_cols) memory.
+    """
+
+    def __init__(self, tables, grad_fns, *, budget="global", grow="gradient",
+                 chunk_bytes=32 << 20):
+        self.tables = tables
+        self.grad_fns = grad_fns
+        self.budget = budget
+        self.grow = grow
+        self.chunk_bytes = chunk_bytes
+
+    def groups(self):
+        ids = list(range(len(self.tables)))
+        return [ids] if self.budget == "global" else [[t] for t in ids]
+
+    def step(self, rho, seed):
+        """Prune ``round(rho * nnz)`` weights per group and grow as many.
+
+        Returns per-table arrays ``(pruned, grown)``.
+        """
+        n_t = len(self.tables)
+        pruned = np.zeros(n_t, np.int64)
+        grown = np.zeros(n_t, np.int64)
+        rng = np.random.default_rng(seed)
+        new_coords = [None] * n_t
+        keeps = [None] * n_t
+        for group in self.groups():
+            nnz = sum(self.tables[t].nnz for t in group)
+            inactive = sum(
+                self.tables[t].n_rows * self.tables[t].n_cols - self.tables[t].nnz for t in group
+            )
+            k = min(int(round(rho * nnz)), inactive, nnz)
+            if k <= 0:
+                continue
+            if self.grow == "gradient":
+                coords = self._grow_by_gradient(group, k, seed, rng)
+            else:
+                coords = self._grow_random(group, k, seed, rng, {})
+            for t in group:
+                new_coords[t] = coords[t]
+                grown[t] = len(coords[t][0])
+            masks = self._prune_smallest(group, k, rng)
+            for t in group:
+                keeps[t] = masks[t]
+                pruned[t] = masks[t].size - int(masks[t].sum())
+        for t in range(n_t):
+            if keeps[t] is not None:
+                self.tables[t].rebuild(keeps[t], *new_coords[t])
+        return pruned, grown
+
+    # --- prune --------------------------------------------------------------
+    def _prune_smallest(self, group, k, rng):
+        """Masks keeping all but the ``k`` smallest |w| of the group."""
+        mags = np.concatenate([np.abs(self.tables[t].weights) for t in group])
+        mags.partition(k - 1)
+        thr = mags[k - 1]
+        del mags
+        masks = {}
+        below = 0
+        ties = []
+        for t in group:
+            w = self.tables[t].weights
+            keep = np.empty(w.shape[0], np.bool_)
+            n_tie = K.prune_mask(w, np.float32(thr), keep)
+            masks[t] = keep
+            below += w.shape[0] - int(keep.sum()) - n_tie
+            if n_tie:
+                ties.append((t, np.flatnonzero(np.abs(w) == thr)))
+        # keep= |w| > thr drops every tie; give back the ties not needed.
+        n_ties = sum(len(p) for _, p in ties)
+        restore = n_ties - (k - below)
+        if restore > 0:
+            owner = np.concatenate([np.full(len(p), t) for t, p in ties])
+            pos = np.concatenate([p for _, p in ties])
+            pick = rng.choice(n_ties, restore, replace=False)
+            for t in group:
+                sel = pos[pick[owner[pick] == t]]
+                masks[t][sel] = True
+        return masks
+
+    # --- grow -----------------------------------------------------------------
+    def _scores(self, t, r0, r1, buf):
+        tab = self.tables[t]
+        G = buf[: (r1 - r0) * tab.n_cols].reshape(r1 - r0, tab.n_cols)
+        self.grad_fns[t](r0, r1, G)
+        K.abs_mask_active(G, r0, tab.indptr, tab.indices)
+        return G
+
+    def _buffer(self, group):
+        rows = max(
+            min(self.tables[t].n_rows, max(1, self.chunk_bytes // (4 * self.tables[t].n_cols)))
+            * self.tables[t].n_cols
+            for t in group
+        )
+        return np.empty(rows, np.float32)
+
+    def _grow_by_gradient(self, group, k, seed, rng):
+        buf = self._buffer(group)
+        hists = {}
+        for t in group:
+            hist = np.zeros(K.N_BINS, np.int64)
+            for r0, r1 in _chunks(self.tables[t].n_rows, self.tables[t].n_cols, self.chunk_bytes):
+                K.score_histogram(self._scores(t, r0, r1, buf), hist)
+            hists[t] = hist
+        total = sum(hists.values())
+        from_top = np.cumsum(total[::-1])
+        pos = int(np.searchsorted(from_top, k))
+        bstar = K.N_BINS - 1 - pos
+        out = {}
+        if bstar == 0:
+            # Scores this small are (near) zero: no gradient prefers any
+            # coordinate, so the rest is grown at random.
+            hi = {t: self._collect(t, buf, 0, int(hists[t][1:].sum()), 0) for t in group}
+            n_hi = sum(len(h[0]) for h in hi.values())
+            taken = {t: (hi[t][0], hi[t][1]) for t in group}
+            rest = self._grow_random(group, k - n_hi, seed, rng, taken)
+            for t in group:
+                rows, cols = K.merge_sorted_coords(hi[t][0], hi[t][1], *rest[t])
+                out[t] = (rows, cols)
+            return out
+        got = {}
+        for t in group:
+            n_hi_t = int(hists[t][bstar + 1:].sum())
+            got[t] = self._collect(t, buf, bstar, n_hi_t, int(hists[t][bstar]))
+        n_hi = sum(len(got[t][0]) for t in group)
+        need = k - n_hi
+        # Exact choice inside the boundary bin: by score, ties by a hash.
+        owner = np.concatenate([np.full(len(got[t][2]), t) for t in group])
+        b_rows = np.concatenate([got[t][2] for t in group])
+        b_cols = np.concatenate([got[t][3] for t in group])
+        b_vals = np.concatenate([got[t][4] for t in group])
+        tie = np.concatenate(
+            [_tie_hash(seed, t, got[t][2], got[t][3]) for t in group]
+        ) if len(b_rows) else np.zeros(0, np.uint64)
+        order = np.lexsort((tie, -b_vals))[:need]
+        for t in group:
+            sel = order[owner[order] == t]
+            br, bc = b_rows[sel], b_cols[sel]
+            o = np.lexsort((bc, br))
+            out[t] = K.merge_sorted_coords(got[t][0], got[t][1], br[o], bc[o])
+        return out
+
+    def _collect(self, t, buf, bstar, n_hi, n_bd):
+        tab = self.tables[t]
+        hi_rows = np.empty(n_hi, np.int64)
+        hi_cols = np.empty(n_hi, np.int64)
+        bd_rows = np.empty(n_bd, np.int64)
+        bd_cols = np.empty(n_bd, np.int64)
+        bd_vals = np.empty(n_bd, np.float32)
+        f_hi = f_bd = 0
+        for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
+            G = self._scores(t, r0, r1, buf)
+            f_hi, f_bd = K.collect_scores(
+                G, r0, bstar, hi_rows, hi_cols, f_hi, bd_rows, bd_cols, bd_vals, f_bd
+            )
+        return hi_rows[:f_hi], hi_cols[:f_hi], bd_rows[:f_bd], bd_cols[:f_bd], bd_vals[:f_bd]
+
+    def _grow_random(self, group, k, seed, rng, taken):
+        """``k`` inactive coordinates uniformly over the group's tables."""
+        inactive = np.array(
+            [self.tables[t].n_rows * self.tables[t].n_cols - self.tables[t].nnz for t in group],
+            np.int64,
+        )
+        inactive -= np.array([len(taken[t][0]) if t in taken else 0 for t in group], np.int64)
+        split = rng.multivariate_hypergeometric(inactive, k) if len(group) > 1 else [k]
+        out = {}
+        for t, k_t in zip(group, split):
+            tab = self.tables[t]
+            tr, tc = taken.get(t, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            rows, cols = K.random_inactive(
+                tab.indptr, tab.indices, tab.n_cols, int(k_t),
+                np.uint64((seed * 7919 + t) & 0xFFFFFFFFFFFFFFFF), tr, tc,
+            )
+            o = np.lexsort((cols, rows))
+            out[t] = (rows[o], cols[o])
+        return out

@@ -1,0 +1,269 @@
+"""Kernels for prune and grow on a CSR table with aligned value slots.
+
+Growth scores dense chunks of gradient rows. To pick the K largest scores
+over all chunks in bounded memory, scores are binned by their float32 bit
+pattern (monotonic for non-negative floats): a first pass counts bins, a
+second collects everything above the boundary bin and the boundary bin's
+entries, from which the exact remainder is chosen.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._rng import splitmix64
+
+N_BINS = 1 << 19
+_SHIFT = 12
+
+
+@njit(cache=True, parallel=True)
+def abs_mask_active(G, r0, indptr, indices):
+    """|G| in place, with the table's active coordinates set to -1."""
+    for r in prange(G.shape[0]):
+        row = G[r]
+        for k in range(row.shape[0]):
+            row[k] = abs(row[k])
+        for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
+            row[indices[p]] = -1.0
+
+
+@njit(cache=True)
+def score_histogram(G, hist):
+    """Add the bin counts of the non-negative entries of ``G`` to ``hist``."""
+    bits = G.reshape(-1).view(np.int32)
+    for t in range(bits.shape[0]):
+        b = bits[t]
+        if b >= 0:
+            hist[b >> _SHIFT] += 1
+
+
+@njit(cache=True)
+def collect_scores(G, r0, bstar, hi_rows, hi_cols, n_hi, bd_rows, bd_cols, bd_vals, n_bd):
+    """Append coordinates with bin > bstar to ``hi_*`` and bin == bstar to ``bd_*``.
+
+    Row-major scan, so each list stays sorted by (row, col). Returns the new
+    fill counts; entries beyond the lists' capacity (sized by the counting
+    pass) are dropped, so a non-deterministic score cannot overrun them.
+    """
+    d = G.shape[1]
+    bits = G.reshape(-1).view(np.int32)
+    for t in range(bits.shape[0]):
+        b = bits[t]
+        if b < 0:
+            continue
+        b = b >> _SHIFT
+        if b > bstar and n_hi < hi_rows.shape[0]:
+            hi_rows[n_hi] = r0 + t // d
+            hi_cols[n_hi] = t % d
+            n_hi += 1
+        elif b == bstar and n_bd < bd_rows.shape[0]:
+            bd_rows[n_bd] = r0 + t // d
+            bd_cols[n_bd] = t % d
+            bd_vals[n_bd] = G.reshape(-1)[t]
+            n_bd += 1
+    return n_hi, n_bd
+
+
+@njit(cache=True)
+def merge_sorted_coords(a_rows, a_cols, b_rows, b_cols):
+    """Merge two (row, col)-sorted coordinate lists into one."""
+    n = a_rows.shape[0] + b_rows.shape[0]
+    rows = np.empty(n, a_rows.dtype)
+    cols = np.empty(n, a_cols.dtype)
+    ia = 0
+    ib = 0
+    for t in range(n):
+        take_a = ib >= b_rows.shape[0] or (
+            ia < a_rows.shape[0]
+            and (a_rows[ia] < b_rows[ib] or (a_rows[ia] == b_rows[ib] and a_cols[ia] < b_cols[ib]))
+        )
+        if take_a:
+            rows[t] = a_rows[ia]
+            cols[t] = a_cols[ia]
+            ia += 1
+        else:
+            rows[t] = b_rows[ib]
+            cols[t] = b_cols[ib]
+            ib += 1
+    return rows, cols
+
+
+@njit(cache=True)
+def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
+    """Drop entries with ``keep == False`` and insert zero-valued new ones.
+
+    Works inside the existing arrays (which must have room for the new
+    count): kept entries are compacted to the front, then each row is merged
+    with its new coordinates from the back, last row first, so no write
+    overtakes an unread entry. ``new_rows, new_cols`` are sorted and hold
+    no active coordinate. Updates ``indptr`` and returns the new nnz.
+    """
+    n_rows = indptr.shape[0] - 1
+    n_slots = values.shape[0]
+    kept = np.zeros(n_rows, np.int64)
+    w = 0
+    for r in range(n_rows):
+        for p in range(indptr[r], indptr[r + 1]):
+            if keep[p]:
+                indices[w] = indices[p]
+                for s in range(n_slots):
+                    values[s, w] = values[s, p]
+                w += 1
+                kept[r] += 1
+    added = np.zeros(n_rows, np.int64)
+    for t in range(new_rows.shape[0]):
+        added[new_rows[t]] += 1
+    new_end = w + new_rows.shape[0]
+    kept_end = w
+    nt = new_rows.shape[0] - 1
+    for r in range(n_rows - 1, -1, -1):
+        kp = kept_end - 1
+        kept_start = kept_end - kept[r]
+        out = new_end - 1
+        row_start = new_end - kept[r] - added[r]
+        while out >= row_start:
+            use_new = nt >= 0 and new_rows[nt] == r and (
+                kp < kept_start or new_cols[nt] > indices[kp]
+            )
+            if use_new:
+                indices[out] = new_cols[nt]
+                for s in range(n_slots):
+                    values[s, out] = 0.0
+                nt -= 1
+            else:
+                indices[out] = indices[kp]
+                for s in range(n_slots):
+                    values[s, out] = values[s, kp]
+                kp -= 1
+            out -= 1
+        indptr[r + 1] = new_end
+        new_end = row_start
+        kept_end = kept_start
+    indptr[0] = 0
+    return indptr[n_rows]
+
+
+@njit(cache=True)
+def is_canonical(indptr, indices, n_cols):
+    """True when every row's indices are strictly increasing and in range."""
+    for r in range(indptr.shape[0] - 1):
+        if indptr[r + 1] < indptr[r]:
+            return False
+        prev = -1
+        for p in range(indptr[r], indptr[r + 1]):
+            k = indices[p]
+            if k <= prev or k >= n_cols:
+                return False
+            prev = k
+    return True
+
+
+@njit(cache=True)
+def random_inactive(indptr, indices, n_cols, count, seed, taken_rows, taken_cols):
+    """Draw ``count`` distinct inactive coordinates uniformly (rejection).
+
+    Coordinates already in ``taken_*`` (sorted) are excluded too. Returns
+    unsorted ``(rows, cols)``; the caller sorts them.
+    """
+    n_rows = indptr.shape[0] - 1
+    rows = np.empty(count, np.int64)
+    cols = np.empty(count, np.int64)
+    got = 0
+    t = 0
+    seen = set()
+    while got < count:
+        z = splitmix64(np.uint64(seed) + splitmix64(np.uint64(t)))
+        t += 1
+        flat = np.int64(z >> np.uint64(1)) % (n_rows * n_cols)
+        r = flat // n_cols
+        c = flat % n_cols
+        if flat in seen:
+            continue
+        lo = indptr[r]
+        hi = indptr[r + 1]
+        active = False
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if indices[mid] < c:
+                lo = mid + 1
+            elif indices[mid] > c:
+                hi = mid
+            else:
+                active = True
+                break
+        if active or _coord_in(taken_rows, taken_cols, r, c):
+            continue
+        seen.add(flat)
+        rows[got] = r
+        cols[got] = c
+        got += 1
+    return rows, cols
+
+
+@njit(cache=True, inline="always")
+def _coord_in(rows, cols, r, c):
+    lo = 0
+    hi = rows.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if rows[mid] < r or (rows[mid] == r and cols[mid] < c):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < rows.shape[0] and rows[lo] == r and cols[lo] == c
+
+
+@njit(cache=True, parallel=True)
+def init_pattern(indptr, n_cols, seed, scale, indices, values):
+    """Fill rows with ``indptr[r+1] - indptr[r]`` distinct sorted random columns.
+
+    Weights (slot 0) are uniform in [-scale, scale); other slots are zero.
+    """
+    for r in prange(indptr.shape[0] - 1):
+        start = indptr[r]
+        count = indptr[r + 1] - start
+        if count == 0:
+            continue
+        pool = np.arange(n_cols)
+        key = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(r)))
+        # Partial Fisher-Yates: the first ``count`` slots are a uniform subset.
+        for t in range(count):
+            z = splitmix64(key + np.uint64(t))
+            pick = t + np.int64(z >> np.uint64(1)) % (n_cols - t)
+            pool[t], pool[pick] = pool[pick], pool[t]
+        chosen = np.sort(pool[:count])
+        for t in range(count):
+            p = start + t
+            indices[p] = chosen[t]
+            z = splitmix64(key ^ splitmix64(np.uint64(n_cols + t)))
+            u = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+            values[0, p] = scale * (2.0 * u - 1.0)
+            for s in range(1, values.shape[0]):
+                values[s, p] = 0.0
+
+
+@njit(cache=True)
+def mark_coverage(indptr, indices, n_cols, bits):
+    """Set the bit of every active coordinate; return how many were new."""
+    new = 0
+    for r in range(indptr.shape[0] - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            flat = r * n_cols + indices[p]
+            byte = flat >> 3
+            mask = np.uint8(1 << (flat & 7))
+            if bits[byte] & mask == 0:
+                bits[byte] |= mask
+                new += 1
+    return new
+
+
+@njit(cache=True, parallel=True)
+def prune_mask(w, threshold, keep):
+    """keep[p] = |w[p]| > threshold; returns how many are exactly at it."""
+    ties = 0
+    for p in prange(w.shape[0]):
+        a = abs(w[p])
+        keep[p] = a > threshold
+        if a == threshold:
+            ties += 1
+    return ties

@@ -1,0 +1,321 @@
+"""DSLMatrixFactorization: BPR matrix factorisation under a fixed sparse budget."""
+
+import time
+
+import numpy as np
+
+from . import backends
+from ._base import BaseDSLEstimator, TrainData, check_random_seed
+from ._dsl import PruneGrow, update_ratio_at
+from ._kernels import _rng
+from ._kernels import _table as K
+from ._table import SparseEmbeddingTable
+from ._threads import numba_threads
+from .exceptions import DivergenceError
+
+# Initial weights are uniform in [-s, s] with s chosen so a user-item score
+# starts near +-_INIT_SCORE whatever the density and n_components.
+_INIT_SCORE = 0.05
+# Interactions per row that growth looks at (reweighted to a full epoch).
+_GROW_SAMPLES = 8
+
+
+class DSLMatrixFactorization(BaseDSLEstimator):
+    """Matrix factorisation with BPR loss, trained sparse from scratch (DSL).
+
+    User and item factors are CSR tables holding only the active weights.
+    Training starts from a uniformly random pattern with exactly
+    ``round(density * n_components * (n_users + n_items))`` active weights
+    and keeps that count after every epoch. Every ``update_interval`` epochs
+    the ``rho_t`` fraction of smallest-magnitude weights is pruned and as many
+    inactive coordinates with the largest loss gradient are grown (at zero),
+    with ``rho_t`` decaying from ``update_ratio`` on ``schedule``.
+
+    Each epoch draws ``nnz(X)`` BPR samples: a positive interaction uniformly
+    at random (weighted by its value, scaled to mean 1) and a negative item
+    uniformly among the items the user did not interact with. Steps use
+    Adagrad with L2 penalty ``alpha`` on the touched weights and a dense item
+    bias.
+
+    Parameters
+    ----------
+    n_components : int, default=64
+        Columns of the user and item factor tables.
+    density : float in (0, 1], default=0.2
+        Fraction of the ``n_components * (n_users + n_items)`` weights that
+        are active. 1.0 trains a dense model (no prune/grow).
+    max_iter : int, default=100
+        Epochs.
+    learning_rate : float, default=0.1
+        Adagrad step size.
+    alpha : float, default=1e-4
+        L2 penalty on each weight touched by a step.
+    update_ratio : float in [0, 1), default=0.5
+        Initial fraction of active weights pruned and regrown per update.
+        0 gives static sparse training (the pattern never changes).
+    update_interval : int, default=5
+        Epochs between prune/grow updates.
+    schedule : {"cosine", "linear", "constant"}, default="cosine"
+        How the update ratio decays over the run (to 0.005).
+    grow : {"gradient", "random"}, default="gradient"
+        Grow where the loss gradient is largest, or at random (ablation).
+    budget : {"global", "table"}, default="global"
+        ``"global"``: one budget across the user and item tables, so the
+        split between users, items and dimensions is learned; ``"table"``:
+        each table keeps its own count.
+    random_state : int, numpy Generator or None, default=None
+        Seed of the pattern, the initial weights and the sampler.
+    n_threads : int or None, default=None
+        Numba threads during ``fit`` and scoring (None: all). With 1 thread
+        and a fixed ``random_state`` a fit is bitwise reproducible.
+    verbose : int, default=0
+        1 shows a progress bar with the loss.
+
+    Attributes
+    ----------
+    user_factors_ : scipy.sparse.csr_matrix of shape (n_users, n_components)
+    item_factors_ : scipy.sparse.csr_matrix of shape (n_items, n_components)
+    item_bias_ : ndarray of shape (n_items,)
+    n_iter_ : int
+        Epochs run.
+    history_ : list of dict
+        One entry per epoch: ``loss`` (mean per sample), ``nnz_user``,
+        ``nnz_item``, ``nnz``, ``empty_users`` and ``empty_items`` (rows
+        with no active weight), ``pruned``, ``grown``, ``update_ratio``,
+        ``coverage`` (fraction of coordinates ever active), ``seconds`` and
+        ``prune_grow_seconds``.
+    n_active_ : int
+        Active weights (the budget).
+    nbytes_ : int
+        Bytes of the stored factors (indptr, indices, weights) and bias.
+    dense_nbytes_ : int
+        Bytes of the same model as dense float32 tables and bias.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparse_rec import DSLMatrixFactorization
+    >>> from sparse_rec.datasets import make_interactions
+    >>> X = make_interactions(200, 100, 3000, random_state=0)
+    >>> mf = DSLMatrixFactorization(n_components=16, density=0.25, max_iter=10,
+    ...                             random_state=0, n_threads=1).fit(X)
+    >>> mf.n_active_ == round(0.25 * 16 * (200 + 100))
+    True
+    >>> ids, scores = mf.recommend([0, 1], n=5)
+    >>> ids.shape
+    (2, 5)
+    """
+
+    def __init__(
+        self,
+        n_components=64,
+        density=0.2,
+        max_iter=100,
+        learning_rate=0.1,
+        alpha=1e-4,
+        update_ratio=0.5,
+        update_interval=5,
+        schedule="cosine",
+        grow="gradient",
+        budget="global",
+        random_state=None,
+        n_threads=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.density = density
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.alpha = alpha
+        self.update_ratio = update_ratio
+        self.update_interval = update_interval
+        self.schedule = schedule
+        self.grow = grow
+        self.budget = budget
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # --- fitting ---------------------------------------------------------------
+    def fit(self, X, y=None, exclude=None):
+        """Train on a users x items interaction matrix.
+
+        Parameters
+        ----------
+        X : sparse matrix or array-like of shape (n_users, n_items)
+            Non-negative interactions; values weight the positives.
+        y : ignored
+        exclude : sparse matrix of shape (n_users, n_items), optional
+            Pairs never drawn as negatives (for example held-out candidates).
+
+        Returns
+        -------
+        self
+        """
+        self._validate_common()
+        X, exclude = self._prepare_X(X, exclude)
+        seed = check_random_seed(self.random_state)
+        n_users, n_items = X.shape
+        d = int(self.n_components)
+        data = TrainData.from_matrix(X, exclude)
+        with numba_threads(self.n_threads):
+            users, items = self._init_tables(n_users, n_items, d, seed)
+            bias = np.zeros(n_items, np.float32)
+            bias_s = np.zeros(n_items, np.float32)
+            self._train(data, users, items, bias, bias_s, seed)
+        # The optimiser state is only needed while training: keep weights.
+        for tab in (users, items):
+            tab.values_buf = tab.values_buf[:1, : tab.nnz].copy()
+            tab.indices_buf = tab.indices_buf[: tab.nnz].copy()
+        self.user_table_, self.item_table_ = users, items
+        self.item_bias_ = bias
+        self.seen_ = X
+        self.n_users_, self.n_items_ = n_users, n_items
+        self.n_features_in_ = n_items
+        self.n_active_ = users.nnz + items.nnz
+        self.nbytes_ = users.nbytes + items.nbytes + bias.nbytes
+        self.dense_nbytes_ = 4 * d * (n_users + n_items) + bias.nbytes
+        self._item_t = None
+        return self
+
+    def _init_tables(self, n_users, n_items, d, seed):
+        total = d * (n_users + n_items)
+        nnz = int(round(self.density * total))
+        rng = np.random.default_rng(seed)
+        # One uniform pattern over both tables: split the budget as a
+        # hypergeometric draw, then each table draws its rows.
+        n_u = int(rng.hypergeometric(d * n_users, d * n_items, nnz)) if nnz < total else d * n_users
+        scale = np.sqrt(_INIT_SCORE / (self.density * d)) if d else 0.0
+        users = SparseEmbeddingTable.random(n_users, d, n_u, scale=scale, seed=seed)
+        items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, scale=scale, seed=seed + 1)
+        return users, items
+
+    def _train(self, data, users, items, bias, bias_s, seed):
+        be = backends.get_backend("cpu")
+        tables = [users, items]
+        pg = PruneGrow(tables, [None, None], budget=self.budget, grow=self.grow)
+        total = users.n_rows * users.n_cols + items.n_rows * items.n_cols
+        coverage = np.zeros((total + 7) // 8, np.uint8)
+        ever = self._mark(users, items, coverage)
+        budget = users.nnz + items.nnz
+        dynamic = self.update_ratio > 0 and budget < total
+        self.history_ = []
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_iter, desc="DSL-MF", unit="epoch")
+        try:
+            for epoch in range(self.max_iter):
+                t0 = time.perf_counter()
+                key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch)))
+                loss = be.bpr_epoch(
+                    data, users, items, bias, bias_s, data.nnz, key,
+                    self.learning_rate, self.alpha, be.ADAGRAD,
+                )
+                mean_loss = loss / max(data.nnz, 1)
+                if not np.isfinite(mean_loss) or not (
+                    np.isfinite(users.weights).all() and np.isfinite(items.weights).all()
+                ):
+                    raise DivergenceError(
+                        f"training diverged at epoch {epoch + 1}: the loss or the weights are "
+                        f"not finite (learning_rate={self.learning_rate}). Lower learning_rate "
+                        "(for example by 10x) or raise alpha."
+                    )
+                t1 = time.perf_counter()
+                pruned = grown = np.zeros(2, np.int64)
+                rho = 0.0
+                if dynamic and (epoch + 1) % self.update_interval == 0 and epoch + 1 < self.max_iter:
+                    rho = update_ratio_at(epoch + 1, self.max_iter, self.update_ratio, self.schedule)
+                    gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch + 1)))
+                    pg.grad_fns = [
+                        be.grad_users(data, users, items, bias, _GROW_SAMPLES, gkey),
+                        be.grad_items(data, users, items, bias, _GROW_SAMPLES, gkey),
+                    ]
+                    pruned, grown = pg.step(rho, seed + epoch + 1)
+                    ever = self._mark(users, items, coverage, ever)
+                t2 = time.perf_counter()
+                self.history_.append({
+                    "epoch": epoch + 1,
+                    "loss": float(mean_loss),
+                    "nnz_user": users.nnz,
+                    "nnz_item": items.nnz,
+                    "nnz": users.nnz + items.nnz,
+                    "empty_users": int(np.count_nonzero(users.row_nnz() == 0)),
+                    "empty_items": int(np.count_nonzero(items.row_nnz() == 0)),
+                    "pruned": int(pruned.sum()),
+                    "grown": int(grown.sum()),
+                    "update_ratio": rho,
+                    "coverage": ever / total,
+                    "seconds": t2 - t0,
+                    "prune_grow_seconds": t2 - t1,
+                })
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.n_iter_ = self.max_iter
+
+    @staticmethod
+    def _mark(users, items, bits, ever=0):
+        # Item coordinates are numbered after all user coordinates.
+        ever += K.mark_coverage(users.indptr, users.indices, users.n_cols, bits)
+        ind = np.concatenate([np.zeros(users.n_rows, np.int64), items.indptr])
+        ever += K.mark_coverage(ind, items.indices, items.n_cols, bits)
+        return ever
+
+    # --- fitted views ----------------------------------------------------------
+    @property
+    def user_factors_(self):
+        return self.user_table_.to_csr()
+
+    @property
+    def item_factors_(self):
+        return self.item_table_.to_csr()
+
+    def _item_transposed(self):
+        if getattr(self, "_item_t", None) is None:
+            self._item_t = self.item_table_.transposed()
+        return self._item_t
+
+    # --- model hooks for RecommenderMixin --------------------------------------
+    def _top_n(self, rows, n, ex_indptr, ex_indices, allowed):
+        be = backends.get_backend("cpu")
+        with numba_threads(self.n_threads):
+            return be.top_n(
+                rows, n, self.user_table_, self._item_transposed(), self.item_bias_,
+                ex_indptr, ex_indices, allowed,
+            )
+
+    def _score(self, rows, cand):
+        be = backends.get_backend("cpu")
+        with numba_threads(self.n_threads):
+            return be.score(rows, cand, self.user_table_, self.item_table_, self.item_bias_)
+
+    def _similar(self, rows, n):
+        be = backends.get_backend("cpu")
+        tab = self.item_table_
+        row_of = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
+        norms = np.sqrt(np.bincount(row_of, weights=tab.weights.astype(np.float64) ** 2,
+                                    minlength=tab.n_rows))
+        inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
+        unit = SparseEmbeddingTable(
+            tab.indptr, tab.indices.copy(),
+            (tab.weights * inv[row_of])[None, :].astype(np.float32),
+            tab.n_cols,
+        )
+        t = unit.transposed()
+        ex = np.zeros(len(rows) + 1, np.int64), np.zeros(0, np.int32)
+        allowed = np.ones(self.n_items_, np.bool_)
+        with numba_threads(self.n_threads):
+            return be.top_n(
+                rows, n, unit, t, np.zeros(self.n_items_, np.float32), *ex, allowed,
+                self_exclude=True,
+            )
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_item_t", None)
+        return state
