@@ -239,7 +239,7 @@ class PruneGrow:
         inactive -= np.array([len(taken[t][0]) if t in taken else 0 for t in group], np.int64)
         split = rng.multivariate_hypergeometric(inactive, k) if len(group) > 1 else [k]
         out = {}
-        for t, k_t in zip(group, split):
+        for t, k_t in zip(group, split, strict=True):
             tab = self.tables[t]
             tr, tc = taken.get(t, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
             rows, cols = K.random_inactive(

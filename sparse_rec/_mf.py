@@ -225,8 +225,9 @@ class DSLMatrixFactorization(BaseDSLEstimator):
                 t1 = time.perf_counter()
                 pruned = grown = np.zeros(2, np.int64)
                 rho = 0.0
-                if dynamic and (epoch + 1) % self.update_interval == 0 and epoch + 1 < self.max_iter:
-                    rho = update_ratio_at(epoch + 1, self.max_iter, self.update_ratio, self.schedule)
+                done = epoch + 1
+                if dynamic and done % self.update_interval == 0 and done < self.max_iter:
+                    rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
                     gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch + 1)))
                     pg.grad_fns = [
                         be.grad_users(data, users, items, bias, _GROW_SAMPLES, gkey),

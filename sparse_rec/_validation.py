@@ -112,6 +112,6 @@ def check_ids(ids, n, name="users", what="user"):
         bad = arr[(arr < 0) | (arr >= n)][:5].tolist()
         raise ValueError(
             f"{name} must be {what} ids in [0, {n}) as seen in fit; got {bad}. "
-            f"Map raw ids with the model's {what}_ids_ or fold new {what}s in."
+            f"Map raw ids to indices with the data set's {what}_index(), and refit to add {what}s."
         )
     return arr

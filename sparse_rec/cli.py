@@ -97,9 +97,9 @@ def cmd_recommend(args):
             return 2
         users = np.array([lookup[int(r)] for r in raw])
     ids, scores = model.recommend(users, n=args.n)
-    for r, row, srow in zip(raw, ids, scores):
+    for r, row, srow in zip(raw, ids, scores, strict=True):
         print(f"user {r}:")
-        for rank, (i, s) in enumerate(zip(row, srow), 1):
+        for rank, (i, s) in enumerate(zip(row, srow, strict=True), 1):
             if i < 0:
                 break
             label = str(item_ids[i]) if item_ids is not None else str(i)

@@ -128,7 +128,7 @@ def test_serial_epoch_is_bitwise_reproducible():
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         outs.append((loss, U.weights.copy(), I.weights.copy(), b.copy()))
     assert outs[0][0] == outs[1][0]
-    for a, c in zip(outs[0][1:], outs[1][1:]):
+    for a, c in zip(outs[0][1:], outs[1][1:], strict=True):
         np.testing.assert_array_equal(a, c)
 
 

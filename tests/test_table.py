@@ -16,7 +16,7 @@ def dense(tab, slot=0):
 
 def active(tab):
     rows = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
-    return set(zip(rows.tolist(), tab.indices.astype(np.int64).tolist()))
+    return set(zip(rows.tolist(), tab.indices.astype(np.int64).tolist(), strict=True))
 
 
 @pytest.mark.parametrize("nnz", [0, 1, 37, 200])
