@@ -83,6 +83,7 @@ class PruneGrow:
         self.budget = budget
         self.grow = grow
         self.chunk_bytes = chunk_bytes
+        self._cache = {}
 
     def groups(self):
         ids = list(range(len(self.tables)))
@@ -155,6 +156,9 @@ class PruneGrow:
 
     # --- grow -----------------------------------------------------------------
     def _scores(self, t, r0, r1, buf):
+        cached = self._cache.get(t)
+        if cached is not None:
+            return cached
         tab = self.tables[t]
         G = buf[: (r1 - r0) * tab.n_cols].reshape(r1 - r0, tab.n_cols)
         self.grad_fns[t](r0, r1, G)
@@ -172,11 +176,25 @@ class PruneGrow:
     def _grow_by_gradient(self, group, k, seed, rng):
         buf = self._buffer(group)
         hists = {}
-        for t in group:
-            hist = np.zeros(K.N_BINS, np.int64)
-            for r0, r1 in _chunks(self.tables[t].n_rows, self.tables[t].n_cols, self.chunk_bytes):
-                K.score_histogram(self._scores(t, r0, r1, buf), hist)
-            hists[t] = hist
+        self._cache = {}
+        try:
+            for t in group:
+                hist = np.zeros(K.N_BINS, np.int64)
+                chunks = list(_chunks(self.tables[t].n_rows, self.tables[t].n_cols,
+                                      self.chunk_bytes))
+                for r0, r1 in chunks:
+                    G = self._scores(t, r0, r1, buf)
+                    K.score_histogram(G, hist)
+                if len(chunks) == 1:
+                    # A table that fits one chunk keeps its scores for the
+                    # collecting pass instead of recomputing them.
+                    self._cache[t] = G.copy()
+                hists[t] = hist
+            return self._select(group, k, seed, rng, buf, hists)
+        finally:
+            self._cache = {}
+
+    def _select(self, group, k, seed, rng, buf, hists):
         total = sum(hists.values())
         from_top = np.cumsum(total[::-1])
         pos = int(np.searchsorted(from_top, k))

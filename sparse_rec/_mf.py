@@ -50,6 +50,9 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         Adagrad step size.
     alpha : float, default=1e-4
         L2 penalty on each weight touched by a step.
+    optimizer : {"adagrad", "sgd"}, default="adagrad"
+        Step rule. Adagrad keeps one accumulator per active weight (stored
+        on the same pattern, dropped after ``fit``); plain SGD keeps none.
     update_ratio : float in [0, 1), default=0.5
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training (the pattern never changes).
@@ -113,6 +116,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         max_iter=100,
         learning_rate=0.1,
         alpha=1e-4,
+        optimizer="adagrad",
         update_ratio=0.5,
         update_interval=5,
         schedule="cosine",
@@ -127,6 +131,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.alpha = alpha
+        self.optimizer = optimizer
         self.update_ratio = update_ratio
         self.update_interval = update_interval
         self.schedule = schedule
@@ -153,6 +158,10 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         self
         """
         self._validate_common()
+        if self.optimizer not in ("adagrad", "sgd"):
+            raise ValueError(
+                f"optimizer must be 'adagrad' or 'sgd'; got {self.optimizer!r}."
+            )
         X, exclude = self._prepare_X(X, exclude)
         seed = check_random_seed(self.random_state)
         n_users, n_items = X.shape
@@ -160,13 +169,13 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         data = TrainData.from_matrix(X, exclude)
         with numba_threads(self.n_threads):
             users, items = self._init_tables(n_users, n_items, d, seed)
-            bias = np.zeros(n_items, np.float32)
-            bias_s = np.zeros(n_items, np.float32)
-            self._train(data, users, items, bias, bias_s, seed)
+            # Bias and its optimiser state side by side, as in the tables.
+            bias_v = np.zeros((n_items, 2), np.float32)
+            self._train(data, users, items, bias_v, seed)
+        bias = bias_v[:, 0].copy()
         # The optimiser state is only needed while training: keep weights.
         for tab in (users, items):
-            tab.values_buf = tab.values_buf[:1, : tab.nnz].copy()
-            tab.indices_buf = tab.indices_buf[: tab.nnz].copy()
+            tab.drop_state()
         self.user_table_, self.item_table_ = users, items
         self.item_bias_ = bias
         self.seen_ = X
@@ -190,7 +199,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, scale=scale, seed=seed + 1)
         return users, items
 
-    def _train(self, data, users, items, bias, bias_s, seed):
+    def _train(self, data, users, items, bias_v, seed):
         be = backends.get_backend("cpu")
         tables = [users, items]
         pg = PruneGrow(tables, [None, None], budget=self.budget, grow=self.grow)
@@ -210,8 +219,9 @@ class DSLMatrixFactorization(BaseDSLEstimator):
                 t0 = time.perf_counter()
                 key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch)))
                 loss = be.bpr_epoch(
-                    data, users, items, bias, bias_s, data.nnz, key,
-                    self.learning_rate, self.alpha, be.ADAGRAD,
+                    data, users, items, bias_v, data.nnz, key,
+                    self.learning_rate, self.alpha,
+                    be.ADAGRAD if self.optimizer == "adagrad" else be.SGD,
                 )
                 mean_loss = loss / max(data.nnz, 1)
                 if not np.isfinite(mean_loss) or not (
@@ -230,8 +240,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
                     rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
                     gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch + 1)))
                     pg.grad_fns = [
-                        be.grad_users(data, users, items, bias, _GROW_SAMPLES, gkey),
-                        be.grad_items(data, users, items, bias, _GROW_SAMPLES, gkey),
+                        be.grad_users(data, users, items, bias_v, _GROW_SAMPLES, gkey),
+                        be.grad_items(data, users, items, bias_v, _GROW_SAMPLES, gkey),
                     ]
                     pruned, grown = pg.step(rho, seed + epoch + 1)
                     ever = self._mark(users, items, coverage, ever)
@@ -304,7 +314,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
         unit = SparseEmbeddingTable(
             tab.indptr, tab.indices.copy(),
-            (tab.weights * inv[row_of])[None, :].astype(np.float32),
+            (tab.weights * inv[row_of])[:, None].astype(np.float32),
             tab.n_cols,
         )
         t = unit.transposed()

@@ -26,7 +26,9 @@ class SparseEmbeddingTable:
     ----------
     indptr : ndarray of int64, shape (n_rows + 1,)
     indices : ndarray of int16 or int32, shape (capacity,)
-    values : ndarray of float32, shape (n_slots, capacity)
+    values : ndarray of float32, shape (capacity, n_slots)
+        Slots of one entry sit side by side, so a training step that reads a
+        weight finds its optimiser state in the same cache line.
     n_cols : int
         Number of components (columns).
 
@@ -68,7 +70,7 @@ class SparseEmbeddingTable:
         np.cumsum(row_counts, out=indptr[1:])
         cap = int(nnz)
         indices = np.empty(cap, _index_dtype(n_cols))
-        values = np.empty((n_slots, cap), np.float32)
+        values = np.empty((cap, n_slots), np.float32)
         K.init_pattern(indptr, n_cols, np.uint64(seed), np.float32(scale), indices, values)
         return cls(indptr, indices, values, n_cols)
 
@@ -91,15 +93,15 @@ class SparseEmbeddingTable:
 
     @property
     def weights(self):
-        return self.values_buf[0, : self.nnz]
+        return self.values_buf[: self.nnz, 0]
 
     def slot(self, s):
         """Values of slot ``s`` (0 = weights) for the active coordinates."""
-        return self.values_buf[s, : self.nnz]
+        return self.values_buf[: self.nnz, s]
 
     @property
     def n_slots(self):
-        return self.values_buf.shape[0]
+        return self.values_buf.shape[1]
 
     def row_nnz(self):
         return np.diff(self.indptr)
@@ -137,8 +139,8 @@ class SparseEmbeddingTable:
         nnz = self.nnz
         indices = np.empty(capacity, self.indices_buf.dtype)
         indices[:nnz] = self.indices_buf[:nnz]
-        values = np.empty((self.n_slots, capacity), np.float32)
-        values[:, :nnz] = self.values_buf[:, :nnz]
+        values = np.empty((capacity, self.n_slots), np.float32)
+        values[:nnz] = self.values_buf[:nnz]
         self.indices_buf, self.values_buf = indices, values
 
     def rebuild(self, keep, new_rows, new_cols):
@@ -157,15 +159,20 @@ class SparseEmbeddingTable:
         """Raise AssertionError if the table is not canonical."""
         assert self.indptr[0] == 0 and np.all(np.diff(self.indptr) >= 0), "indptr not monotone"
         assert self.indices_buf.shape[0] >= self.nnz, "capacity below nnz"
-        assert self.values_buf.shape[1] == self.indices_buf.shape[0], "slots misaligned"
+        assert self.values_buf.shape[0] == self.indices_buf.shape[0], "slots misaligned"
         assert K.is_canonical(self.indptr, self.indices, self.n_cols), "rows not sorted/unique"
+
+    def drop_state(self):
+        """Keep only the weights (after training) and release spare capacity."""
+        self.values_buf = np.ascontiguousarray(self.values_buf[: self.nnz, :1])
+        self.indices_buf = self.indices_buf[: self.nnz].copy()
 
     # --- pickling: store only the active part ------------------------------
     def __getstate__(self):
         return {
             "indptr": self.indptr,
             "indices": self.indices_buf[: self.nnz].copy(),
-            "values": self.values_buf[:, : self.nnz].copy(),
+            "values": self.values_buf[: self.nnz].copy(),
             "n_cols": self.n_cols,
         }
 

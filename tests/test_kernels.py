@@ -43,7 +43,8 @@ def small_problem(seed=0, n_users=30, n_items=25, d=8, density=0.4):
     nnz = int(density * total)
     users = SparseEmbeddingTable.random(n_users, d, nnz // 2, seed=seed, scale=0.5)
     items = SparseEmbeddingTable.random(n_items, d, nnz - nnz // 2, seed=seed + 1, scale=0.5)
-    bias = (rng.standard_normal(n_items) * 0.1).astype(np.float32)
+    bias = np.zeros((n_items, 2), np.float32)
+    bias[:, 0] = rng.standard_normal(n_items) * 0.1
     return X, data, users, items, bias
 
 
@@ -56,7 +57,7 @@ def bpr_epoch_ref(data, U, I, b, n_samples, key, lr, reg, adagrad):
         rows = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
         cols = tab.indices.astype(np.int64)
         w[rows, cols], s[rows, cols], m[rows, cols] = tab.slot(0), tab.slot(1), True
-    b = b.astype(np.float64).copy()
+    b = b[:, 0].astype(np.float64)
     bs = np.zeros_like(b)
     n_items = len(b)
 
@@ -103,10 +104,9 @@ def test_serial_epoch_matches_reference(optimizer):
     X, data, U, I, b = small_problem()
     key = int(_rng.epoch_key(np.uint64(7), np.uint64(0)))
     ref = bpr_epoch_ref(data, U, I, b, 500, key, 0.05, 0.01, optimizer == cpu.ADAGRAD)
-    bs = np.zeros_like(b)
     numba.set_num_threads(1)
     try:
-        loss = cpu.bpr_epoch(data, U, I, b, bs, 500, np.uint64(key), 0.05, 0.01, optimizer)
+        loss = cpu.bpr_epoch(data, U, I, b, 500, np.uint64(key), 0.05, 0.01, optimizer)
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     # float32 storage against a float64 reference
@@ -115,7 +115,7 @@ def test_serial_epoch_matches_reference(optimizer):
 
     np.testing.assert_allclose(dense(U), ref[1], atol=2e-5)
     np.testing.assert_allclose(dense(I), ref[2], atol=2e-5)
-    np.testing.assert_allclose(b, ref[3], atol=2e-5)
+    np.testing.assert_allclose(b[:, 0], ref[3], atol=2e-5)
 
 
 def test_serial_epoch_is_bitwise_reproducible():
@@ -123,8 +123,7 @@ def test_serial_epoch_is_bitwise_reproducible():
     for _ in range(2):
         X, data, U, I, b = small_problem(seed=3)
         numba.set_num_threads(1)
-        loss = cpu.bpr_epoch(data, U, I, b, np.zeros_like(b), 2000, np.uint64(9), 0.1, 0.0,
-                             cpu.ADAGRAD)
+        loss = cpu.bpr_epoch(data, U, I, b, 2000, np.uint64(9), 0.1, 0.0, cpu.ADAGRAD)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         outs.append((loss, U.weights.copy(), I.weights.copy(), b.copy()))
     assert outs[0][0] == outs[1][0]
@@ -138,8 +137,7 @@ def test_parallel_epoch_close_to_serial():
     for nt in (1, 2):
         X, data, U, I, b = small_problem(seed=5, n_users=200, n_items=100)
         numba.set_num_threads(nt)
-        loss = cpu.bpr_epoch(data, U, I, b, np.zeros_like(b), data.nnz, np.uint64(3), 0.01, 0.0,
-                             cpu.SGD)
+        loss = cpu.bpr_epoch(data, U, I, b, data.nnz, np.uint64(3), 0.01, 0.0, cpu.SGD)
         res.append((loss, U.weights.copy()))
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     # Hogwild reorders some steps, so the loss agrees only approximately.
@@ -171,7 +169,7 @@ def test_user_gradient_matches_reference():
                     break
             if j < 0:
                 continue
-            x = b[i] - b[j] + Ud[r] @ (Id[i] - Id[j])
+            x = b[i, 0] - b[j, 0] + Ud[r] @ (Id[i] - Id[j])
             g = data.x_weight[pos] * (deg / n) / (1 + np.exp(x))
             ref[r] -= g * (Id[i] - Id[j])
     np.testing.assert_allclose(G, ref, atol=1e-5)
@@ -181,6 +179,7 @@ def test_top_n_and_scores_match_brute_force():
     X, data, U, I, b = small_problem(seed=4)
     from test_table import dense
 
+    b = b[:, 0].copy()
     S = dense(U) @ dense(I).T + b
     rows = np.array([0, 3, 7, 29])
     E = X[rows]

@@ -45,7 +45,7 @@ def test_random_table_rejects_impossible_count():
 
 def test_rebuild_drops_and_inserts_in_order_with_state():
     t = SparseEmbeddingTable.random(6, 8, 20, seed=0)
-    t.values_buf[1, :20] = np.arange(20) + 1  # state tagged by position
+    t.values_buf[:20, 1] = np.arange(20) + 1  # state tagged by position
     before = dense(t, 1)
     keep = np.ones(20, bool)
     keep[[0, 5, 19]] = False
@@ -72,15 +72,15 @@ def _table_with_weights(w):
     w = np.asarray(w, np.float32)
     n_rows, n_cols = w.shape
     t = SparseEmbeddingTable.random(n_rows, n_cols, n_rows * n_cols, seed=0)
-    t.values_buf[0, :] = w.reshape(-1)
+    t.values_buf[:, 0] = w.reshape(-1)
     return t
 
 
 def test_prune_drops_smallest_magnitudes_and_grow_takes_largest_gradient():
     rng = np.random.default_rng(0)
     t = SparseEmbeddingTable.random(30, 12, 120, seed=1)
-    t.values_buf[0, : t.nnz] = rng.standard_normal(t.nnz).astype(np.float32)
-    t.values_buf[1, : t.nnz] = t.weights * 10  # state follows weights
+    t.values_buf[: t.nnz, 0] = rng.standard_normal(t.nnz).astype(np.float32)
+    t.values_buf[: t.nnz, 1] = t.weights * 10  # state follows weights
     scores = rng.random((30, 12)).astype(np.float32)
 
     def grad(r0, r1, G):
@@ -111,7 +111,7 @@ def test_count_is_constant_over_many_steps(budget, grow):
     tabs = [SparseEmbeddingTable.random(40, 8, 64, seed=2),
             SparseEmbeddingTable.random(25, 8, 40, seed=3)]
     for t in tabs:
-        t.values_buf[0, : t.nnz] = rng.standard_normal(t.nnz)
+        t.values_buf[: t.nnz, 0] = rng.standard_normal(t.nnz)
     def fn(r0, r1, G, salt):  # deterministic, as PruneGrow requires
         G[:] = np.random.default_rng([r0, salt, step]).random(G.shape)
 
@@ -126,7 +126,7 @@ def test_count_is_constant_over_many_steps(budget, grow):
         if budget == "table":
             assert (tabs[0].nnz, tabs[1].nnz) == (64, 40)
         for t in tabs:  # weights stay finite and state aligned
-            assert t.values_buf.shape[1] >= t.nnz
+            assert t.values_buf.shape[0] >= t.nnz
 
 
 def test_global_budget_moves_weights_towards_larger_gradients():

@@ -6,9 +6,10 @@ Layout shared by every kernel here:
   CSR), ``x_rows`` (the user of each interaction) and the *forbidden* pattern
   ``f_indptr, f_indices`` (items never to be sampled as a user's negative:
   the training items, plus any held-out candidates);
-* factor tables ``*_indptr, *_indices, *_w, *_s``: CSR rows of active
-  coordinates with weights ``w`` and an aligned optimiser state ``s``;
-* ``bias, bias_s``: dense item biases and their state.
+* factor tables ``*_indptr, *_indices, *_v``: CSR rows of active
+  coordinates; ``v[p, 0]`` is the weight and ``v[p, 1]`` its optimiser
+  state (side by side: one cache line per step);
+* ``bias_v``: dense item biases, ``bias_v[i, 0]``, and their state.
 
 One BPR sample is a user ``u``, a positive ``i`` drawn uniformly from the
 interactions and a negative ``j`` drawn uniformly from the items outside the
@@ -25,6 +26,9 @@ from ._rng import draw, randint
 SGD = 0
 ADAGRAD = 1
 _EPS = np.float32(1e-8)
+# Samples whose indices and row pointers are loaded before any is trained:
+# the loads are independent, so the CPU overlaps their cache misses.
+_GROUP = 16
 
 
 @njit(cache=True, inline="always")
@@ -65,76 +69,93 @@ def log_sigmoid_grad(x):
 
 
 @njit(cache=True, inline="always")
-def _apply(w, s, p, grad, lr, optimizer):
+def _apply(v, p, grad, lr, optimizer):
     if optimizer == ADAGRAD:
-        acc = s[p] + grad * grad
-        s[p] = acc
-        w[p] -= lr * grad / (np.sqrt(acc) + _EPS)
+        acc = v[p, 1] + grad * grad
+        v[p, 1] = acc
+        v[p, 0] -= lr * grad / (np.sqrt(acc) + _EPS)
     else:
-        w[p] -= lr * grad
+        v[p, 0] -= lr * grad
 
 
 @njit(cache=True, inline="always")
-def score_pair(u, i, j, pu, diff, i_indptr, i_indices, i_w, bias):
+def score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v):
     """x_uij = b_i - b_j + <p_u, q_i - q_j>; fills ``diff`` with q_i - q_j.
 
-    ``pu`` must hold user ``u``'s row scattered densely.
+    ``pu`` must hold the user's row scattered densely.
     """
-    x = np.float64(bias[i]) - bias[j]
+    x = np.float64(bias_v[i, 0]) - bias_v[j, 0]
     for p in range(i_indptr[i], i_indptr[i + 1]):
         k = i_indices[p]
-        v = i_w[p]
+        v = i_v[p, 0]
         x += pu[k] * v
         diff[k] += v
     for p in range(i_indptr[j], i_indptr[j + 1]):
         k = i_indices[p]
-        v = i_w[p]
+        v = i_v[p, 0]
         x -= pu[k] * v
         diff[k] -= v
     return x
 
 
-@njit(cache=True)
+# fastmath and error_model="numpy" drop per-step NaN and zero-division
+# checks; the caller checks the loss and weights for finiteness after each
+# epoch and raises DivergenceError there.
+@njit(cache=True, fastmath=True, error_model="numpy")
 def _bpr_block(
     s0, s1, key, pu, diff,
     x_indices, x_weight, x_rows, f_indptr, f_indices,
-    u_indptr, u_indices, u_w, u_s,
-    i_indptr, i_indices, i_w, i_s,
-    bias, bias_s, lr, reg, optimizer,
+    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
+    bias_v, lr, reg, optimizer,
 ):
-    n_items = bias.shape[0]
+    n_items = bias_v.shape[0]
     nnz = x_indices.shape[0]
     loss = 0.0
-    for s in range(s0, s1):
-        pos = randint(draw(key, s, 0), nnz)
-        u = x_rows[pos]
-        i = x_indices[pos]
-        j = sample_negative(key, s, u, n_items, f_indptr, f_indices)
-        if j < 0:
-            continue
-        c = x_weight[pos]
-        for p in range(u_indptr[u], u_indptr[u + 1]):
-            pu[u_indices[p]] = u_w[p]
-        x = score_pair(u, i, j, pu, diff, i_indptr, i_indices, i_w, bias)
-        sample_loss, g = log_sigmoid_grad(x)
-        loss += c * sample_loss
-        g = np.float32(c * g)
-        # d(-log sigmoid(x))/dx = -g. ``pu`` and ``diff`` keep the pre-step
-        # values, so user and item steps use the same point.
-        for p in range(u_indptr[u], u_indptr[u + 1]):
-            _apply(u_w, u_s, p, -g * diff[u_indices[p]] + reg * u_w[p], lr, optimizer)
-        for p in range(i_indptr[i], i_indptr[i + 1]):
-            k = i_indices[p]
-            _apply(i_w, i_s, p, -g * pu[k] + reg * i_w[p], lr, optimizer)
-            diff[k] = 0.0
-        for p in range(i_indptr[j], i_indptr[j + 1]):
-            k = i_indices[p]
-            _apply(i_w, i_s, p, g * pu[k] + reg * i_w[p], lr, optimizer)
-            diff[k] = 0.0
-        for p in range(u_indptr[u], u_indptr[u + 1]):
-            pu[u_indices[p]] = 0.0
-        _apply(bias, bias_s, i, -g + reg * bias[i], lr, optimizer)
-        _apply(bias, bias_s, j, g + reg * bias[j], lr, optimizer)
+    g_pos = np.empty(_GROUP, np.int64)
+    g_u = np.empty(_GROUP, np.int64)
+    g_j = np.empty(_GROUP, np.int64)
+    for start in range(s0, s1, _GROUP):
+        stop = min(s1, start + _GROUP)
+        # Phase 1: indices of the whole group (independent loads).
+        for s in range(start, stop):
+            pos = randint(draw(key, s, 0), nnz)
+            g_pos[s - start] = pos
+            g_u[s - start] = x_rows[pos]
+        for s in range(start, stop):
+            g_j[s - start] = sample_negative(key, s, g_u[s - start], n_items, f_indptr, f_indices)
+        # Phase 2: train in sample order, exactly as a plain loop would.
+        for s in range(start, stop):
+            j = g_j[s - start]
+            if j < 0:
+                continue
+            pos = g_pos[s - start]
+            u = g_u[s - start]
+            i = x_indices[pos]
+            c = x_weight[pos]
+            u0 = u_indptr[u]
+            u1 = u_indptr[u + 1]
+            for p in range(u0, u1):
+                pu[u_indices[p]] = u_v[p, 0]
+            x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
+            sample_loss, g = log_sigmoid_grad(x)
+            loss += c * sample_loss
+            g = np.float32(c * g)
+            # d(-log sigmoid(x))/dx = -g. ``pu`` and ``diff`` keep the
+            # pre-step values, so user and item steps use the same point.
+            for p in range(u0, u1):
+                _apply(u_v, p, -g * diff[u_indices[p]] + reg * u_v[p, 0], lr, optimizer)
+            for p in range(i_indptr[i], i_indptr[i + 1]):
+                k = i_indices[p]
+                _apply(i_v, p, -g * pu[k] + reg * i_v[p, 0], lr, optimizer)
+                diff[k] = 0.0
+            for p in range(i_indptr[j], i_indptr[j + 1]):
+                k = i_indices[p]
+                _apply(i_v, p, g * pu[k] + reg * i_v[p, 0], lr, optimizer)
+                diff[k] = 0.0
+            for p in range(u0, u1):
+                pu[u_indices[p]] = 0.0
+            _apply(bias_v, i, -g + reg * bias_v[i, 0], lr, optimizer)
+            _apply(bias_v, j, g + reg * bias_v[j, 0], lr, optimizer)
     return loss
 
 
@@ -142,17 +163,15 @@ def _bpr_block(
 def bpr_epoch_serial(
     n_samples, key, n_components,
     x_indices, x_weight, x_rows, f_indptr, f_indices,
-    u_indptr, u_indices, u_w, u_s,
-    i_indptr, i_indices, i_w, i_s,
-    bias, bias_s, lr, reg, optimizer,
+    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
+    bias_v, lr, reg, optimizer,
 ):
     """One epoch of ``n_samples`` BPR steps in sample order; returns the loss sum."""
     pu = np.zeros(n_components, np.float32)
     diff = np.zeros(n_components, np.float32)
     return _bpr_block(
         0, n_samples, key, pu, diff, x_indices, x_weight, x_rows, f_indptr, f_indices,
-        u_indptr, u_indices, u_w, u_s, i_indptr, i_indices, i_w, i_s,
-        bias, bias_s, lr, reg, optimizer,
+        u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg, optimizer,
     )
 
 
@@ -160,9 +179,8 @@ def bpr_epoch_serial(
 def bpr_epoch_parallel(
     n_samples, key, n_components,
     x_indices, x_weight, x_rows, f_indptr, f_indices,
-    u_indptr, u_indices, u_w, u_s,
-    i_indptr, i_indices, i_w, i_s,
-    bias, bias_s, lr, reg, optimizer, n_blocks,
+    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
+    bias_v, lr, reg, optimizer, n_blocks,
 ):
     """Hogwild epoch: blocks of samples run on all threads without locks."""
     per = (n_samples + n_blocks - 1) // n_blocks
@@ -173,8 +191,7 @@ def bpr_epoch_parallel(
         losses[b] = _bpr_block(
             b * per, min(n_samples, (b + 1) * per), key, pu, diff,
             x_indices, x_weight, x_rows, f_indptr, f_indices,
-            u_indptr, u_indices, u_w, u_s, i_indptr, i_indices, i_w, i_s,
-            bias, bias_s, lr, reg, optimizer,
+            u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg, optimizer,
         )
     return losses.sum()
 
@@ -191,12 +208,12 @@ def bpr_epoch_parallel(
 def grad_users_chunk(
     r0, r1, G, m, key,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
-    u_indptr, u_indices, u_w,
-    i_indptr, i_indices, i_w, bias,
+    u_indptr, u_indices, u_v,
+    i_indptr, i_indices, i_v, bias_v,
 ):
     """Fill ``G[r - r0]`` with dL/dp_u (dense rows) for users ``r0 <= r < r1``."""
     d = G.shape[1]
-    n_items = bias.shape[0]
+    n_items = bias_v.shape[0]
     for r in prange(r0, r1):
         g_row = G[r - r0]
         g_row[:] = 0.0
@@ -209,23 +226,23 @@ def grad_users_chunk(
         pu = np.zeros(d, np.float32)
         diff = np.zeros(d, np.float32)
         for p in range(u_indptr[r], u_indptr[r + 1]):
-            pu[u_indices[p]] = u_w[p]
+            pu[u_indices[p]] = u_v[p, 0]
         for t in range(n):
             pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
             i = x_indices[pos]
             j = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
             if j < 0:
                 continue
-            x = score_pair(r, i, j, pu, diff, i_indptr, i_indices, i_w, bias)
+            x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
             _, g = log_sigmoid_grad(x)
             g = np.float32(g * x_weight[pos] * scale)
             for p in range(i_indptr[i], i_indptr[i + 1]):
                 k = i_indices[p]
-                g_row[k] -= g * i_w[p]
+                g_row[k] -= g * i_v[p, 0]
                 diff[k] = 0.0
             for p in range(i_indptr[j], i_indptr[j + 1]):
                 k = i_indices[p]
-                g_row[k] += g * i_w[p]
+                g_row[k] += g * i_v[p, 0]
                 diff[k] = 0.0
 
 
@@ -234,8 +251,8 @@ def grad_items_chunk(
     c0, c1, G, m, key, neg_per_item,
     x_indptr, x_indices, x_weight, x_rows, xt_indptr, xt_indices, xt_weight,
     f_indptr, f_indices,
-    u_indptr, u_indices, u_w,
-    i_indptr, i_indices, i_w, bias,
+    u_indptr, u_indices, u_v,
+    i_indptr, i_indices, i_v, bias_v,
 ):
     """Fill ``G[c - c0]`` with dL/dq_c (dense rows) for items ``c0 <= c < c1``.
 
@@ -245,7 +262,7 @@ def grad_items_chunk(
     item is expected to be drawn as a negative in one epoch.
     """
     d = G.shape[1]
-    n_items = bias.shape[0]
+    n_items = bias_v.shape[0]
     nnz = x_indices.shape[0]
     for c in prange(c0, c1):
         g_row = G[c - c0]
@@ -262,12 +279,12 @@ def grad_items_chunk(
             if j < 0:
                 continue
             for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = u_w[p]
-            x = score_pair(u, c, j, pu, diff, i_indptr, i_indices, i_w, bias)
+                pu[u_indices[p]] = u_v[p, 0]
+            x = score_pair(c, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
             _, g = log_sigmoid_grad(x)
             g = np.float32(g * xt_weight[pos] * (deg / n))
             for p in range(u_indptr[u], u_indptr[u + 1]):
-                g_row[u_indices[p]] -= g * u_w[p]
+                g_row[u_indices[p]] -= g * u_v[p, 0]
                 pu[u_indices[p]] = 0.0
             for p in range(i_indptr[c], i_indptr[c + 1]):
                 diff[i_indices[p]] = 0.0
@@ -284,12 +301,12 @@ def grad_items_chunk(
             if i == c or in_row(f_indptr, f_indices, u, c):
                 continue
             for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = u_w[p]
-            x = score_pair(u, i, c, pu, diff, i_indptr, i_indices, i_w, bias)
+                pu[u_indices[p]] = u_v[p, 0]
+            x = score_pair(i, c, pu, diff, i_indptr, i_indices, i_v, bias_v)
             _, g = log_sigmoid_grad(x)
             g = np.float32(g * x_weight[pos] * w_neg)
             for p in range(u_indptr[u], u_indptr[u + 1]):
-                g_row[u_indices[p]] += g * u_w[p]
+                g_row[u_indices[p]] += g * u_v[p, 0]
                 pu[u_indices[p]] = 0.0
             for p in range(i_indptr[i], i_indptr[i + 1]):
                 diff[i_indices[p]] = 0.0

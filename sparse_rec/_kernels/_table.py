@@ -99,7 +99,7 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
     no active coordinate. Updates ``indptr`` and returns the new nnz.
     """
     n_rows = indptr.shape[0] - 1
-    n_slots = values.shape[0]
+    n_slots = values.shape[1]
     kept = np.zeros(n_rows, np.int64)
     w = 0
     for r in range(n_rows):
@@ -107,7 +107,7 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
             if keep[p]:
                 indices[w] = indices[p]
                 for s in range(n_slots):
-                    values[s, w] = values[s, p]
+                    values[w, s] = values[p, s]
                 w += 1
                 kept[r] += 1
     added = np.zeros(n_rows, np.int64)
@@ -128,12 +128,12 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
             if use_new:
                 indices[out] = new_cols[nt]
                 for s in range(n_slots):
-                    values[s, out] = 0.0
+                    values[out, s] = 0.0
                 nt -= 1
             else:
                 indices[out] = indices[kp]
                 for s in range(n_slots):
-                    values[s, out] = values[s, kp]
+                    values[out, s] = values[kp, s]
                 kp -= 1
             out -= 1
         indptr[r + 1] = new_end
@@ -237,9 +237,9 @@ def init_pattern(indptr, n_cols, seed, scale, indices, values):
             indices[p] = chosen[t]
             z = splitmix64(key ^ splitmix64(np.uint64(n_cols + t)))
             u = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-            values[0, p] = scale * (2.0 * u - 1.0)
-            for s in range(1, values.shape[0]):
-                values[s, p] = 0.0
+            values[p, 0] = scale * (2.0 * u - 1.0)
+            for s in range(1, values.shape[1]):
+                values[p, s] = 0.0
 
 
 @njit(cache=True)

@@ -15,32 +15,32 @@ def _n_blocks(n_samples, n_threads):
     return int(max(n_threads, min(n_threads * 64, n_samples // 2048 + 1)))
 
 
-def bpr_epoch(data, users, items, bias, bias_s, n_samples, key, lr, reg, optimizer):
+def bpr_epoch(data, users, items, bias_v, n_samples, key, lr, reg, optimizer):
     """One BPR epoch; serial (bitwise reproducible) when one thread is set."""
     n_threads = numba.get_num_threads()
     args = (
         n_samples, key, users.n_cols,
         data.x_indices, data.x_weight, data.x_rows, data.f_indptr, data.f_indices,
-        users.indptr, users.indices, users.slot(0), users.slot(1),
-        items.indptr, items.indices, items.slot(0), items.slot(1),
-        bias, bias_s, np.float32(lr), np.float32(reg), optimizer,
+        users.indptr, users.indices, users.values_buf,
+        items.indptr, items.indices, items.values_buf,
+        bias_v, np.float32(lr), np.float32(reg), optimizer,
     )
     if n_threads == 1:
         return _bpr.bpr_epoch_serial(*args)
     return _bpr.bpr_epoch_parallel(*args, _n_blocks(n_samples, n_threads))
 
 
-def grad_users(data, users, items, bias, m, key):
+def grad_users(data, users, items, bias_v, m, key):
     def fill(r0, r1, G):
         _bpr.grad_users_chunk(
             r0, r1, G, m, key, data.x_indptr, data.x_indices, data.x_weight,
-            data.f_indptr, data.f_indices, users.indptr, users.indices, users.weights,
-            items.indptr, items.indices, items.weights, bias,
+            data.f_indptr, data.f_indices, users.indptr, users.indices, users.values_buf,
+            items.indptr, items.indices, items.values_buf, bias_v,
         )
     return fill
 
 
-def grad_items(data, users, items, bias, m, key):
+def grad_items(data, users, items, bias_v, m, key):
     neg_per_item = data.nnz / max(items.n_rows, 1)
 
     def fill(r0, r1, G):
@@ -48,8 +48,8 @@ def grad_items(data, users, items, bias, m, key):
             r0, r1, G, m, key, neg_per_item,
             data.x_indptr, data.x_indices, data.x_weight, data.x_rows,
             data.xt_indptr, data.xt_indices, data.xt_weight,
-            data.f_indptr, data.f_indices, users.indptr, users.indices, users.weights,
-            items.indptr, items.indices, items.weights, bias,
+            data.f_indptr, data.f_indices, users.indptr, users.indices, users.values_buf,
+            items.indptr, items.indices, items.values_buf, bias_v,
         )
     return fill
 
