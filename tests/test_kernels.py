@@ -175,7 +175,11 @@ def test_user_gradient_matches_reference():
     np.testing.assert_allclose(G, ref, atol=1e-5)
 
 
-def test_top_n_and_scores_match_brute_force():
+@pytest.mark.parametrize("dense_path", [False, True])
+def test_top_n_and_scores_match_brute_force(dense_path, monkeypatch):
+    # The sparse (transposed table) and dense (BLAS block) paths agree.
+    monkeypatch.setattr(cpu, "DENSE_SCORING_DENSITY", 0.0 if dense_path else 2.0)
+    monkeypatch.setattr(cpu, "_BLOCK_ROWS", 3)  # several blocks of queries
     X, data, U, I, b = small_problem(seed=4)
     from test_table import dense
 
@@ -186,7 +190,7 @@ def test_top_n_and_scores_match_brute_force():
     allowed = np.ones(len(b), bool)
     allowed[[1, 2]] = False
     ids, vals = cpu.top_n(rows, 6, U, I.transposed(), b, E.indptr.astype(np.int64),
-                          E.indices.astype(np.int32), allowed)
+                          E.indices.astype(np.int32), allowed, items=I)
     for q, r in enumerate(rows):
         s = S[r].copy()
         s[E[q].indices] = -np.inf

@@ -214,36 +214,42 @@ def grad_users_chunk(
     """Fill ``G[r - r0]`` with dL/dp_u (dense rows) for users ``r0 <= r < r1``."""
     d = G.shape[1]
     n_items = bias_v.shape[0]
-    for r in prange(r0, r1):
-        g_row = G[r - r0]
-        g_row[:] = 0.0
-        start = x_indptr[r]
-        deg = x_indptr[r + 1] - start
-        if deg == 0:
-            continue
-        n = min(deg, m)
-        scale = deg / n
+    n_blocks = min(r1 - r0, 256)
+    per = (r1 - r0 + n_blocks - 1) // max(n_blocks, 1)
+    for blk in prange(n_blocks):
+        # Buffers per block, not per row: allocation inside prange is costly.
         pu = np.zeros(d, np.float32)
         diff = np.zeros(d, np.float32)
-        for p in range(u_indptr[r], u_indptr[r + 1]):
-            pu[u_indices[p]] = u_v[p, 0]
-        for t in range(n):
-            pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
-            i = x_indices[pos]
-            j = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
-            if j < 0:
+        for r in range(r0 + blk * per, min(r1, r0 + (blk + 1) * per)):
+            g_row = G[r - r0]
+            g_row[:] = 0.0
+            start = x_indptr[r]
+            deg = x_indptr[r + 1] - start
+            if deg == 0:
                 continue
-            x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
-            _, g = log_sigmoid_grad(x)
-            g = np.float32(g * x_weight[pos] * scale)
-            for p in range(i_indptr[i], i_indptr[i + 1]):
-                k = i_indices[p]
-                g_row[k] -= g * i_v[p, 0]
-                diff[k] = 0.0
-            for p in range(i_indptr[j], i_indptr[j + 1]):
-                k = i_indices[p]
-                g_row[k] += g * i_v[p, 0]
-                diff[k] = 0.0
+            n = min(deg, m)
+            scale = deg / n
+            for p in range(u_indptr[r], u_indptr[r + 1]):
+                pu[u_indices[p]] = u_v[p, 0]
+            for t in range(n):
+                pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
+                i = x_indices[pos]
+                j = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
+                if j < 0:
+                    continue
+                x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
+                _, g = log_sigmoid_grad(x)
+                g = np.float32(g * x_weight[pos] * scale)
+                for p in range(i_indptr[i], i_indptr[i + 1]):
+                    k = i_indices[p]
+                    g_row[k] -= g * i_v[p, 0]
+                    diff[k] = 0.0
+                for p in range(i_indptr[j], i_indptr[j + 1]):
+                    k = i_indices[p]
+                    g_row[k] += g * i_v[p, 0]
+                    diff[k] = 0.0
+            for p in range(u_indptr[r], u_indptr[r + 1]):
+                pu[u_indices[p]] = 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -264,51 +270,54 @@ def grad_items_chunk(
     d = G.shape[1]
     n_items = bias_v.shape[0]
     nnz = x_indices.shape[0]
-    for c in prange(c0, c1):
-        g_row = G[c - c0]
-        g_row[:] = 0.0
+    n_blocks = min(c1 - c0, 256)
+    per = (c1 - c0 + n_blocks - 1) // max(n_blocks, 1)
+    for blk in prange(n_blocks):
         pu = np.zeros(d, np.float32)
         diff = np.zeros(d, np.float32)
-        start = xt_indptr[c]
-        deg = xt_indptr[c + 1] - start
-        n = min(deg, m)
-        for t in range(n):
-            pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
-            u = xt_indices[pos]
-            j = sample_negative(key, start + t, u, n_items, f_indptr, f_indices)
-            if j < 0:
+        for c in range(c0 + blk * per, min(c1, c0 + (blk + 1) * per)):
+            g_row = G[c - c0]
+            g_row[:] = 0.0
+            start = xt_indptr[c]
+            deg = xt_indptr[c + 1] - start
+            n = min(deg, m)
+            for t in range(n):
+                pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
+                u = xt_indices[pos]
+                j = sample_negative(key, start + t, u, n_items, f_indptr, f_indices)
+                if j < 0:
+                    continue
+                for p in range(u_indptr[u], u_indptr[u + 1]):
+                    pu[u_indices[p]] = u_v[p, 0]
+                x = score_pair(c, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
+                _, g = log_sigmoid_grad(x)
+                g = np.float32(g * xt_weight[pos] * (deg / n))
+                for p in range(u_indptr[u], u_indptr[u + 1]):
+                    g_row[u_indices[p]] -= g * u_v[p, 0]
+                    pu[u_indices[p]] = 0.0
+                for p in range(i_indptr[c], i_indptr[c + 1]):
+                    diff[i_indices[p]] = 0.0
+                for p in range(i_indptr[j], i_indptr[j + 1]):
+                    diff[i_indices[p]] = 0.0
+            if m == 0 or neg_per_item <= 0.0:
                 continue
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = u_v[p, 0]
-            x = score_pair(c, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
-            _, g = log_sigmoid_grad(x)
-            g = np.float32(g * xt_weight[pos] * (deg / n))
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                g_row[u_indices[p]] -= g * u_v[p, 0]
-                pu[u_indices[p]] = 0.0
-            for p in range(i_indptr[c], i_indptr[c + 1]):
-                diff[i_indices[p]] = 0.0
-            for p in range(i_indptr[j], i_indptr[j + 1]):
-                diff[i_indices[p]] = 0.0
-        if m == 0 or neg_per_item <= 0.0:
-            continue
-        w_neg = neg_per_item / m
-        for t in range(m):
-            # Streams 9.. keep these draws apart from the positive ones above.
-            pos = randint(draw(key, nnz + c * m + t, 9), nnz)
-            u = x_rows[pos]
-            i = x_indices[pos]
-            if i == c or in_row(f_indptr, f_indices, u, c):
-                continue
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = u_v[p, 0]
-            x = score_pair(i, c, pu, diff, i_indptr, i_indices, i_v, bias_v)
-            _, g = log_sigmoid_grad(x)
-            g = np.float32(g * x_weight[pos] * w_neg)
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                g_row[u_indices[p]] += g * u_v[p, 0]
-                pu[u_indices[p]] = 0.0
-            for p in range(i_indptr[i], i_indptr[i + 1]):
-                diff[i_indices[p]] = 0.0
-            for p in range(i_indptr[c], i_indptr[c + 1]):
-                diff[i_indices[p]] = 0.0
+            w_neg = neg_per_item / m
+            for t in range(m):
+                # Streams 9.. keep these draws apart from the positive ones above.
+                pos = randint(draw(key, nnz + c * m + t, 9), nnz)
+                u = x_rows[pos]
+                i = x_indices[pos]
+                if i == c or in_row(f_indptr, f_indices, u, c):
+                    continue
+                for p in range(u_indptr[u], u_indptr[u + 1]):
+                    pu[u_indices[p]] = u_v[p, 0]
+                x = score_pair(i, c, pu, diff, i_indptr, i_indices, i_v, bias_v)
+                _, g = log_sigmoid_grad(x)
+                g = np.float32(g * x_weight[pos] * w_neg)
+                for p in range(u_indptr[u], u_indptr[u + 1]):
+                    g_row[u_indices[p]] += g * u_v[p, 0]
+                    pu[u_indices[p]] = 0.0
+                for p in range(i_indptr[i], i_indptr[i + 1]):
+                    diff[i_indices[p]] = 0.0
+                for p in range(i_indptr[c], i_indptr[c + 1]):
+                    diff[i_indices[p]] = 0.0

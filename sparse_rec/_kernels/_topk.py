@@ -130,3 +130,23 @@ def score_candidates(
             for p in range(i_indptr[it], i_indptr[it + 1]):
                 acc += pu[i_indices[p]] * i_w[p]
             out[b, t] = acc
+
+
+@njit(cache=True, parallel=True)
+def select_top_n(S, n, rows, ex_indptr, ex_indices, allowed, self_exclude, out_idx, out_val):
+    """Top ``n`` of each row of a dense score block ``S`` (modified in place).
+
+    Exclusions as in :func:`recommend_top_n`; ``rows[b]`` is the query index
+    of row ``b`` (for ``self_exclude``).
+    """
+    n_items = S.shape[1]
+    for b in prange(S.shape[0]):
+        scores = S[b]
+        for p in range(ex_indptr[b], ex_indptr[b + 1]):
+            scores[ex_indices[p]] = -np.inf
+        for t in range(n_items):
+            if not allowed[t]:
+                scores[t] = -np.inf
+        if self_exclude:
+            scores[rows[b]] = -np.inf
+        top_n(scores, n, out_idx[b], out_val[b])

@@ -54,9 +54,30 @@ def grad_items(data, users, items, bias_v, m, key):
     return fill
 
 
-def top_n(rows, n, query, item_t, bias, ex_indptr, ex_indices, allowed, self_exclude=False):
+# Above this item-table density scoring uses dense blocks and BLAS: CSR
+# saves nothing there, and scattered adds are far slower than a matmul.
+DENSE_SCORING_DENSITY = 0.5
+_BLOCK_ROWS = 256
+
+
+def top_n(rows, n, query, item_t, bias, ex_indptr, ex_indices, allowed, self_exclude=False,
+          items=None):
+    """Top ``n`` items per query row; ``items`` (the item table) enables dense scoring."""
     out_idx = np.empty((len(rows), n), np.int64)
     out_val = np.empty((len(rows), n), np.float32)
+    if items is not None and items.nnz >= DENSE_SCORING_DENSITY * items.n_rows * items.n_cols:
+        Q = items.to_csr().toarray()
+        Pq = query.to_csr()
+        for b0 in range(0, len(rows), _BLOCK_ROWS):
+            b1 = min(len(rows), b0 + _BLOCK_ROWS)
+            S = Pq[rows[b0:b1]].toarray() @ Q.T
+            S += bias
+            e0, e1 = ex_indptr[b0], ex_indptr[b1]
+            _topk.select_top_n(
+                S, n, rows[b0:b1], ex_indptr[b0:b1 + 1] - e0, ex_indices[e0:e1], allowed,
+                self_exclude, out_idx[b0:b1], out_val[b0:b1],
+            )
+        return out_idx, out_val
     _topk.recommend_top_n(
         rows, n, query.indptr, query.indices, query.weights,
         item_t[0], item_t[1], item_t[2], bias,
