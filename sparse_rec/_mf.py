@@ -78,6 +78,10 @@ class DSLMatrixFactorization(BaseDSLEstimator):
     n_threads : int or None, default=None
         Numba threads during ``fit`` and scoring (None: all). With 1 thread
         and a fixed ``random_state`` a fit is bitwise reproducible.
+    backend : {"cpu", "cuda"}, default="cpu"
+        Where training epochs run. ``"cuda"`` needs numba-cuda and a GPU
+        (``pip install sparse-rec[cuda]``); prune/grow and scoring stay on
+        the CPU, and the tables travel to the host at each update.
     verbose : int, default=0
         1 shows a progress bar with the loss.
 
@@ -131,6 +135,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         budget="global",
         random_state=None,
         n_threads=None,
+        backend="cpu",
         verbose=0,
     ):
         self.n_components = n_components
@@ -146,6 +151,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         self.budget = budget
         self.random_state = random_state
         self.n_threads = n_threads
+        self.backend = backend
         self.verbose = verbose
 
     # --- fitting ---------------------------------------------------------------
@@ -169,6 +175,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
             raise ValueError(
                 f"optimizer must be 'adagrad' or 'sgd'; got {self.optimizer!r}."
             )
+        if self.backend not in ("cpu", "cuda"):
+            raise ValueError(f"backend must be 'cpu' or 'cuda'; got {self.backend!r}.")
         X, exclude = self._prepare_X(X, exclude)
         seed = check_random_seed(self.random_state)
         n_users, n_items = X.shape
@@ -208,6 +216,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
 
     def _train(self, data, users, items, bias_v, seed):
         be = backends.get_backend("cpu")
+        optimizer = be.ADAGRAD if self.optimizer == "adagrad" else be.SGD
+        device = self._device_state(data, users, items, bias_v)
         tables = [users, items]
         # The dense gradient buffer of growth: large enough to score Gowalla-
         # sized tables in one chunk, never above 16x the weights' bytes.
@@ -229,12 +239,17 @@ class DSLMatrixFactorization(BaseDSLEstimator):
             for epoch in range(self.max_iter):
                 t0 = time.perf_counter()
                 key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch)))
-                loss = be.bpr_epoch(
-                    data, users, items, bias_v, data.nnz, key,
-                    self.learning_rate, self.alpha,
-                    be.ADAGRAD if self.optimizer == "adagrad" else be.SGD,
-                )
+                if device is None:
+                    loss = be.bpr_epoch(data, users, items, bias_v, data.nnz, key,
+                                        self.learning_rate, self.alpha, optimizer)
+                else:
+                    loss = device.epoch(data.nnz, key, self.learning_rate, self.alpha, optimizer)
+                done = epoch + 1
+                update = dynamic and done % self.update_interval == 0 and done < self.max_iter
+                if device is not None and (update or done == self.max_iter):
+                    device.download(users, items, bias_v)
                 mean_loss = loss / max(data.nnz, 1)
+                # On the GPU the weights are checked whenever they come back.
                 if not np.isfinite(mean_loss) or not (
                     np.isfinite(users.weights).all() and np.isfinite(items.weights).all()
                 ):
@@ -246,8 +261,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
                 t1 = time.perf_counter()
                 pruned = grown = np.zeros(2, np.int64)
                 rho = 0.0
-                done = epoch + 1
-                if dynamic and done % self.update_interval == 0 and done < self.max_iter:
+                if update:
                     rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
                     gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch + 1)))
                     pg.grad_fns = [
@@ -255,6 +269,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
                         be.grad_items(data, users, items, bias_v, _GROW_SAMPLES_ITEM, gkey),
                     ]
                     pruned, grown = pg.step(rho, seed + epoch + 1)
+                    if device is not None:
+                        device.upload(users, items, bias_v)
                     ever = self._mark(users, items, coverage, ever)
                 t2 = time.perf_counter()
                 self.history_.append({
@@ -279,6 +295,19 @@ class DSLMatrixFactorization(BaseDSLEstimator):
             if bar is not None:
                 bar.close()
         self.n_iter_ = self.max_iter
+
+    def _device_state(self, data, users, items, bias_v):
+        if self.backend != "cuda":
+            return None
+        from .backends import cuda as cuda_backend
+
+        if not cuda_backend.is_available():
+            raise RuntimeError(
+                "backend='cuda' needs numba-cuda and a CUDA GPU, and none was found. Install "
+                "the extra (pip install 'sparse-rec[cuda]') on a machine with a GPU, or use "
+                "backend='cpu'."
+            )
+        return cuda_backend.DeviceState(data, users, items, bias_v)
 
     @staticmethod
     def _mark(users, items, bits, ever=0):

@@ -1,6 +1,12 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# CUDA kernels run in Numba's simulator unless a real GPU is asked for; the
+# variable must be set before numba is first imported.
+if os.environ.get("SPARSE_REC_TEST_GPU") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -18,6 +18,8 @@ and parallel epochs run the same block function, so ``n_threads=1`` is
 bitwise reproducible and the parallel epoch is Hogwild over samples.
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -61,11 +63,12 @@ def sample_negative(key, s, u, n_items, f_indptr, f_indices):
 @njit(cache=True, inline="always")
 def log_sigmoid_grad(x):
     """Return ``(-log(sigmoid(x)), sigmoid(-x))`` without overflow."""
+    # math (not numpy) functions: the same source compiles for CUDA too.
     if x > 0:
-        e = np.exp(-x)
-        return np.log1p(e), e / (1.0 + e)
-    e = np.exp(x)
-    return np.log1p(e) - x, 1.0 / (1.0 + e)
+        e = math.exp(-x)
+        return math.log1p(e), e / (1.0 + e)
+    e = math.exp(x)
+    return math.log1p(e) - x, 1.0 / (1.0 + e)
 
 
 @njit(cache=True, inline="always")
@@ -73,7 +76,7 @@ def _apply(v, p, grad, lr, optimizer):
     if optimizer == ADAGRAD:
         acc = v[p, 1] + grad * grad
         v[p, 1] = acc
-        v[p, 0] -= lr * grad / (np.sqrt(acc) + _EPS)
+        v[p, 0] -= lr * grad / (math.sqrt(acc) + _EPS)
     else:
         v[p, 0] -= lr * grad
 
@@ -96,6 +99,44 @@ def score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v):
         x -= pu[k] * v
         diff[k] -= v
     return x
+
+
+@njit(cache=True, inline="always")
+def bpr_step(
+    pos, u, j, pu, diff, x_indices, x_weight,
+    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg, optimizer,
+):
+    """One BPR step on interaction ``pos`` of user ``u`` against negative ``j``.
+
+    ``pu`` and ``diff`` are zeroed work buffers of n_components floats and
+    are zero again on return. Returns the sample's weighted loss.
+    """
+    i = x_indices[pos]
+    c = x_weight[pos]
+    u0 = u_indptr[u]
+    u1 = u_indptr[u + 1]
+    for p in range(u0, u1):
+        pu[u_indices[p]] = u_v[p, 0]
+    x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
+    sample_loss, g = log_sigmoid_grad(x)
+    g = np.float32(c * g)
+    # d(-log sigmoid(x))/dx = -g. ``pu`` and ``diff`` keep the pre-step
+    # values, so user and item steps use the same point.
+    for p in range(u0, u1):
+        _apply(u_v, p, -g * diff[u_indices[p]] + reg * u_v[p, 0], lr, optimizer)
+    for p in range(i_indptr[i], i_indptr[i + 1]):
+        k = i_indices[p]
+        _apply(i_v, p, -g * pu[k] + reg * i_v[p, 0], lr, optimizer)
+        diff[k] = 0.0
+    for p in range(i_indptr[j], i_indptr[j + 1]):
+        k = i_indices[p]
+        _apply(i_v, p, g * pu[k] + reg * i_v[p, 0], lr, optimizer)
+        diff[k] = 0.0
+    for p in range(u0, u1):
+        pu[u_indices[p]] = 0.0
+    _apply(bias_v, i, -g + reg * bias_v[i, 0], lr, optimizer)
+    _apply(bias_v, j, g + reg * bias_v[j, 0], lr, optimizer)
+    return c * sample_loss
 
 
 # fastmath and error_model="numpy" drop per-step NaN and zero-division
@@ -126,36 +167,12 @@ def _bpr_block(
         # Phase 2: train in sample order, exactly as a plain loop would.
         for s in range(start, stop):
             j = g_j[s - start]
-            if j < 0:
-                continue
-            pos = g_pos[s - start]
-            u = g_u[s - start]
-            i = x_indices[pos]
-            c = x_weight[pos]
-            u0 = u_indptr[u]
-            u1 = u_indptr[u + 1]
-            for p in range(u0, u1):
-                pu[u_indices[p]] = u_v[p, 0]
-            x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
-            sample_loss, g = log_sigmoid_grad(x)
-            loss += c * sample_loss
-            g = np.float32(c * g)
-            # d(-log sigmoid(x))/dx = -g. ``pu`` and ``diff`` keep the
-            # pre-step values, so user and item steps use the same point.
-            for p in range(u0, u1):
-                _apply(u_v, p, -g * diff[u_indices[p]] + reg * u_v[p, 0], lr, optimizer)
-            for p in range(i_indptr[i], i_indptr[i + 1]):
-                k = i_indices[p]
-                _apply(i_v, p, -g * pu[k] + reg * i_v[p, 0], lr, optimizer)
-                diff[k] = 0.0
-            for p in range(i_indptr[j], i_indptr[j + 1]):
-                k = i_indices[p]
-                _apply(i_v, p, g * pu[k] + reg * i_v[p, 0], lr, optimizer)
-                diff[k] = 0.0
-            for p in range(u0, u1):
-                pu[u_indices[p]] = 0.0
-            _apply(bias_v, i, -g + reg * bias_v[i, 0], lr, optimizer)
-            _apply(bias_v, j, g + reg * bias_v[j, 0], lr, optimizer)
+            if j >= 0:
+                loss += bpr_step(
+                    g_pos[s - start], g_u[s - start], j, pu, diff, x_indices, x_weight,
+                    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg,
+                    optimizer,
+                )
     return loss
 
 
