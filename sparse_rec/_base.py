@@ -37,21 +37,24 @@ class TrainData:
         unweighted BPR and the learning rate keeps its meaning.
         """
         w = (X.data / X.data.mean()).astype(np.float32)
+        # asarray: no copy when the dtype already fits (these arrays are as
+        # large as the input).
+        x_indptr = np.asarray(X.indptr, np.int64)
+        x_indices = np.asarray(X.indices, np.int32)
         rows = np.repeat(np.arange(X.shape[0], dtype=np.int32), np.diff(X.indptr))
-        Xw = sp.csr_matrix((w, X.indices, X.indptr), shape=X.shape)
-        Xt = Xw.T.tocsr()
+        Xt = sp.csr_matrix((w, x_indices, X.indptr), shape=X.shape).T.tocsr()
         Xt.sort_indices()
         if exclude is not None:
             F = (X + exclude).tocsr()
             F.sum_duplicates()
             F.sort_indices()
-            f_indptr, f_indices = F.indptr.astype(np.int64), F.indices.astype(np.int32)
+            f_indptr, f_indices = np.asarray(F.indptr, np.int64), np.asarray(F.indices, np.int32)
         else:
-            f_indptr, f_indices = X.indptr.astype(np.int64), X.indices.astype(np.int32)
+            f_indptr, f_indices = x_indptr, x_indices
         return cls(
-            X.indptr.astype(np.int64), X.indices.astype(np.int32), w, rows,
-            Xt.indptr.astype(np.int64), Xt.indices.astype(np.int32),
-            Xt.data.astype(np.float32), f_indptr, f_indices,
+            x_indptr, x_indices, w, rows,
+            np.asarray(Xt.indptr, np.int64), np.asarray(Xt.indices, np.int32),
+            np.asarray(Xt.data, np.float32), f_indptr, f_indices,
         )
 
 

@@ -22,6 +22,7 @@ _INIT_SCORE = 0.05
 # a tenth of the fit time at the default update_interval.
 _GROW_SAMPLES_USER = 8
 _GROW_SAMPLES_ITEM = 4
+_GROW_SAMPLES_ITEM_NEG = 4
 
 
 class DSLMatrixFactorization(BaseDSLEstimator):
@@ -266,7 +267,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
                     gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch + 1)))
                     pg.grad_fns = [
                         be.grad_users(data, users, items, bias_v, _GROW_SAMPLES_USER, gkey),
-                        be.grad_items(data, users, items, bias_v, _GROW_SAMPLES_ITEM, gkey),
+                        be.grad_items(data, users, items, bias_v, _GROW_SAMPLES_ITEM, gkey,
+                                      _GROW_SAMPLES_ITEM_NEG),
                     ]
                     pruned, grown = pg.step(rho, seed + epoch + 1)
                     if device is not None:

@@ -139,6 +139,17 @@ def bpr_step(
     return c * sample_loss
 
 
+@njit(cache=True, inline="always")
+def pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v):
+    """x_uij as :func:`score_pair` without filling ``diff`` (growth needs no step)."""
+    x = np.float64(bias_v[i, 0]) - bias_v[j, 0]
+    for p in range(i_indptr[i], i_indptr[i + 1]):
+        x += pu[i_indices[p]] * i_v[p, 0]
+    for p in range(i_indptr[j], i_indptr[j + 1]):
+        x -= pu[i_indices[p]] * i_v[p, 0]
+    return x
+
+
 # fastmath and error_model="numpy" drop per-step NaN and zero-division
 # checks; the caller checks the loss and weights for finiteness after each
 # epoch and raises DivergenceError there.
@@ -221,7 +232,7 @@ def bpr_epoch_parallel(
 # deg / m, so the chunk estimates the full-epoch gradient sum.
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def grad_users_chunk(
     r0, r1, G, m, key,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
@@ -236,7 +247,6 @@ def grad_users_chunk(
     for blk in prange(n_blocks):
         # Buffers per block, not per row: allocation inside prange is costly.
         pu = np.zeros(d, np.float32)
-        diff = np.zeros(d, np.float32)
         for r in range(r0 + blk * per, min(r1, r0 + (blk + 1) * per)):
             g_row = G[r - r0]
             g_row[:] = 0.0
@@ -254,24 +264,20 @@ def grad_users_chunk(
                 j = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
                 if j < 0:
                     continue
-                x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
+                x = pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v)
                 _, g = log_sigmoid_grad(x)
                 g = np.float32(g * x_weight[pos] * scale)
                 for p in range(i_indptr[i], i_indptr[i + 1]):
-                    k = i_indices[p]
-                    g_row[k] -= g * i_v[p, 0]
-                    diff[k] = 0.0
+                    g_row[i_indices[p]] -= g * i_v[p, 0]
                 for p in range(i_indptr[j], i_indptr[j + 1]):
-                    k = i_indices[p]
-                    g_row[k] += g * i_v[p, 0]
-                    diff[k] = 0.0
+                    g_row[i_indices[p]] += g * i_v[p, 0]
             for p in range(u_indptr[r], u_indptr[r + 1]):
                 pu[u_indices[p]] = 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def grad_items_chunk(
-    c0, c1, G, m, key, neg_per_item,
+    c0, c1, G, m, m_neg, key, neg_per_item,
     x_indptr, x_indices, x_weight, x_rows, xt_indptr, xt_indices, xt_weight,
     f_indptr, f_indices,
     u_indptr, u_indices, u_v,
@@ -279,8 +285,9 @@ def grad_items_chunk(
 ):
     """Fill ``G[c - c0]`` with dL/dq_c (dense rows) for items ``c0 <= c < c1``.
 
-    Positive terms come from the item's own users (``xt``: items x users);
-    negative terms from ``m`` random interactions ``(u, i)`` of users who
+    Positive terms come from up to ``m`` of the item's own users (``xt``:
+    items x users); negative terms from ``m_neg`` random interactions
+    ``(u, i)`` of users who
     never saw ``c``, weighted so they sum to the ``neg_per_item`` times an
     item is expected to be drawn as a negative in one epoch.
     """
@@ -291,7 +298,6 @@ def grad_items_chunk(
     per = (c1 - c0 + n_blocks - 1) // max(n_blocks, 1)
     for blk in prange(n_blocks):
         pu = np.zeros(d, np.float32)
-        diff = np.zeros(d, np.float32)
         for c in range(c0 + blk * per, min(c1, c0 + (blk + 1) * per)):
             g_row = G[c - c0]
             g_row[:] = 0.0
@@ -306,35 +312,27 @@ def grad_items_chunk(
                     continue
                 for p in range(u_indptr[u], u_indptr[u + 1]):
                     pu[u_indices[p]] = u_v[p, 0]
-                x = score_pair(c, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
+                x = pair_score(c, j, pu, i_indptr, i_indices, i_v, bias_v)
                 _, g = log_sigmoid_grad(x)
                 g = np.float32(g * xt_weight[pos] * (deg / n))
                 for p in range(u_indptr[u], u_indptr[u + 1]):
                     g_row[u_indices[p]] -= g * u_v[p, 0]
                     pu[u_indices[p]] = 0.0
-                for p in range(i_indptr[c], i_indptr[c + 1]):
-                    diff[i_indices[p]] = 0.0
-                for p in range(i_indptr[j], i_indptr[j + 1]):
-                    diff[i_indices[p]] = 0.0
-            if m == 0 or neg_per_item <= 0.0:
+            if m_neg == 0 or neg_per_item <= 0.0:
                 continue
-            w_neg = neg_per_item / m
-            for t in range(m):
+            w_neg = neg_per_item / m_neg
+            for t in range(m_neg):
                 # Streams 9.. keep these draws apart from the positive ones above.
-                pos = randint(draw(key, nnz + c * m + t, 9), nnz)
+                pos = randint(draw(key, nnz + c * m_neg + t, 9), nnz)
                 u = x_rows[pos]
                 i = x_indices[pos]
                 if i == c or in_row(f_indptr, f_indices, u, c):
                     continue
                 for p in range(u_indptr[u], u_indptr[u + 1]):
                     pu[u_indices[p]] = u_v[p, 0]
-                x = score_pair(i, c, pu, diff, i_indptr, i_indices, i_v, bias_v)
+                x = pair_score(i, c, pu, i_indptr, i_indices, i_v, bias_v)
                 _, g = log_sigmoid_grad(x)
                 g = np.float32(g * x_weight[pos] * w_neg)
                 for p in range(u_indptr[u], u_indptr[u + 1]):
                     g_row[u_indices[p]] += g * u_v[p, 0]
                     pu[u_indices[p]] = 0.0
-                for p in range(i_indptr[i], i_indptr[i + 1]):
-                    diff[i_indices[p]] = 0.0
-                for p in range(i_indptr[c], i_indptr[c + 1]):
-                    diff[i_indices[p]] = 0.0

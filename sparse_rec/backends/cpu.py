@@ -40,12 +40,12 @@ def grad_users(data, users, items, bias_v, m, key):
     return fill
 
 
-def grad_items(data, users, items, bias_v, m, key):
+def grad_items(data, users, items, bias_v, m, key, m_neg=None):
     neg_per_item = data.nnz / max(items.n_rows, 1)
 
     def fill(r0, r1, G):
         _bpr.grad_items_chunk(
-            r0, r1, G, m, key, neg_per_item,
+            r0, r1, G, m, m if m_neg is None else m_neg, key, neg_per_item,
             data.x_indptr, data.x_indices, data.x_weight, data.x_rows,
             data.xt_indptr, data.xt_indices, data.xt_weight,
             data.f_indptr, data.f_indices, users.indptr, users.indices, users.values_buf,
