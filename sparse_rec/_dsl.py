@@ -235,10 +235,11 @@ class PruneGrow:
 
     def _collect(self, t, buf, bstar, n_hi, n_bd):
         tab = self.tables[t]
-        hi_rows = np.empty(n_hi, np.int64)
-        hi_cols = np.empty(n_hi, np.int64)
-        bd_rows = np.empty(n_bd, np.int64)
-        bd_cols = np.empty(n_bd, np.int64)
+        # int32 coordinates: these lists hold up to rho * nnz entries.
+        hi_rows = np.empty(n_hi, np.int32)
+        hi_cols = np.empty(n_hi, np.int32)
+        bd_rows = np.empty(n_bd, np.int32)
+        bd_cols = np.empty(n_bd, np.int32)
         bd_vals = np.empty(n_bd, np.float32)
         f_hi = f_bd = 0
         for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
@@ -259,7 +260,7 @@ class PruneGrow:
         out = {}
         for t, k_t in zip(group, split, strict=True):
             tab = self.tables[t]
-            tr, tc = taken.get(t, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            tr, tc = taken.get(t, (np.zeros(0, np.int32), np.zeros(0, np.int32)))
             rows, cols = K.random_inactive(
                 tab.indptr, tab.indices, tab.n_cols, int(k_t),
                 np.uint64((seed * 7919 + t) & 0xFFFFFFFFFFFFFFFF), tr, tc,

@@ -152,7 +152,7 @@ class SparseEmbeddingTable:
         self.reserve(int(keep.sum()) + len(new_rows))
         K.rebuild_in_place(
             self.indptr, self.indices_buf, self.values_buf, keep,
-            np.asarray(new_rows, np.int64), np.asarray(new_cols, np.int64),
+            np.asarray(new_rows, np.int32), np.asarray(new_cols, np.int32),
         )
 
     def check(self):

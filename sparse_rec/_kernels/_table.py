@@ -166,8 +166,8 @@ def random_inactive(indptr, indices, n_cols, count, seed, taken_rows, taken_cols
     unsorted ``(rows, cols)``; the caller sorts them.
     """
     n_rows = indptr.shape[0] - 1
-    rows = np.empty(count, np.int64)
-    cols = np.empty(count, np.int64)
+    rows = np.empty(count, np.int32)
+    cols = np.empty(count, np.int32)
     got = 0
     t = 0
     seen = set()

@@ -75,6 +75,20 @@ def top_n(scores, n, out_idx, out_val):
         _sift_down(h_val, h_idx, size, 0)
 
 
+@njit(cache=True, inline="always")
+def _exclude_and_select(scores, b, r, n, ex_indptr, ex_indices, allowed, self_exclude,
+                        out_idx, out_val):
+    """Mask query ``b``'s exclusions (row ``r`` itself if asked), keep the top ``n``."""
+    for p in range(ex_indptr[b], ex_indptr[b + 1]):
+        scores[ex_indices[p]] = -np.inf
+    for t in range(scores.shape[0]):
+        if not allowed[t]:
+            scores[t] = -np.inf
+    if self_exclude:
+        scores[r] = -np.inf
+    top_n(scores, n, out_idx[b], out_val[b])
+
+
 @njit(cache=True, parallel=True)
 def recommend_top_n(
     rows, n,
@@ -104,14 +118,8 @@ def recommend_top_n(
                 w = q_w[p]
                 for t in range(t_indptr[k], t_indptr[k + 1]):
                     scores[t_items[t]] += w * t_w[t]
-            for p in range(ex_indptr[b], ex_indptr[b + 1]):
-                scores[ex_indices[p]] = -np.inf
-            for t in range(n_items):
-                if not allowed[t]:
-                    scores[t] = -np.inf
-            if self_exclude:
-                scores[r] = -np.inf
-            top_n(scores, n, out_idx[b], out_val[b])
+            _exclude_and_select(scores, b, r, n, ex_indptr, ex_indices, allowed, self_exclude,
+                                out_idx, out_val)
 
 
 @njit(cache=True, parallel=True)
@@ -139,14 +147,6 @@ def select_top_n(S, n, rows, ex_indptr, ex_indices, allowed, self_exclude, out_i
     Exclusions as in :func:`recommend_top_n`; ``rows[b]`` is the query index
     of row ``b`` (for ``self_exclude``).
     """
-    n_items = S.shape[1]
     for b in prange(S.shape[0]):
-        scores = S[b]
-        for p in range(ex_indptr[b], ex_indptr[b + 1]):
-            scores[ex_indices[p]] = -np.inf
-        for t in range(n_items):
-            if not allowed[t]:
-                scores[t] = -np.inf
-        if self_exclude:
-            scores[rows[b]] = -np.inf
-        top_n(scores, n, out_idx[b], out_val[b])
+        _exclude_and_select(S[b], b, rows[b], n, ex_indptr, ex_indices, allowed, self_exclude,
+                            out_idx, out_val)
