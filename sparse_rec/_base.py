@@ -184,7 +184,8 @@ def check_random_seed(random_state):
 class BaseDSLEstimator(RecommenderMixin, BaseEstimator):
     """Parameter checks common to DSL estimators."""
 
-    def _validate_common(self):
+    def _validate_common(self, **choices):
+        """Check the shared parameters, and each ``name=options`` choice given."""
         from ._dsl import BUDGETS, GROW_RULES, SCHEDULES
         from ._validation import check_fraction
 
@@ -199,11 +200,9 @@ class BaseDSLEstimator(RecommenderMixin, BaseEstimator):
                 f"update_ratio must be in [0, 1); got {self.update_ratio!r}. "
                 "Use 0.5 (the paper's default) or 0 for static sparse training."
             )
-        for name, value, options in (
-            ("schedule", self.schedule, SCHEDULES),
-            ("grow", self.grow, GROW_RULES),
-            ("budget", self.budget, BUDGETS),
-        ):
+        choices = {"schedule": SCHEDULES, "grow": GROW_RULES, "budget": BUDGETS, **choices}
+        for name, options in choices.items():
+            value = getattr(self, name)
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}; got {value!r}.")
         for name in ("learning_rate", "alpha"):

@@ -171,13 +171,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         -------
         self
         """
-        self._validate_common()
-        if self.optimizer not in ("adagrad", "sgd"):
-            raise ValueError(
-                f"optimizer must be 'adagrad' or 'sgd'; got {self.optimizer!r}."
-            )
-        if self.backend not in ("cpu", "cuda"):
-            raise ValueError(f"backend must be 'cpu' or 'cuda'; got {self.backend!r}.")
+        self._validate_common(optimizer=("adagrad", "sgd"), backend=("cpu", "cuda"))
         X, exclude = self._prepare_X(X, exclude)
         seed = check_random_seed(self.random_state)
         n_users, n_items = X.shape
@@ -314,9 +308,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
     @staticmethod
     def _mark(users, items, bits, ever=0):
         # Item coordinates are numbered after all user coordinates.
-        ever += K.mark_coverage(users.indptr, users.indices, users.n_cols, bits)
-        ind = np.concatenate([np.zeros(users.n_rows, np.int64), items.indptr])
-        ever += K.mark_coverage(ind, items.indices, items.n_cols, bits)
+        ever += K.mark_coverage(users.indptr, users.indices, users.n_cols, bits, 0)
+        ever += K.mark_coverage(items.indptr, items.indices, items.n_cols, bits, users.n_rows)
         return ever
 
     # --- fitted views ----------------------------------------------------------

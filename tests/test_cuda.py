@@ -87,5 +87,5 @@ def test_cuda_backend_without_gpu_is_a_clear_error(monkeypatch):
 
 def test_unknown_backend_is_rejected():
     X, _ = blocks()
-    with pytest.raises(ValueError, match="backend must be 'cpu' or 'cuda'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \('cpu', 'cuda'\); got 'tpu'"):
         DSLMatrixFactorization(max_iter=1, backend="tpu").fit(X)

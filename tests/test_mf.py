@@ -169,6 +169,7 @@ def test_bad_input_is_rejected(X, err, match):
         ({"learning_rate": -1}, "learning_rate must be"),
         ({"n_threads": 0}, "n_threads must be"),
         ({"max_iter": 0}, "max_iter must be"),
+        ({"optimizer": "adam"}, r"optimizer must be one of \('adagrad', 'sgd'\)"),
     ],
 )
 def test_bad_parameters_are_rejected(params, match):

@@ -243,12 +243,16 @@ def init_pattern(indptr, n_cols, seed, scale, indices, values):
 
 
 @njit(cache=True)
-def mark_coverage(indptr, indices, n_cols, bits):
-    """Set the bit of every active coordinate; return how many were new."""
+def mark_coverage(indptr, indices, n_cols, bits, row_offset):
+    """Set the bit of every active coordinate; return how many were new.
+
+    Row ``r`` of this table is row ``row_offset + r`` of the bit array, so
+    several tables can share one array.
+    """
     new = 0
     for r in range(indptr.shape[0] - 1):
         for p in range(indptr[r], indptr[r + 1]):
-            flat = r * n_cols + indices[p]
+            flat = (row_offset + r) * n_cols + indices[p]
             byte = flat >> 3
             mask = np.uint8(1 << (flat & 7))
             if bits[byte] & mask == 0:
