@@ -74,10 +74,10 @@ class RecommenderMixin:
         return check_positive_int(n, "n", hint="Ask for at least one recommendation.")
 
     def _exclusion(self, users, filter_seen):
-        if filter_seen is True or (isinstance(filter_seen, (bool, np.bool_)) and filter_seen):
+        if filter_seen is None or isinstance(filter_seen, (bool, np.bool_)):
+            if not filter_seen:
+                return np.zeros(len(users) + 1, np.int64), np.zeros(0, np.int32)
             E = self.seen_[users]
-        elif filter_seen is False or filter_seen is None:
-            return np.zeros(len(users) + 1, np.int64), np.zeros(0, np.int32)
         elif sp.issparse(filter_seen):
             E = filter_seen.tocsr()
             if E.shape != (len(users), self.n_items_):

@@ -125,6 +125,19 @@ class SparseEmbeddingTable:
             shape=self.shape,
         )
 
+    def dense_rows(self, rows):
+        """Weights of ``rows`` as a dense float32 block, read straight from the arrays."""
+        rows = np.asarray(rows, np.int64)
+        starts = self.indptr[rows]
+        counts = self.indptr[rows + 1] - starts
+        out = np.zeros((len(rows), self.n_cols), np.float32)
+        which = np.repeat(np.arange(len(rows)), counts)
+        # Position of each entry: its row's start plus its rank within the row.
+        offsets = np.cumsum(counts) - counts
+        pos = np.repeat(starts - offsets, counts) + np.arange(counts.sum())
+        out[which, self.indices_buf[pos]] = self.values_buf[pos, 0]
+        return out
+
     def transposed(self):
         """``(indptr, rows, weights)`` of the column-major view (for scoring)."""
         t = self.to_csr().tocsc()

@@ -152,6 +152,13 @@ def test_zero_gradients_fall_back_to_random_growth_with_exact_count():
     assert len(rows) > 10
 
 
+def test_dense_rows_matches_dense_reference():
+    t = SparseEmbeddingTable.random(12, 7, 30, seed=5)
+    rows = np.array([3, 0, 11, 3, 5])
+    np.testing.assert_array_equal(t.dense_rows(rows), dense(t)[rows])
+    assert t.dense_rows(np.zeros(0, np.int64)).shape == (0, 7)
+
+
 def test_pickle_keeps_only_active_part():
     import pickle
 

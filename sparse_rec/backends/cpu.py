@@ -66,11 +66,11 @@ def top_n(rows, n, query, item_t, bias, ex_indptr, ex_indices, allowed, self_exc
     out_idx = np.empty((len(rows), n), np.int64)
     out_val = np.empty((len(rows), n), np.float32)
     if items is not None and items.nnz >= DENSE_SCORING_DENSITY * items.n_rows * items.n_cols:
-        Q = items.to_csr().toarray()
-        Pq = query.to_csr()
+        # Only the queried rows are densified, never a copy of the whole table.
+        Q = items.dense_rows(np.arange(items.n_rows))
         for b0 in range(0, len(rows), _BLOCK_ROWS):
             b1 = min(len(rows), b0 + _BLOCK_ROWS)
-            S = Pq[rows[b0:b1]].toarray() @ Q.T
+            S = query.dense_rows(rows[b0:b1]) @ Q.T
             S += bias
             e0, e1 = ex_indptr[b0], ex_indptr[b1]
             _topk.select_top_n(
