@@ -1,5 +1,6 @@
 """Shared machinery of the estimators: data preparation, recommend, tags."""
 
+import copy
 import numbers
 from dataclasses import dataclass
 
@@ -9,6 +10,10 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_ids, check_interactions, check_positive_int
+
+# Early stopping scores NDCG at this cut-off on at most this many users.
+_VALIDATION_K = 10
+_VALIDATION_USERS = 2000
 
 
 @dataclass
@@ -150,6 +155,95 @@ class RecommenderMixin:
         flat = check_ids(cand.reshape(-1), self.n_items_, "items", "item")
         return self._score(users, flat.reshape(cand.shape))
 
+    # --- new users: fold-in -----------------------------------------------------
+    def _check_history(self, X):
+        check_is_fitted(self)
+        X = check_interactions(X, name="X", allow_empty=True)
+        if X.shape[1] != self.n_items_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_items_} features as input (one column per item of the fitted model). "
+                "Build the histories over the same item index as in fit."
+            )
+        return X
+
+    def recommend_for_history(self, X, n=10, filter_seen=True, items=None):
+        """Top-``n`` items for users given by their histories (fold-in).
+
+        Each row of ``X`` is folded in against the fitted item side (see
+        ``_fold_in`` in the estimator's notes), without retraining; the result
+        for a row depends on that row only. Known users keep using their
+        trained rows through :meth:`recommend`.
+
+        Parameters
+        ----------
+        X : sparse matrix or array-like of shape (n_rows, n_items)
+            Interaction histories over the fitted items.
+        n : int, default=10
+        filter_seen : bool or sparse matrix, default=True
+            ``True`` excludes each row's own history items; a sparse
+            ``(n_rows, n_items)`` matrix excludes its non-zeros instead.
+        items : array-like of int, optional
+            Restrict the ranking to these items.
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (n_rows, n)
+        scores : ndarray of float32, shape (n_rows, n)
+        """
+        X = self._check_history(X)
+        n = self._check_n(n)
+        rows = np.arange(X.shape[0])
+        if filter_seen is True or (isinstance(filter_seen, np.bool_) and filter_seen):
+            ex = X.indptr.astype(np.int64), X.indices.astype(np.int32)
+        else:
+            ex = self._exclusion(rows, filter_seen)
+        allowed = np.ones(self.n_items_, np.bool_)
+        if items is not None:
+            allowed[:] = False
+            allowed[check_ids(items, self.n_items_, "items", "item")] = True
+        return self._top_n(rows, n, *ex, allowed, user_side=self._fold_in(X))
+
+    def decision_function(self, X):
+        """Scores of every item for users given by their histories (fold-in).
+
+        A pure function of each row of ``X``; history items are scored like
+        any other (mask them yourself, or use :meth:`recommend_for_history`).
+
+        Parameters
+        ----------
+        X : sparse matrix or array-like of shape (n_rows, n_items)
+
+        Returns
+        -------
+        scores : ndarray of float32, shape (n_rows, n_items)
+        """
+        X = self._check_history(X)
+        side = self._fold_in(X)
+        out = np.empty(X.shape, np.float32)
+        all_items = np.arange(self.n_items_, dtype=np.int64)
+        # Blocks of rows bound the candidate index array.
+        step = max(1, (1 << 22) // max(self.n_items_, 1))
+        for r0 in range(0, X.shape[0], step):
+            r1 = min(X.shape[0], r0 + step)
+            cand = np.broadcast_to(all_items, (r1 - r0, self.n_items_))
+            out[r0:r1] = self._score(np.arange(r0, r1), np.ascontiguousarray(cand),
+                                     user_side=side)
+        return out
+
+    def predict(self, X):
+        """The best item for each user given by a history, history excluded.
+
+        Like a classifier's ``predict`` (one label per row): the top item of
+        :meth:`recommend_for_history`; use that method for longer lists.
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (n_rows,)
+            ``-1`` for a row that has seen every item.
+        """
+        return self.recommend_for_history(X, n=1)[0][:, 0]
+
     def similar_items(self, items, n=10):
         """The ``n`` items most similar to each given item (cosine), itself excluded.
 
@@ -219,6 +313,152 @@ class BaseDSLEstimator(RecommenderMixin, BaseEstimator):
             raise ValueError(
                 f"n_threads must be None, -1 or an integer >= 1; got {self.n_threads!r}."
             )
+
+        self._validate_controls()
+
+    def _validate_controls(self):
+        cbs = self.callbacks
+        if cbs is not None and (callable(cbs) or not all(callable(c) for c in cbs)):
+            raise ValueError(
+                "callbacks must be None or a list of callables cb(estimator, epoch_info); got "
+                f"{cbs!r}. Wrap a single function in a list."
+            )
+        if not (isinstance(self.validation_fraction, numbers.Real)
+                and 0 < self.validation_fraction < 1):
+            raise ValueError(
+                f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}. "
+                "Use for example 0.1."
+            )
+        check_positive_int(self.n_iter_no_change, "n_iter_no_change",
+                           hint="Use for example n_iter_no_change=5.")
+        if not (isinstance(self.tol, numbers.Real) and np.isfinite(self.tol)):
+            raise ValueError(f"tol must be a finite number; got {self.tol!r}.")
+
+    # --- training controls shared by the estimators ------------------------------
+    def _can_warm_start(self, X):
+        """True when ``warm_start`` is set and the model was fitted on ``X``'s shape."""
+        return bool(self.warm_start) and getattr(self, "seen_", None) is not None and (
+            self.seen_.shape == X.shape
+        )
+
+    def _validation_split(self, X, seed):
+        """``(X_fit, X_val)``: a per-user hold-out when ``early_stopping`` is on."""
+        if not self.early_stopping:
+            return X, None
+        from .model_selection import random_split
+
+        X_fit, X_val = random_split(X, test_size=self.validation_fraction,
+                                    random_state=seed % (2**32))
+        if X_val.nnz == 0:
+            raise ValueError(
+                "early_stopping needs validation interactions, but validation_fraction="
+                f"{self.validation_fraction} of each user's items rounds to none on X with "
+                f"{X.nnz} interactions. Raise validation_fraction or set early_stopping=False."
+            )
+        return X_fit, X_val
+
+    def _validation_score(self, X_fit, X_val, k=_VALIDATION_K):
+        """NDCG@k on held-out interactions, training items excluded."""
+        from .metrics import ndcg_at_k
+
+        users = np.flatnonzero(np.diff(X_val.indptr))
+        if len(users) > _VALIDATION_USERS:
+            # A fixed subset: the same users every epoch keep scores comparable.
+            users = users[np.linspace(0, len(users) - 1, _VALIDATION_USERS).astype(np.int64)]
+        self._clear_caches()
+        E = X_fit[users]
+        ids, _ = self._top_n(users, k, E.indptr.astype(np.int64), E.indices.astype(np.int32),
+                             np.ones(self.n_items_, np.bool_))
+        return float(ndcg_at_k(ids, X_val[users], k=k))
+
+    def _discard_fit(self):
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, name)
+        for name in ("_cache", "_bias_v"):
+            self.__dict__.pop(name, None)
+
+    def _clear_caches(self):
+        """Hook: drop anything derived from the weights before scoring mid-fit."""
+
+    def _snapshot(self):
+        return {name: copy.deepcopy(getattr(self, name)) for name in self._snapshot_attributes}
+
+    def _restore(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def _run_epochs(self, run_epoch, X_fit, X_val, desc, first_epoch=0):
+        """Train epochs with progress bar, history, callbacks and early stopping.
+
+        ``run_epoch(epoch)`` trains one epoch (and any prune/grow after it)
+        and returns its history row. Returns the number of epochs run.
+        """
+        if not (self.warm_start and first_epoch):
+            self.history_ = []
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_iter, desc=desc, unit="epoch")
+        best, best_state, stall = -np.inf, None, 0
+        self.best_validation_score_ = None
+        self.validation_scores_ = [] if X_val is not None else None
+        done = 0
+        try:
+            for epoch in range(self.max_iter):
+                row = run_epoch(epoch)
+                done = epoch + 1
+                row = {"epoch": first_epoch + done, **row}
+                stop = False
+                if X_val is not None:
+                    score = self._validation_score(X_fit, X_val)
+                    row["validation_ndcg"] = score
+                    self.validation_scores_.append(score)
+                    if score > best + self.tol:
+                        best, stall = score, 0
+                        best_state = self._snapshot()
+                        self.best_validation_score_ = score
+                    else:
+                        stall += 1
+                        stop = stall >= self.n_iter_no_change
+                self.history_.append(row)
+                if bar is not None:
+                    post = {"loss": f"{row['loss']:.4f}"}
+                    if X_val is not None:
+                        post["val_ndcg"] = f"{row['validation_ndcg']:.4f}"
+                    bar.set_postfix(post)
+                    bar.update(1)
+                for cb in self.callbacks or ():
+                    if cb(self, row):
+                        stop = True
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        if best_state is not None and stall > 0:
+            # As scikit-learn's MLP: keep the weights of the best epoch.
+            self._restore(best_state)
+        self.n_iter_ = first_epoch + done
+        return done
+
+    def save(self, path, *, user_ids=None, item_ids=None, compact=False):
+        """Write the fitted model to a safe, versioned ``.npz`` file.
+
+        See :func:`sparse_rec.load` and the model-files guide for the format.
+
+        Parameters
+        ----------
+        path : str or path-like
+        user_ids, item_ids : array-like, optional
+            Raw ids of the rows and columns of ``X``, stored as mappings.
+        compact : bool, default=False
+            Smaller indices and float16 weights (slightly lossy).
+        """
+        from ._io import save_model
+
+        check_is_fitted(self)
+        save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
 
     def _prepare_X(self, X, exclude):
         X = check_interactions(X)

@@ -23,6 +23,10 @@ _INIT_SCORE = 0.05
 _GROW_SAMPLES_USER = 8
 _GROW_SAMPLES_ITEM = 4
 _GROW_SAMPLES_ITEM_NEG = 4
+# Fold-in of new users: passes on all coordinates, then on the kept ones.
+_FOLD_IN_PASSES = 30
+_FOLD_IN_REFINE = 10
+_FOLD_IN_KEY = 0x5EED_F01D
 
 
 class DSLMatrixFactorization(BaseDSLEstimator):
@@ -85,6 +89,22 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         the CPU, and the tables travel to the host at each update.
     verbose : int, default=0
         1 shows a progress bar with the loss.
+    callbacks : list of callable or None, default=None
+        Each is called after every epoch as ``cb(estimator, info)`` with the
+        epoch's ``history_`` row; returning True stops training.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of each user's interactions, score
+        NDCG@10 on them after every epoch, stop after ``n_iter_no_change``
+        epochs without an improvement above ``tol`` and keep the best
+        epoch's weights. The held-out part is not trained on.
+    validation_fraction : float in (0, 1), default=0.1
+    n_iter_no_change : int, default=5
+    tol : float, default=1e-4
+    warm_start : bool, default=False
+        Refit from the current weights and pattern when ``X`` has the fitted
+        shape: ``max_iter`` more epochs, the update-ratio schedule starting
+        again (lower ``update_ratio`` for a gentle continuation) and the
+        optimiser state from zero; ``history_`` and ``n_iter_`` continue.
 
     Attributes
     ----------
@@ -92,7 +112,10 @@ class DSLMatrixFactorization(BaseDSLEstimator):
     item_factors_ : scipy.sparse.csr_matrix of shape (n_items, n_components)
     item_bias_ : ndarray of shape (n_items,)
     n_iter_ : int
-        Epochs run.
+        Epochs run (over all warm-started fits).
+    validation_scores_ : list of float or None
+        NDCG@10 on the validation split after each epoch (early stopping).
+    best_validation_score_ : float or None
     history_ : list of dict
         One entry per epoch: ``loss`` (mean per sample), ``nnz_user``,
         ``nnz_item``, ``nnz``, ``empty_users`` and ``empty_items`` (rows
@@ -138,6 +161,12 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         n_threads=None,
         backend="cpu",
         verbose=0,
+        callbacks=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        tol=1e-4,
+        warm_start=False,
     ):
         self.n_components = n_components
         self.density = density
@@ -154,6 +183,12 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         self.n_threads = n_threads
         self.backend = backend
         self.verbose = verbose
+        self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
 
     # --- fitting ---------------------------------------------------------------
     def fit(self, X, y=None, exclude=None):
@@ -176,25 +211,44 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         seed = check_random_seed(self.random_state)
         n_users, n_items = X.shape
         d = int(self.n_components)
-        data = TrainData.from_matrix(X, exclude)
-        with numba_threads(self.n_threads):
-            users, items = self._init_tables(n_users, n_items, d, seed)
-            # Bias and its optimiser state side by side, as in the tables.
-            bias_v = np.zeros((n_items, 2), np.float32)
-            self._train(data, users, items, bias_v, seed)
-        bias = bias_v[:, 0].copy()
+        warm = self._can_warm_start(X)
+        first_epoch = self.n_iter_ if warm else 0
+        X_fit, X_val = self._validation_split(X, seed)
+        data = TrainData.from_matrix(X_fit, exclude)
+        try:
+            with numba_threads(self.n_threads):
+                if warm:
+                    # Keep the pattern and weights; optimiser state restarts.
+                    users, items = self.user_table_, self.item_table_
+                    for tab in (users, items):
+                        tab.add_state(2)
+                    bias_v = np.zeros((n_items, 2), np.float32)
+                    bias_v[:, 0] = self.item_bias_
+                else:
+                    users, items = self._init_tables(n_users, n_items, d, seed)
+                    # Bias and its optimiser state side by side, as in the tables.
+                    bias_v = np.zeros((n_items, 2), np.float32)
+                # Live fitted state: early stopping and callbacks read it mid-fit.
+                self.user_table_, self.item_table_ = users, items
+                self.item_bias_ = bias_v[:, 0].copy()
+                self.n_users_, self.n_items_ = n_users, n_items
+                self._cache = {}
+                self._train(data, users, items, bias_v, seed, X_fit, X_val, first_epoch)
+        except BaseException:
+            # A failed fit leaves no half-trained model behind.
+            self._discard_fit()
+            raise
         # The optimiser state is only needed while training: keep weights.
+        # (After early stopping these are the best epoch's tables.)
+        users, items, bias = self.user_table_, self.item_table_, self.item_bias_
         for tab in (users, items):
             tab.drop_state()
-        self.user_table_, self.item_table_ = users, items
-        self.item_bias_ = bias
         self.seen_ = X
-        self.n_users_, self.n_items_ = n_users, n_items
         self.n_features_in_ = n_items
         self.n_active_ = users.nnz + items.nnz
         self.nbytes_ = users.nbytes + items.nbytes + bias.nbytes
         self.dense_nbytes_ = 4 * d * (n_users + n_items) + bias.nbytes
-        self._item_t = None
+        self._cache = {}
         return self
 
     def _init_tables(self, n_users, n_items, d, seed):
@@ -209,7 +263,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, scale=scale, seed=seed + 1)
         return users, items
 
-    def _train(self, data, users, items, bias_v, seed):
+    def _train(self, data, users, items, bias_v, seed, X_fit, X_val, first_epoch):
         be = backends.get_backend("cpu")
         optimizer = be.ADAGRAD if self.optimizer == "adagrad" else be.SGD
         device = self._device_state(data, users, items, bias_v)
@@ -221,76 +275,70 @@ class DSLMatrixFactorization(BaseDSLEstimator):
                        chunk_bytes=chunk)
         total = users.n_rows * users.n_cols + items.n_rows * items.n_cols
         coverage = np.zeros((total + 7) // 8, np.uint8)
-        ever = self._mark(users, items, coverage)
+        ever = [self._mark(users, items, coverage)]
         budget = users.nnz + items.nnz
         dynamic = self.update_ratio > 0 and budget < total
-        self.history_ = []
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
+        # Weights must be on the host whenever something reads them mid-fit.
+        watch = X_val is not None or bool(self.callbacks)
 
-            bar = tqdm(total=self.max_iter, desc="DSL-MF", unit="epoch")
-        try:
-            for epoch in range(self.max_iter):
-                t0 = time.perf_counter()
-                key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch)))
-                if device is None:
-                    loss = be.bpr_epoch(data, users, items, bias_v, data.nnz, key,
-                                        self.learning_rate, self.alpha, optimizer)
-                else:
-                    loss = device.epoch(data.nnz, key, self.learning_rate, self.alpha, optimizer)
-                done = epoch + 1
-                update = dynamic and done % self.update_interval == 0 and done < self.max_iter
-                if device is not None and (update or done == self.max_iter):
-                    device.download(users, items, bias_v)
-                mean_loss = loss / max(data.nnz, 1)
-                # On the GPU the weights are checked whenever they come back.
-                if not np.isfinite(mean_loss) or not (
-                    np.isfinite(users.weights).all() and np.isfinite(items.weights).all()
-                ):
-                    raise DivergenceError(
-                        f"training diverged at epoch {epoch + 1}: the loss or the weights are "
-                        f"not finite (learning_rate={self.learning_rate}). Lower learning_rate "
-                        "(for example by 10x) or raise alpha."
-                    )
-                t1 = time.perf_counter()
-                pruned = grown = np.zeros(2, np.int64)
-                rho = 0.0
-                if update:
-                    rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
-                    gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * epoch + 1)))
-                    pg.grad_fns = [
-                        be.grad_users(data, users, items, bias_v, _GROW_SAMPLES_USER, gkey),
-                        be.grad_items(data, users, items, bias_v, _GROW_SAMPLES_ITEM, gkey,
-                                      _GROW_SAMPLES_ITEM_NEG),
-                    ]
-                    pruned, grown = pg.step(rho, seed + epoch + 1)
-                    if device is not None:
-                        device.upload(users, items, bias_v)
-                    ever = self._mark(users, items, coverage, ever)
-                t2 = time.perf_counter()
-                self.history_.append({
-                    "epoch": epoch + 1,
-                    "loss": float(mean_loss),
-                    "nnz_user": users.nnz,
-                    "nnz_item": items.nnz,
-                    "nnz": users.nnz + items.nnz,
-                    "empty_users": int(np.count_nonzero(users.row_nnz() == 0)),
-                    "empty_items": int(np.count_nonzero(items.row_nnz() == 0)),
-                    "pruned": int(pruned.sum()),
-                    "grown": int(grown.sum()),
-                    "update_ratio": rho,
-                    "coverage": ever / total,
-                    "seconds": t2 - t0,
-                    "prune_grow_seconds": t2 - t1,
-                })
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}")
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-        self.n_iter_ = self.max_iter
+        def run_epoch(epoch):
+            t0 = time.perf_counter()
+            # Keys continue across warm starts, so a continuation draws new samples.
+            step = first_epoch + epoch
+            key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step)))
+            if device is None:
+                loss = be.bpr_epoch(data, users, items, bias_v, data.nnz, key,
+                                    self.learning_rate, self.alpha, optimizer)
+            else:
+                loss = device.epoch(data.nnz, key, self.learning_rate, self.alpha, optimizer)
+            done = epoch + 1
+            update = dynamic and done % self.update_interval == 0 and done < self.max_iter
+            if device is not None and (update or watch or done == self.max_iter):
+                device.download(users, items, bias_v)
+            mean_loss = loss / max(data.nnz, 1)
+            # On the GPU the weights are checked whenever they come back.
+            if not np.isfinite(mean_loss) or not (
+                np.isfinite(users.weights).all() and np.isfinite(items.weights).all()
+            ):
+                raise DivergenceError(
+                    f"training diverged at epoch {step + 1}: the loss or the weights are "
+                    f"not finite (learning_rate={self.learning_rate}). Lower learning_rate "
+                    "(for example by 10x) or raise alpha."
+                )
+            t1 = time.perf_counter()
+            pruned = grown = np.zeros(2, np.int64)
+            rho = 0.0
+            if update:
+                rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
+                gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step + 1)))
+                pg.grad_fns = [
+                    be.grad_users(data, users, items, bias_v, _GROW_SAMPLES_USER, gkey),
+                    be.grad_items(data, users, items, bias_v, _GROW_SAMPLES_ITEM, gkey,
+                                  _GROW_SAMPLES_ITEM_NEG),
+                ]
+                pruned, grown = pg.step(rho, seed + step + 1)
+                if device is not None:
+                    device.upload(users, items, bias_v)
+                ever[0] = self._mark(users, items, coverage, ever[0])
+            self.item_bias_ = bias_v[:, 0].copy()
+            self._cache = {}
+            t2 = time.perf_counter()
+            return {
+                "loss": float(mean_loss),
+                "nnz_user": users.nnz,
+                "nnz_item": items.nnz,
+                "nnz": users.nnz + items.nnz,
+                "empty_users": int(np.count_nonzero(users.row_nnz() == 0)),
+                "empty_items": int(np.count_nonzero(items.row_nnz() == 0)),
+                "pruned": int(pruned.sum()),
+                "grown": int(grown.sum()),
+                "update_ratio": rho,
+                "coverage": ever[0] / total,
+                "seconds": t2 - t0,
+                "prune_grow_seconds": t2 - t1,
+            }
+
+        self._run_epochs(run_epoch, X_fit, X_val, "DSL-MF", first_epoch=first_epoch)
 
     def _device_state(self, data, users, items, bias_v):
         if self.backend != "cuda":
@@ -322,23 +370,66 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         return self.item_table_.to_csr()
 
     def _item_transposed(self):
-        if getattr(self, "_item_t", None) is None:
-            self._item_t = self.item_table_.transposed()
-        return self._item_t
+        # A cache dict set in fit: filling it leaves __dict__ itself unchanged,
+        # so scoring stays free of visible side effects.
+        cache = self.__dict__.setdefault("_cache", {})
+        if "item_t" not in cache:
+            cache["item_t"] = self.item_table_.transposed()
+        return cache["item_t"]
 
     # --- model hooks for RecommenderMixin --------------------------------------
-    def _top_n(self, rows, n, ex_indptr, ex_indices, allowed):
+    _snapshot_attributes = ("user_table_", "item_table_", "item_bias_")
+
+    def _clear_caches(self):
+        self._cache = {}
+
+    def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
         be = backends.get_backend("cpu")
+        query = self.user_table_ if user_side is None else user_side
         with numba_threads(self.n_threads):
             return be.top_n(
-                rows, n, self.user_table_, self._item_transposed(), self.item_bias_,
+                rows, n, query, self._item_transposed(), self.item_bias_,
                 ex_indptr, ex_indices, allowed, items=self.item_table_,
             )
 
-    def _score(self, rows, cand):
+    def _score(self, rows, cand, user_side=None):
         be = backends.get_backend("cpu")
+        query = self.user_table_ if user_side is None else user_side
         with numba_threads(self.n_threads):
-            return be.score(rows, cand, self.user_table_, self.item_table_, self.item_bias_)
+            return be.score(rows, cand, query, self.item_table_, self.item_bias_)
+
+    def _fold_in(self, X):
+        """User rows for histories ``X``, trained against the fixed item side.
+
+        Each row runs ``_FOLD_IN_PASSES`` Adagrad passes of the BPR loss over
+        its interactions (one uniform negative outside the history per
+        positive, the fitted ``learning_rate`` and ``alpha``) on all
+        ``n_components`` coordinates, keeps the fitted model's mean number of
+        active weights per user (largest magnitudes) and refines those for
+        ``_FOLD_IN_REFINE`` passes. Random draws are keyed by the row's items,
+        so a row's result does not depend on the other rows.
+        """
+        from ._kernels import _foldin
+
+        d = self.user_table_.n_cols
+        k_keep = int(min(d, max(1, round(self.user_table_.nnz / max(self.n_users_, 1)))))
+        U = np.zeros((X.shape[0], d), np.float32)
+        M = np.zeros((X.shape[0], d), np.bool_)
+        items = self.item_table_
+        with numba_threads(self.n_threads):
+            _foldin.fold_in_bpr(
+                X.indptr.astype(np.int64), X.indices.astype(np.int32),
+                items.indptr, items.indices, items.weights, self.item_bias_, self.n_items_,
+                _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep, np.float32(self.learning_rate),
+                np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
+            )
+        rows, cols = np.nonzero(M)
+        indptr = np.zeros(X.shape[0] + 1, np.int64)
+        np.cumsum(M.sum(axis=1), out=indptr[1:])
+        return SparseEmbeddingTable(
+            indptr, cols.astype(self.user_table_.indices.dtype),
+            U[rows, cols][:, None].astype(np.float32), d,
+        )
 
     def _similar(self, rows, n):
         be = backends.get_backend("cpu")
@@ -363,5 +454,5 @@ class DSLMatrixFactorization(BaseDSLEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_item_t", None)
+        state["_cache"] = {}  # derived data: rebuilt on demand
         return state

@@ -175,6 +175,14 @@ class SparseEmbeddingTable:
         assert self.values_buf.shape[0] == self.indices_buf.shape[0], "slots misaligned"
         assert K.is_canonical(self.indptr, self.indices, self.n_cols), "rows not sorted/unique"
 
+    def add_state(self, n_slots):
+        """Give the table ``n_slots`` value slots, new state slots at zero (warm start)."""
+        values = np.zeros((self.nnz, n_slots), np.float32)
+        keep = min(n_slots, self.n_slots)
+        values[:, :keep] = self.values_buf[: self.nnz, :keep]
+        self.values_buf = values
+        self.indices_buf = self.indices_buf[: self.nnz].copy()
+
     def drop_state(self):
         """Keep only the weights (after training) and release spare capacity."""
         self.values_buf = np.ascontiguousarray(self.values_buf[: self.nnz, :1])

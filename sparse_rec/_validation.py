@@ -27,22 +27,27 @@ def check_interactions(X, *, name="X", allow_empty=False, copy=False):
     else:
         arr = np.asarray(X)
         if arr.dtype == object:
-            raise TypeError(
-                f"{name} must be numeric; got an array of dtype object. "
-                "Pass a scipy sparse matrix or a numeric 2-D array."
-            )
+            # Numbers held as objects convert; anything else raises TypeError.
+            arr = arr.astype(np.float64)
         if arr.ndim != 2:
             raise ValueError(
                 f"{name} must be a 2-D users x items matrix; got an array of shape {arr.shape}. "
-                "Reshape a single user's row with X.reshape(1, -1)."
+                "Reshape your data: a single user's row with X.reshape(1, -1)."
             )
         Xc = sp.csr_matrix(arr)
-    if not np.issubdtype(Xc.dtype, np.number) or np.issubdtype(Xc.dtype, np.complexfloating):
+    if np.issubdtype(Xc.dtype, np.complexfloating):
+        raise ValueError(
+            f"Complex data not supported: {name} must hold real interaction weights; got dtype "
+            f"{Xc.dtype}. Pass the real part or the magnitude."
+        )
+    if not np.issubdtype(Xc.dtype, np.number) and Xc.dtype != np.bool_:
         raise TypeError(f"{name} must hold real numbers; got dtype {Xc.dtype}.")
     n_rows, n_cols = Xc.shape
     if not allow_empty and (n_rows == 0 or n_cols == 0):
+        what = "sample(s)" if n_rows == 0 else "feature(s)"
         raise ValueError(
-            f"{name} is empty (shape {Xc.shape}); it needs at least one user and one item."
+            f"{name} is empty: found {min(n_rows, n_cols)} {what} (shape={Xc.shape}) while a "
+            "minimum of 1 is required; it needs at least one user and one item."
         )
     data = Xc.data
     if data.size and not np.all(np.isfinite(data)):
@@ -54,8 +59,9 @@ def check_interactions(X, *, name="X", allow_empty=False, copy=False):
     if data.size and data.min() < 0:
         bad = int(np.count_nonzero(data < 0))
         raise ValueError(
-            f"{name} must be non-negative (interaction counts or weights); got {bad} negative "
-            f"entries (min {data.min():g}). Shift, clip or binarise the data first."
+            f"Negative values in data passed to {name}: it must be non-negative (interaction "
+            f"counts or weights); got {bad} negative entries (min {data.min():g}). Shift, clip "
+            "or binarise the data first."
         )
     Xc.sum_duplicates()
     Xc.eliminate_zeros()

@@ -1,0 +1,92 @@
+"""Fold-in of new users against a fitted item table (BPR, Adagrad).
+
+Each history row is solved on its own: its random numbers are keyed by the
+row's *content* (its sorted item ids), not by its position in the batch, so
+the result for a row does not depend on which other rows come with it.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._bpr import in_row, log_sigmoid_grad
+from ._rng import draw, randint, splitmix64
+
+_EPS = np.float32(1e-8)
+
+
+@njit(cache=True, inline="always")
+def _row_dot(u, indptr, indices, w, i):
+    s = np.float32(0.0)
+    for p in range(indptr[i], indptr[i + 1]):
+        s += u[indices[p]] * w[p]
+    return s
+
+
+@njit(cache=True)
+def _fold_in_row(r, x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items,
+                 n_passes, n_refine, k_keep, lr, reg, key, u, mask):
+    d = u.shape[0]
+    h0, h1 = x_indptr[r], x_indptr[r + 1]
+    nh = h1 - h0
+    u[:] = 0.0
+    mask[:] = True
+    if nh == 0 or nh >= n_items:
+        return
+    rkey = key
+    for p in range(h0, h1):
+        rkey = splitmix64(rkey ^ np.uint64(x_indices[p]))
+    acc = np.zeros(d, np.float32)
+    g = np.zeros(d, np.float32)
+    for it in range(n_passes + n_refine):
+        if it == n_passes and k_keep < d:
+            # Keep the k_keep largest weights: the row gets the fitted
+            # model's per-user budget, then the last passes refine them.
+            order = np.argsort(-np.abs(u), kind="mergesort")
+            for c in range(d):
+                mask[c] = False
+            for c in range(k_keep):
+                mask[order[c]] = True
+            for c in range(d):
+                if not mask[c]:
+                    u[c] = 0.0
+        for t in range(nh):
+            i = x_indices[h0 + t]
+            j = -1
+            for s in range(1, 9):
+                cand = randint(draw(rkey, it * nh + t, s), n_items)
+                if not in_row(x_indptr, x_indices, r, cand):
+                    j = cand
+                    break
+            if j < 0:
+                continue
+            x = (_row_dot(u, i_indptr, i_indices, i_w, i)
+                 - _row_dot(u, i_indptr, i_indices, i_w, j) + bias[i] - bias[j])
+            _, sg = log_sigmoid_grad(x)
+            sg = np.float32(sg)
+            for c in range(d):
+                g[c] = reg * u[c]
+            for p in range(i_indptr[i], i_indptr[i + 1]):
+                g[i_indices[p]] -= sg * i_w[p]
+            for p in range(i_indptr[j], i_indptr[j + 1]):
+                g[i_indices[p]] += sg * i_w[p]
+            for c in range(d):
+                if mask[c]:
+                    acc[c] += g[c] * g[c]
+                    u[c] -= lr * g[c] / (math.sqrt(acc[c]) + _EPS)
+
+
+@njit(cache=True, parallel=True)
+def fold_in_bpr(x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items,
+                n_passes, n_refine, k_keep, lr, reg, key, U, M):
+    """Fill ``U[r]`` (weights) and ``M[r]`` (active mask) for each history row ``r``.
+
+    ``n_passes`` Adagrad passes over the row's interactions (one uniform
+    negative outside the row per positive, BPR loss, L2 ``reg``) on all
+    coordinates, then the ``k_keep`` largest are kept and ``n_refine`` more
+    passes train them alone.
+    """
+    for r in prange(U.shape[0]):
+        _fold_in_row(r, x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items,
+                     n_passes, n_refine, k_keep, lr, reg, key, U[r], M[r])
