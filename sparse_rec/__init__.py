@@ -5,8 +5,9 @@ Models are trained sparse from scratch with Dynamic Sparse Learning
 pruned by magnitude and regrown by gradient during training.
 """
 
+from ._io import load
 from ._mf import DSLMatrixFactorization
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["DSLMatrixFactorization", "__version__"]
+__all__ = ["DSLMatrixFactorization", "load", "__version__"]

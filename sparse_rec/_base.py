@@ -454,11 +454,16 @@ class BaseDSLEstimator(RecommenderMixin, BaseEstimator):
             Raw ids of the rows and columns of ``X``, stored as mappings.
         compact : bool, default=False
             Smaller indices and float16 weights (slightly lossy).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The file written.
         """
         from ._io import save_model
 
         check_is_fitted(self)
-        save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
+        return save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
 
     def _prepare_X(self, X, exclude):
         X = check_interactions(X)

@@ -379,6 +379,12 @@ class DSLMatrixFactorization(BaseDSLEstimator):
 
     # --- model hooks for RecommenderMixin --------------------------------------
     _snapshot_attributes = ("user_table_", "item_table_", "item_bias_")
+    # What a model file stores (sparse_rec._io); the optimiser state is not.
+    _saved_attributes = (
+        "user_table_", "item_table_", "item_bias_", "seen_", "n_users_", "n_items_",
+        "n_features_in_", "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
+        "best_validation_score_", "validation_scores_",
+    )
 
     def _clear_caches(self):
         self._cache = {}

@@ -2,8 +2,9 @@
 
 ``sparse-rec fit`` with no arguments is the main job: DSL matrix
 factorisation at density 0.2 on the built-in MovieLens latest-small, scored
-on a per-user 20% hold-out. ``sparse-rec recommend`` prints top items for
-raw user ids from a saved model.
+on a per-user 20% hold-out and saved as a safe ``.npz`` model file.
+``sparse-rec evaluate`` scores a saved model on the same hold-out, and
+``sparse-rec recommend`` prints top items for raw user ids.
 """
 
 import argparse
@@ -11,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 
-DEFAULT_MODEL = "sparse_rec_model.joblib"
+DEFAULT_MODEL = "sparse_rec_model.npz"
 
 
 def _load_data(path):
@@ -36,18 +36,44 @@ def _fmt_bytes(n):
         n /= 1024
 
 
-def cmd_fit(args):
-    from . import DSLMatrixFactorization
-    from .metrics import evaluate
+def _split(args):
+    """``(X_train, X_test, name, dataset)`` as ``fit`` and ``evaluate`` both make it."""
     from .model_selection import random_split
 
     ds, tt = _load_data(args.data)
     if tt is not None:
-        X_train, X_test, name = tt.train, tt.test, tt.name
-        user_ids = item_ids = item_names = None
-    else:
-        X_train, X_test = random_split(ds.X, test_size=0.2, random_state=args.seed)
-        name, user_ids, item_ids, item_names = ds.name, ds.user_ids, ds.item_ids, ds.item_names
+        return tt.train, tt.test, tt.name, None
+    X_train, X_test = random_split(ds.X, test_size=args.test_size, random_state=args.seed)
+    return X_train, X_test, ds.name, ds
+
+
+def _print_table(rows):
+    width = max(len(r[0]) for r in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def _quality_rows(model, X_train, X_test, k):
+    from .metrics import evaluate
+
+    scores = evaluate(model, X_train, X_test, k=k, metrics=("recall", "ndcg"))
+    dense_params = model.dense_nbytes_ // 4
+    return [
+        ("active weights", f"{model.n_active_:,} of about {dense_params:,} "
+                           f"({model.n_active_ / dense_params:.1%})"),
+        ("model bytes", f"{_fmt_bytes(model.nbytes_)} vs {_fmt_bytes(model.dense_nbytes_)} dense "
+                        f"float32 ({model.nbytes_ / model.dense_nbytes_:.2f}x)"),
+        (f"Recall@{k}", f"{scores['recall']:.4f}"),
+        (f"NDCG@{k}", f"{scores['ndcg']:.4f}"),
+        ("users evaluated", f"{scores['n_users_evaluated']}"),
+    ]
+
+
+def cmd_fit(args):
+    from . import DSLMatrixFactorization
+
+    X_train, X_test, name, ds = _split(args)
     print(f"data: {name}: {X_train.shape[0]} users, {X_train.shape[1]} items, "
           f"{X_train.nnz} training and {X_test.nnz} held-out interactions")
     model = DSLMatrixFactorization(
@@ -57,45 +83,67 @@ def cmd_fit(args):
     t0 = time.perf_counter()
     model.fit(X_train)
     fit_s = time.perf_counter() - t0
-    scores = evaluate(model, X_train, X_test, k=20, metrics=("recall", "ndcg"))
-    dense_params = args.n_components * (X_train.shape[0] + X_train.shape[1])
-    rows = [
-        ("active weights", f"{model.n_active_:,} of {dense_params:,} "
-                           f"({model.n_active_ / dense_params:.1%})"),
-        ("model bytes", f"{_fmt_bytes(model.nbytes_)} vs {_fmt_bytes(model.dense_nbytes_)} dense "
-                        f"float32 ({model.nbytes_ / model.dense_nbytes_:.2f}x)"),
-        ("Recall@20", f"{scores['recall']:.4f}"),
-        ("NDCG@20", f"{scores['ndcg']:.4f}"),
-        ("users evaluated", f"{scores['n_users_evaluated']}"),
-        ("fit time", f"{fit_s:.2f} s ({args.epochs} epochs)"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    print()
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    rows = _quality_rows(model, X_train, X_test, 20)
+    rows.append(("fit time", f"{fit_s:.2f} s ({args.epochs} epochs)"))
+    _print_table(rows)
     out = Path(args.output)
-    joblib.dump({"model": model, "user_ids": user_ids, "item_ids": item_ids,
-                 "item_names": item_names, "data": name}, out)
+    model.save(out, user_ids=None if ds is None else ds.user_ids,
+               item_ids=None if ds is None else ds.item_ids)
     print(f"\nmodel saved to {out}")
     return 0
 
 
+def _load_model(path):
+    from ._io import load
+
+    return load(path)
+
+
+def _check_same_items(model, X_train, ds):
+    if model.n_items_ != X_train.shape[1] or model.n_users_ != X_train.shape[0]:
+        raise ValueError(
+            f"the model was fitted on {model.n_users_} users x {model.n_items_} items but the "
+            f"data has {X_train.shape[0]} x {X_train.shape[1]}. Evaluate on the data set the "
+            "model was trained on (--data)."
+        )
+    mapped = getattr(model, "item_ids_", None)
+    if ds is not None and mapped is not None and not np.array_equal(
+        np.asarray(mapped).astype(str), np.asarray(ds.item_ids).astype(str)
+    ):
+        raise ValueError(
+            "the model's raw item ids differ from the data set's: it was trained on other "
+            "data. Pass the data set it was trained on with --data."
+        )
+
+
+def cmd_evaluate(args):
+    model = _load_model(args.model)
+    X_train, X_test, name, ds = _split(args)
+    _check_same_items(model, X_train, ds)
+    if ds is not None:
+        print(f"data: {name}, hold-out of {args.test_size:.0%} per user (seed {args.seed}), "
+              "as made by `sparse-rec fit` with the same options")
+    _print_table(_quality_rows(model, X_train, X_test, args.k))
+    return 0
+
+
 def cmd_recommend(args):
-    bundle = joblib.load(args.model)
-    model = bundle["model"]
-    user_ids, item_ids, names = bundle["user_ids"], bundle["item_ids"], bundle["item_names"]
-    raw = np.asarray(args.users, dtype=np.int64)
+    model = _load_model(args.model)
+    user_ids = getattr(model, "user_ids_", None)
+    item_ids = getattr(model, "item_ids_", None)
+    raw = [str(u) for u in args.users]
     if user_ids is None:
-        users = raw
+        users = np.asarray(args.users, dtype=np.int64)
     else:
-        lookup = {int(r): k for k, r in enumerate(user_ids)}
-        unknown = [int(r) for r in raw if int(r) not in lookup]
+        lookup = {str(r): k for k, r in enumerate(user_ids)}
+        unknown = [r for r in raw if r not in lookup]
         if unknown:
             print(f"error: unknown user ids {unknown[:5]}; the model knows "
-                  f"{len(user_ids)} users with raw ids {int(user_ids.min())}.."
-                  f"{int(user_ids.max())}.", file=sys.stderr)
+                  f"{len(user_ids)} users with raw ids such as {list(user_ids[:3])}.",
+                  file=sys.stderr)
             return 2
-        users = np.array([lookup[int(r)] for r in raw])
+        users = np.array([lookup[r] for r in raw])
+    names = _item_names(args.data, item_ids)
     ids, scores = model.recommend(users, n=args.n)
     for r, row, srow in zip(raw, ids, scores, strict=True):
         print(f"user {r}:")
@@ -103,31 +151,54 @@ def cmd_recommend(args):
             if i < 0:
                 break
             label = str(item_ids[i]) if item_ids is not None else str(i)
-            if names is not None and names[i]:
-                label += f"  {names[i]}"
+            if names is not None and names.get(label):
+                label += f"  {names[label]}"
             print(f"  {rank:>2}. {label}  ({s:.3f})")
     return 0
+
+
+def _item_names(data, item_ids):
+    """Raw item id -> title from the data set, when it has titles."""
+    if item_ids is None:
+        return None
+    ds, _ = _load_data(data)
+    if ds is None or ds.item_names is None:
+        return None
+    return {str(r): str(n) for r, n in zip(ds.item_ids, ds.item_names, strict=True)}
+
+
+def _data_options(p, with_split=True):
+    p.add_argument("--data", default=None,
+                   help="MovieLens folder (100K, 1M or latest) or LightGCN folder with "
+                        "train.txt/test.txt; default: the built-in MovieLens latest-small")
+    if with_split:
+        p.add_argument("--test-size", type=float, default=0.2,
+                       help="fraction of each user's interactions held out (default 0.2)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the split (and the fit)")
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="sparse-rec", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="train DSL-MF, evaluate on a hold-out split, save the model")
-    f.add_argument("--data", default=None,
-                   help="MovieLens folder (100K, 1M or latest) or LightGCN folder with "
-                        "train.txt/test.txt; default: the built-in MovieLens latest-small")
+    _data_options(f)
     f.add_argument("--density", type=float, default=0.2)
     f.add_argument("--n-components", type=int, default=64)
     f.add_argument("--epochs", type=int, default=100)
-    f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=None)
-    f.add_argument("--output", default=DEFAULT_MODEL)
+    f.add_argument("--output", default=DEFAULT_MODEL, help="model file (.npz)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
+    e = sub.add_parser("evaluate", help="score a saved model on the hold-out split of its data")
+    e.add_argument("--model", default=DEFAULT_MODEL)
+    _data_options(e)
+    e.add_argument("-k", type=int, default=20, help="cut-off of Recall and NDCG (default 20)")
+    e.set_defaults(func=cmd_evaluate)
     r = sub.add_parser("recommend", help="print top-n items for raw user ids")
-    r.add_argument("users", nargs="+", type=int, help="raw user ids")
+    r.add_argument("users", nargs="+", help="raw user ids (as in the data set)")
     r.add_argument("--model", default=DEFAULT_MODEL)
     r.add_argument("-n", type=int, default=10)
+    _data_options(r, with_split=False)
     r.set_defaults(func=cmd_recommend)
     return p
 

@@ -1,24 +1,60 @@
 """The sparse-rec command line on the built-in data set."""
 
+import re
+
+import pytest
+
 from sparse_rec.cli import main
 
 
-def test_fit_then_recommend(tmp_path, capsys):
-    model = tmp_path / "m.joblib"
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    model = tmp_path_factory.mktemp("cli") / "m.npz"
     assert main(["fit", "--epochs", "3", "--quiet", "--n-components", "8",
                  "--output", str(model), "--threads", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "Recall@20" in out and "model bytes" in out and model.exists()
-    assert main(["recommend", "1", "5", "--model", str(model), "-n", "3"]) == 0
+    return model
+
+
+def test_fit_prints_the_table_and_saves_a_model_file(model_file, capsys):
+    assert model_file.exists()
+
+
+def test_evaluate_reproduces_the_figures_of_fit(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["fit", "--epochs", "2", "--quiet", "--n-components", "8",
+                 "--output", str(model), "--threads", "1"]) == 0
+    fit_out = capsys.readouterr().out
+    assert "Recall@20" in fit_out and "model bytes" in fit_out
+    assert main(["evaluate", "--model", str(model)]) == 0
+    ev_out = capsys.readouterr().out
+
+    def figures(text):
+        return {m[0]: m[1] for m in re.findall(r"^(Recall@20|NDCG@20)\s+(\S+)", text, re.M)}
+
+    assert figures(ev_out) == figures(fit_out) and len(figures(ev_out)) == 2
+
+
+def test_evaluate_on_another_split_gives_other_figures(model_file, capsys):
+    assert main(["evaluate", "--model", str(model_file), "--seed", "1", "-k", "10"]) == 0
+    assert "Recall@10" in capsys.readouterr().out
+
+
+def test_recommend_maps_raw_ids_and_prints_titles(model_file, capsys):
+    assert main(["recommend", "1", "5", "--model", str(model_file), "-n", "3"]) == 0
     out = capsys.readouterr().out
     assert "user 1:" in out and "user 5:" in out and " 3. " in out
+    # Built-in MovieLens titles carry a year in brackets.
+    assert re.search(r"\(\d{4}\)", out)
 
 
-def test_recommend_unknown_user_is_a_clear_error(tmp_path, capsys):
-    model = tmp_path / "m.joblib"
-    main(["fit", "--epochs", "1", "--quiet", "--n-components", "4", "--output", str(model)])
-    assert main(["recommend", "999999", "--model", str(model)]) == 2
-    assert "unknown user ids [999999]" in capsys.readouterr().err
+def test_recommend_unknown_user_is_a_clear_error(model_file, capsys):
+    assert main(["recommend", "999999", "--model", str(model_file)]) == 2
+    assert "unknown user ids ['999999']" in capsys.readouterr().err
+
+
+def test_missing_model_file_is_reported(tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "nope.npz")]) == 2
+    assert "nope.npz" in capsys.readouterr().err
 
 
 def test_bad_density_is_reported(capsys):
