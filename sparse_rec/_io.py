@@ -873,6 +873,11 @@ def _check_consistency(est, path):
             continue
         shape = tuple(value.shape)
         want = tuple(None if d is None else getattr(est, d, None) for d in dims)
+        for d, w in zip(dims, want, strict=True):
+            # A missing or odd size would let a kernel index out of bounds.
+            if d is not None and not (isinstance(w, numbers.Integral) and w > 0):
+                _fail(path, f"{d} must be a positive integer to check {name}; got {w!r}. "
+                      + _RESAVE)
         if len(shape) != len(want) or any(
             w is not None and s != w for s, w in zip(shape, want, strict=True)
         ):

@@ -212,6 +212,15 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         n_users, n_items = X.shape
         d = int(self.n_components)
         warm = self._can_warm_start(X)
+        if warm and self.user_table_.n_cols != d:
+            raise ValueError(
+                f"warm_start=True needs the fitted n_components ({self.user_table_.n_cols}); "
+                f"got n_components={d}. Set warm_start=False to train a new model."
+            )
+        if not warm:
+            # Raw-id mappings (from a loaded file) describe the old data only.
+            self.__dict__.pop("user_ids_", None)
+            self.__dict__.pop("item_ids_", None)
         first_epoch = self.n_iter_ if warm else 0
         X_fit, X_val = self._validation_split(X, seed)
         data = TrainData.from_matrix(X_fit, exclude)
@@ -389,6 +398,26 @@ class DSLMatrixFactorization(BaseDSLEstimator):
     def _clear_caches(self):
         self._cache = {}
 
+    def _check_loaded(self):
+        """Raise ValueError unless a loaded model is safe for the kernels."""
+        missing = [n for n in ("user_table_", "item_table_", "item_bias_", "seen_", "n_users_",
+                               "n_items_") if getattr(self, n, None) is None]
+        if missing:
+            raise ValueError(f"the model file lacks {missing}.")
+        u, i, b = self.user_table_, self.item_table_, self.item_bias_
+        if u.n_cols != i.n_cols or u.n_cols != self.n_components:
+            raise ValueError(
+                f"the user and item tables must both have n_components={self.n_components} "
+                f"columns; got {u.n_cols} and {i.n_cols}."
+            )
+        if (u.n_rows, i.n_rows) != (self.n_users_, self.n_items_):
+            raise ValueError("the table rows do not match n_users_ and n_items_.")
+        if b.dtype != np.float32 or b.shape != (self.n_items_,):
+            raise ValueError(f"item_bias_ must be float32 of shape ({self.n_items_},).")
+        for tab in (u, i):
+            if tab.values_buf.dtype != np.float32:
+                raise ValueError("factor weights must be float32.")
+
     def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
         be = backends.get_backend("cpu")
         query = self.user_table_ if user_side is None else user_side
@@ -409,7 +438,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
 
         Each row runs ``_FOLD_IN_PASSES`` Adagrad passes of the BPR loss over
         its interactions (one uniform negative outside the history per
-        positive, the fitted ``learning_rate`` and ``alpha``) on all
+        positive, each weighted by its value over the row's mean value, the
+        fitted ``learning_rate`` and ``alpha``) on all
         ``n_components`` coordinates, keeps the fitted model's mean number of
         active weights per user (largest magnitudes) and refines those for
         ``_FOLD_IN_REFINE`` passes. Random draws are keyed by the row's items,
@@ -425,7 +455,7 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         with numba_threads(self.n_threads):
             _foldin.fold_in_bpr(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32),
-                items.indptr, items.indices, items.weights, self.item_bias_, self.n_items_,
+                X.data.astype(np.float32), items.indptr, items.indices, items.weights, self.item_bias_, self.n_items_,
                 _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep, np.float32(self.learning_rate),
                 np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
             )

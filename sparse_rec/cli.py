@@ -58,12 +58,16 @@ def _quality_rows(model, X_train, X_test, k):
     from .metrics import evaluate
 
     scores = evaluate(model, X_train, X_test, k=k, metrics=("recall", "ndcg"))
-    dense_params = model.dense_nbytes_ // 4
-    return [
-        ("active weights", f"{model.n_active_:,} of about {dense_params:,} "
-                           f"({model.n_active_ / dense_params:.1%})"),
-        ("model bytes", f"{_fmt_bytes(model.nbytes_)} vs {_fmt_bytes(model.dense_nbytes_)} dense "
-                        f"float32 ({model.nbytes_ / model.dense_nbytes_:.2f}x)"),
+    rows = []
+    if hasattr(model, "dense_nbytes_"):  # sparse_rec's DSL estimators
+        dense_params = model.dense_nbytes_ // 4
+        rows += [
+            ("active weights", f"{model.n_active_:,} of about {dense_params:,} "
+                               f"({model.n_active_ / dense_params:.1%})"),
+            ("model bytes", f"{_fmt_bytes(model.nbytes_)} vs {_fmt_bytes(model.dense_nbytes_)} "
+                            f"dense float32 ({model.nbytes_ / model.dense_nbytes_:.2f}x)"),
+        ]
+    return rows + [
         (f"Recall@{k}", f"{scores['recall']:.4f}"),
         (f"NDCG@{k}", f"{scores['ndcg']:.4f}"),
         ("users evaluated", f"{scores['n_users_evaluated']}"),
@@ -106,6 +110,14 @@ def _check_same_items(model, X_train, ds):
             f"data has {X_train.shape[0]} x {X_train.shape[1]}. Evaluate on the data set the "
             "model was trained on (--data)."
         )
+    seen = getattr(model, "seen_", None)
+    if seen is not None and (seen != X_train).nnz:
+        # Another split would hold out interactions the model trained on.
+        raise ValueError(
+            "the model was not trained on this split's training part, so its held-out "
+            "figures would include interactions it was trained on. Pass the --data, "
+            "--test-size and --seed used with `sparse-rec fit`."
+        )
     mapped = getattr(model, "item_ids_", None)
     if ds is not None and mapped is not None and not np.array_equal(
         np.asarray(mapped).astype(str), np.asarray(ds.item_ids).astype(str)
@@ -122,7 +134,7 @@ def cmd_evaluate(args):
     _check_same_items(model, X_train, ds)
     if ds is not None:
         print(f"data: {name}, hold-out of {args.test_size:.0%} per user (seed {args.seed}), "
-              "as made by `sparse-rec fit` with the same options")
+              "the split `sparse-rec fit` made with these options")
     _print_table(_quality_rows(model, X_train, X_test, args.k))
     return 0
 

@@ -448,7 +448,7 @@ class ImplicitRecommender(RecommenderMixin, BaseEstimator):
         from ._io import save_model
 
         check_is_fitted(self)
-        save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
+        return save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -15,8 +15,12 @@ def model_file(tmp_path_factory):
     return model
 
 
-def test_fit_prints_the_table_and_saves_a_model_file(model_file, capsys):
-    assert model_file.exists()
+def test_saved_model_file_loads_safely(model_file):
+    from sparse_rec import load
+
+    model = load(model_file)
+    assert model.user_ids_.shape == (model.n_users_,)
+    assert model.n_active_ == round(0.2 * 8 * (model.n_users_ + model.n_items_))
 
 
 def test_evaluate_reproduces_the_figures_of_fit(tmp_path, capsys):
@@ -34,9 +38,14 @@ def test_evaluate_reproduces_the_figures_of_fit(tmp_path, capsys):
     assert figures(ev_out) == figures(fit_out) and len(figures(ev_out)) == 2
 
 
-def test_evaluate_on_another_split_gives_other_figures(model_file, capsys):
-    assert main(["evaluate", "--model", str(model_file), "--seed", "1", "-k", "10"]) == 0
+def test_evaluate_at_another_cut_off(model_file, capsys):
+    assert main(["evaluate", "--model", str(model_file), "-k", "10"]) == 0
     assert "Recall@10" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_split_the_model_was_not_trained_on(model_file, capsys):
+    assert main(["evaluate", "--model", str(model_file), "--seed", "1"]) == 2
+    assert "not trained on this split" in capsys.readouterr().err
 
 
 def test_recommend_maps_raw_ids_and_prints_titles(model_file, capsys):

@@ -26,8 +26,6 @@ def _search(X, y, n_jobs):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(DSLMatrixFactorization, "recommend_for_history"),
-                    reason="DSLMatrixFactorization.recommend_for_history (fold-in) not available")
 def test_grid_search_on_local_cluster_matches_local_run():
     R = make_interactions(100, 40, 1200, random_state=0)
     X_in, y = fold_in_split(R, 0.25, random_state=0)

@@ -512,8 +512,6 @@ def test_parameters_that_json_cannot_hold(tmp_path):
 
 
 def test_callbacks_are_stored_as_none(tmp_path):
-    if "callbacks" not in DSLMatrixFactorization().get_params():
-        pytest.skip("DSLMatrixFactorization has no callbacks parameter yet")
     mf, _ = fit_small(10, 8, 40, max_iter=1, callbacks=[lambda est, row: False])
     with pytest.warns(UserWarning, match="callbacks"):
         loaded = load(save_model(mf, tmp_path / "m.npz"))
@@ -571,8 +569,6 @@ def test_failed_save_keeps_the_previous_file(fitted, tmp_path, monkeypatch):
 
 
 def test_loaded_model_trains_further_with_warm_start(tmp_path):
-    if "warm_start" not in DSLMatrixFactorization().get_params():
-        pytest.skip("DSLMatrixFactorization has no warm_start parameter yet")
     mf, X = fit_small(20, 12, 120, max_iter=2)
     loaded = load(save_model(mf, tmp_path / "m.npz"))
     loaded.set_params(warm_start=True, max_iter=2).fit(X)
@@ -615,8 +611,6 @@ def test_serving_needs_no_torch_implicit_or_dask():
 
 
 # --- the estimator methods (added by the base class) ------------------------------------------
-@pytest.mark.skipif(not hasattr(DSLMatrixFactorization, "save"),
-                    reason="BaseDSLEstimator.save is not there yet")
 def test_estimator_save_and_package_load(fitted, tmp_path):
     mf, X = fitted
     mf.save(tmp_path / "m.npz", item_ids=np.arange(mf.n_items_) + 5, compact=False)
@@ -626,3 +620,23 @@ def test_estimator_save_and_package_load(fitted, tmp_path):
     assert_same_model(mf, loaded, np.arange(X.shape[0]))
     mf.save(tmp_path / "c.npz", compact=True)
     assert (tmp_path / "c.npz").stat().st_size < (tmp_path / "m.npz").stat().st_size
+
+
+@pytest.mark.parametrize("n_components", [None, 4])
+def test_tables_of_other_widths_are_refused_before_any_kernel_runs(tmp_path, n_components):
+    # A file whose user table is wider than its item table would make the
+    # scoring kernels read out of bounds; it must fail at load.
+    mf, _ = fit_small(20, 12, 120, n_components=4, max_iter=1)
+    mf.user_table_ = SparseEmbeddingTable.random(20, 400, 2000, n_slots=1, seed=1)
+    mf.n_components = n_components
+    path = save_model(mf, tmp_path / "m.npz")
+    with pytest.raises(ValueError):
+        load(path)
+
+
+def test_refit_of_a_loaded_model_drops_its_raw_ids(fitted, tmp_path):
+    mf, X = fitted
+    loaded = load(save_model(mf, tmp_path / "m.npz", user_ids=np.arange(mf.n_users_) + 7))
+    assert loaded.user_ids_[0] == "7" or loaded.user_ids_[0] == 7
+    loaded.fit(X)
+    assert not hasattr(loaded, "user_ids_")

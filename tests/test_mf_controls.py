@@ -146,3 +146,25 @@ def test_failed_fit_leaves_no_fitted_model():
         mf.fit(X)
     with pytest.raises(NotFittedError):
         mf.recommend([0])
+
+
+def test_warm_start_with_other_n_components_is_refused():
+    X, _ = blocks()
+    mf = fast(max_iter=3, warm_start=True).fit(X)
+    with pytest.raises(ValueError, match="warm_start=True needs the fitted n_components"):
+        mf.set_params(n_components=16).fit(X)
+    # The fitted model is untouched by the refused call.
+    assert mf.user_table_.n_cols == 8 and mf.n_iter_ == 3
+
+
+def test_fold_in_weights_positives_by_value_relative_to_the_row(fitted):
+    mf, X, _ = fitted
+    H = X[:6].copy()
+    base = mf.decision_function(H)
+    W = H.copy()
+    W.data = np.linspace(0.5, 5.0, W.nnz).astype(np.float32)
+    weighted = mf.decision_function(W)
+    assert not np.array_equal(base, weighted)
+    # Only values relative to the row's mean matter.
+    W.data *= 3.0
+    np.testing.assert_allclose(mf.decision_function(W), weighted, rtol=1e-5, atol=1e-6)

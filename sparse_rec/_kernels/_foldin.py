@@ -25,7 +25,7 @@ def _row_dot(u, indptr, indices, w, i):
 
 
 @njit(cache=True)
-def _fold_in_row(r, x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items,
+def _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, bias, n_items,
                  n_passes, n_refine, k_keep, lr, reg, key, u, mask):
     d = u.shape[0]
     h0, h1 = x_indptr[r], x_indptr[r + 1]
@@ -35,8 +35,13 @@ def _fold_in_row(r, x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items
     if nh == 0 or nh >= n_items:
         return
     rkey = key
+    total = 0.0
     for p in range(h0, h1):
         rkey = splitmix64(rkey ^ np.uint64(x_indices[p]))
+        total += x_data[p]
+    # Values weight the positives as in fit, relative to the row's mean so
+    # the result depends on this row alone.
+    inv_mean = nh / total if total > 0 else 1.0
     acc = np.zeros(d, np.float32)
     g = np.zeros(d, np.float32)
     for it in range(n_passes + n_refine):
@@ -64,7 +69,7 @@ def _fold_in_row(r, x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items
             x = (_row_dot(u, i_indptr, i_indices, i_w, i)
                  - _row_dot(u, i_indptr, i_indices, i_w, j) + bias[i] - bias[j])
             _, sg = log_sigmoid_grad(x)
-            sg = np.float32(sg)
+            sg = np.float32(sg * x_data[h0 + t] * inv_mean)
             for c in range(d):
                 g[c] = reg * u[c]
             for p in range(i_indptr[i], i_indptr[i + 1]):
@@ -78,15 +83,16 @@ def _fold_in_row(r, x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items
 
 
 @njit(cache=True, parallel=True)
-def fold_in_bpr(x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items,
+def fold_in_bpr(x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, bias, n_items,
                 n_passes, n_refine, k_keep, lr, reg, key, U, M):
     """Fill ``U[r]`` (weights) and ``M[r]`` (active mask) for each history row ``r``.
 
     ``n_passes`` Adagrad passes over the row's interactions (one uniform
-    negative outside the row per positive, BPR loss, L2 ``reg``) on all
+    negative outside the row per positive, BPR loss weighted by the value
+    over the row's mean value, L2 ``reg``) on all
     coordinates, then the ``k_keep`` largest are kept and ``n_refine`` more
     passes train them alone.
     """
     for r in prange(U.shape[0]):
-        _fold_in_row(r, x_indptr, x_indices, i_indptr, i_indices, i_w, bias, n_items,
+        _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, bias, n_items,
                      n_passes, n_refine, k_keep, lr, reg, key, U[r], M[r])

@@ -73,9 +73,12 @@ class _RankingScorer:
         for start in range(0, users.size, self.batch_size):
             block = slice(start, start + self.batch_size)
             H = history[block]
+            # With transformers, filter the untransformed history: a step may
+            # drop entries (a threshold, a zero IDF), and those items were seen.
+            seen = H if steps else True
             for step in steps:
                 H = step.transform(H)
-            ids = recommender.recommend_for_history(H, n=self.k, filter_seen=True)[0]
+            ids = recommender.recommend_for_history(H, n=self.k, filter_seen=seen)[0]
             # Sums, not means, so pooling batches equals scoring all at once.
             b_sums, b_eval, _ = _ranking_sums(ids, y[block], self.k, (self.metric,))
             total += b_sums[self.metric]
