@@ -455,7 +455,8 @@ class DSLMatrixFactorization(BaseDSLEstimator):
         with numba_threads(self.n_threads):
             _foldin.fold_in_bpr(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32),
-                X.data.astype(np.float32), items.indptr, items.indices, items.weights, self.item_bias_, self.n_items_,
+                X.data.astype(np.float32), items.indptr, items.indices, items.weights,
+                self.item_bias_, self.n_items_,
                 _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep, np.float32(self.learning_rate),
                 np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
             )

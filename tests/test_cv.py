@@ -249,8 +249,9 @@ def test_grid_search_density_on_dsl_mf():
 
 
 def test_pipeline_grid_search_over_mf_density():
-    from sparse_rec import preprocessing
     from sklearn.pipeline import Pipeline
+
+    from sparse_rec import preprocessing
 
     X_in, y = _data(n_users=60, n_items=30)
     X = X_in + y
