@@ -5,9 +5,24 @@ Models are trained sparse from scratch with Dynamic Sparse Learning
 pruned by magnitude and regrown by gradient during training.
 """
 
-from ._io import load
-from ._mf import DSLMatrixFactorization
-
 __version__ = "0.1.0.dev0"
 
 __all__ = ["DSLMatrixFactorization", "load", "__version__"]
+
+# Imported on first use, so that ``sparse_rec.serving`` (numpy, scipy and
+# numba only) does not pull in scikit-learn through the estimators.
+_LAZY = {"DSLMatrixFactorization": "._mf", "load": "._io"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sparse_rec' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

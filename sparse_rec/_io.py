@@ -222,8 +222,8 @@ def _check_saveable(est):
     return name
 
 
-def _estimator_class(name):
-    module, attr = _ESTIMATORS[name]
+def _estimator_class(name, classes=_ESTIMATORS):
+    module, attr = classes[name]
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
@@ -497,6 +497,10 @@ def load(path):
     ...     print("refused")
     refused
     """
+    return _load(path)
+
+
+def _load(path, classes=None):
     path = Path(path)
     with open(path, "rb") as f:
         start = f.read(4)
@@ -513,7 +517,7 @@ def load(path):
                 + _RESAVE
             ) from e
     try:
-        return _build(meta, arrays, path)
+        return _build(meta, arrays, path, classes)
     except _FormatError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
@@ -659,13 +663,14 @@ def _read_member(zf, name, dtype, shape, path):
 
 
 # --- rebuilding the estimator ----------------------------------------------------
-def _build(meta, arrays, path):
+def _build(meta, arrays, path, classes=None):
+    classes = _ESTIMATORS if classes is None else classes
     cls_name = meta["class"]
-    cls = _estimator_class(cls_name) if cls_name in _ESTIMATORS else None
+    cls = _estimator_class(cls_name, classes) if cls_name in classes else None
     if cls is None:
         _fail(path, f"class {cls_name!r} is not a sparse_rec estimator this version can load "
-                    f"(known: {', '.join(sorted(_ESTIMATORS))}). Upgrade sparse_rec if the file "
-                    "comes from a newer version.")
+                    f"here (known: {', '.join(sorted(classes))}). Upgrade sparse_rec if the "
+                    "file comes from a newer version.")
     est = cls()
     _set_params(est, meta, path)
     allowed = set(_attribute_names(cls))
@@ -702,7 +707,8 @@ def _build(meta, arrays, path):
 
 def _set_params(est, meta, path):
     params = meta["params"]
-    known = est.get_params(deep=False)
+    # A served model (sparse_rec.serving) keeps every saved parameter as is.
+    known = params if getattr(type(est), "_served", False) else est.get_params(deep=False)
     unknown = sorted(set(params) - set(known))
     if unknown:
         warnings.warn(f"{path}: parameters {unknown} are unknown to {type(est).__name__} in "
@@ -718,7 +724,10 @@ def _set_params(est, meta, path):
             _fail(path, f"parameter {key} is a JSON object; parameters are scalars or lists. "
                         + _RESAVE)
         values[key] = value
-    est.set_params(**values)
+    if getattr(type(est), "_served", False):
+        est.__dict__.update(values)
+    else:
+        est.set_params(**values)
 
 
 def _restore_dtype(text, path, what):

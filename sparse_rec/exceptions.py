@@ -1,6 +1,12 @@
 """Exceptions and warnings raised by sparse_rec."""
 
-from sklearn.exceptions import NotFittedError
+try:
+    # The very class scikit-learn raises, so either library's handlers catch it.
+    from sklearn.exceptions import NotFittedError
+except ImportError:  # a serving environment without scikit-learn
+
+    class NotFittedError(ValueError, AttributeError):
+        """A model was used before ``fit`` (scikit-learn's class when installed)."""
 
 __all__ = ["NotFittedError", "DivergenceError", "DataFormatError"]
 

@@ -1,0 +1,144 @@
+"""Scoring, fold-in and checks of a fitted matrix-factorisation model.
+
+Shared by :class:`~sparse_rec.DSLMatrixFactorization` and the served model
+of :mod:`sparse_rec.serving`; imports numpy, scipy and numba only.
+"""
+
+import numpy as np
+
+from . import backends
+from ._table import SparseEmbeddingTable
+from ._threads import numba_threads
+
+# Fold-in of new users: passes on all coordinates, then on the kept ones.
+_FOLD_IN_PASSES = 30
+_FOLD_IN_REFINE = 10
+_FOLD_IN_KEY = 0x5EED_F01D
+
+
+class MFModel:
+    """Model hooks of ``RecommenderMixin`` over ``user_table_``, ``item_table_``, ``item_bias_``.
+
+    Needs the attributes ``n_components``, ``learning_rate``, ``alpha``,
+    ``n_threads``, ``n_users_`` and ``n_items_`` besides the tables.
+    """
+
+    # --- fitted views ----------------------------------------------------------
+    @property
+    def user_factors_(self):
+        return self.user_table_.to_csr()
+
+    @property
+    def item_factors_(self):
+        return self.item_table_.to_csr()
+
+    def _item_transposed(self):
+        # A cache dict set in fit: filling it leaves __dict__ itself unchanged,
+        # so scoring stays free of visible side effects.
+        cache = self.__dict__.setdefault("_cache", {})
+        if "item_t" not in cache:
+            cache["item_t"] = self.item_table_.transposed()
+        return cache["item_t"]
+
+    # --- model hooks for RecommenderMixin --------------------------------------
+    _snapshot_attributes = ("user_table_", "item_table_", "item_bias_")
+    # What a model file stores (sparse_rec._io); the optimiser state is not.
+    _saved_attributes = (
+        "user_table_", "item_table_", "item_bias_", "seen_", "n_users_", "n_items_",
+        "n_features_in_", "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
+        "best_validation_score_", "validation_scores_",
+    )
+
+    def _clear_caches(self):
+        self._cache = {}
+
+    def _check_loaded(self):
+        """Raise ValueError unless a loaded model is safe for the kernels."""
+        missing = [n for n in ("user_table_", "item_table_", "item_bias_", "seen_", "n_users_",
+                               "n_items_") if getattr(self, n, None) is None]
+        if missing:
+            raise ValueError(f"the model file lacks {missing}.")
+        u, i, b = self.user_table_, self.item_table_, self.item_bias_
+        if u.n_cols != i.n_cols or u.n_cols != self.n_components:
+            raise ValueError(
+                f"the user and item tables must both have n_components={self.n_components} "
+                f"columns; got {u.n_cols} and {i.n_cols}."
+            )
+        if (u.n_rows, i.n_rows) != (self.n_users_, self.n_items_):
+            raise ValueError("the table rows do not match n_users_ and n_items_.")
+        if b.dtype != np.float32 or b.shape != (self.n_items_,):
+            raise ValueError(f"item_bias_ must be float32 of shape ({self.n_items_},).")
+        for tab in (u, i):
+            if tab.values_buf.dtype != np.float32:
+                raise ValueError("factor weights must be float32.")
+
+    def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
+        be = backends.get_backend("cpu")
+        query = self.user_table_ if user_side is None else user_side
+        with numba_threads(self.n_threads):
+            return be.top_n(
+                rows, n, query, self._item_transposed(), self.item_bias_,
+                ex_indptr, ex_indices, allowed, items=self.item_table_,
+            )
+
+    def _score(self, rows, cand, user_side=None):
+        be = backends.get_backend("cpu")
+        query = self.user_table_ if user_side is None else user_side
+        with numba_threads(self.n_threads):
+            return be.score(rows, cand, query, self.item_table_, self.item_bias_)
+
+    def _fold_in(self, X):
+        """User rows for histories ``X``, trained against the fixed item side.
+
+        Each row runs ``_FOLD_IN_PASSES`` Adagrad passes of the BPR loss over
+        its interactions (one uniform negative outside the history per
+        positive, each weighted by its value over the row's mean value, the
+        fitted ``learning_rate`` and ``alpha``) on all
+        ``n_components`` coordinates, keeps the fitted model's mean number of
+        active weights per user (largest magnitudes) and refines those for
+        ``_FOLD_IN_REFINE`` passes. Random draws are keyed by the row's items,
+        so a row's result does not depend on the other rows.
+        """
+        from ._kernels import _foldin
+
+        d = self.user_table_.n_cols
+        k_keep = int(min(d, max(1, round(self.user_table_.nnz / max(self.n_users_, 1)))))
+        U = np.zeros((X.shape[0], d), np.float32)
+        M = np.zeros((X.shape[0], d), np.bool_)
+        items = self.item_table_
+        with numba_threads(self.n_threads):
+            _foldin.fold_in_bpr(
+                X.indptr.astype(np.int64), X.indices.astype(np.int32),
+                X.data.astype(np.float32), items.indptr, items.indices, items.weights,
+                self.item_bias_, self.n_items_,
+                _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep, np.float32(self.learning_rate),
+                np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
+            )
+        rows, cols = np.nonzero(M)
+        indptr = np.zeros(X.shape[0] + 1, np.int64)
+        np.cumsum(M.sum(axis=1), out=indptr[1:])
+        return SparseEmbeddingTable(
+            indptr, cols.astype(self.user_table_.indices.dtype),
+            U[rows, cols][:, None].astype(np.float32), d,
+        )
+
+    def _similar(self, rows, n):
+        be = backends.get_backend("cpu")
+        tab = self.item_table_
+        row_of = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
+        norms = np.sqrt(np.bincount(row_of, weights=tab.weights.astype(np.float64) ** 2,
+                                    minlength=tab.n_rows))
+        inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
+        unit = SparseEmbeddingTable(
+            tab.indptr, tab.indices.copy(),
+            (tab.weights * inv[row_of])[:, None].astype(np.float32),
+            tab.n_cols,
+        )
+        t = unit.transposed()
+        ex = np.zeros(len(rows) + 1, np.int64), np.zeros(0, np.int32)
+        allowed = np.ones(self.n_items_, np.bool_)
+        with numba_threads(self.n_threads):
+            return be.top_n(
+                rows, n, unit, t, np.zeros(self.n_items_, np.float32), *ex, allowed,
+                self_exclude=True, items=unit,
+            )
