@@ -1,0 +1,117 @@
+"""Quality of serving new users by fold-in, against training them and against popularity.
+
+20% of the users are held out as new users: each one's history is 80% of
+its interactions and the other 20% are ranked (full ranking over all items,
+history excluded, Recall@20 and NDCG@20). Models train on the other users
+only and fold the new users in (``recommend_for_history``). For reference,
+the same models are also trained *with* the new users' histories and score
+them from their trained rows (``recommend``): the gap is what fold-in
+costs. Data: the built-in MovieLens latest-small, and ml-100k from
+``../shared/data`` when present.
+
+Run from the repository root::
+
+    python benchmarks/fold_in.py            # writes docs/benchmarks.md
+    python benchmarks/fold_in.py --quick --no-write
+"""
+
+import argparse
+import time
+
+import numpy as np
+import scipy.sparse as sp
+from _report import DATA, markdown_table, section_text, write_section
+
+from sparse_rec import DSLMatrixFactorization
+from sparse_rec.datasets import load_movielens, load_movielens_small
+from sparse_rec.interop import ImplicitRecommender
+from sparse_rec.metrics import ranking_metrics
+from sparse_rec.model_selection import random_split, train_test_split_users
+
+SEED = 0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=100, help="DSL-MF epochs (default 100)")
+    p.add_argument("--quick", action="store_true", help="10 epochs, built-in data only")
+    p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    return p.parse_args(argv)
+
+
+def data_sets(quick):
+    yield "MovieLens latest-small", load_movielens_small(binarize=True).X
+    if not quick and (DATA / "ml-100k" / "u.data").is_file():
+        yield "ml-100k", load_movielens(DATA / "ml-100k", binarize=True).X
+
+
+def models(args):
+    epochs = 10 if args.quick else args.epochs
+    for density in (0.2, 1.0):
+        yield f"DSL-MF density {density:g}", lambda d=density: DSLMatrixFactorization(
+            density=d, max_iter=epochs, random_state=SEED, n_threads=args.threads)
+    yield "implicit ALS (wrapper)", lambda: ImplicitRecommender(
+        "als", factors=64, random_state=SEED, n_threads=args.threads)
+
+
+def scores(ids, truth):
+    r = ranking_metrics(ids, truth, k=20, metrics=("recall", "ndcg"))
+    return r["recall"], r["ndcg"], r["n_users_evaluated"]
+
+
+def run_one(name, X, args):
+    old, new = train_test_split_users(X, test_size=0.2, random_state=SEED)
+    H, T = random_split(X[new], test_size=0.2, random_state=SEED)
+    rows = []
+    pop = np.asarray(X[old].sum(axis=0)).ravel().astype(np.float64)
+    S = np.tile(pop, (H.shape[0], 1))
+    S[H.nonzero()] = -np.inf
+    r, n, users = scores(np.argsort(-S, axis=1, kind="stable")[:, :20], T)
+    rows.append([name, "popularity of the training users", "-", f"{r:.4f}", f"{n:.4f}", "-"])
+    # The trained reference: new users' histories are training rows too.
+    X_ref = sp.vstack([X[old], H]).tocsr()
+    ref_rows = np.arange(len(old), len(old) + len(new))
+    for label, make in models(args):
+        est = make().fit(X[old])
+        t0 = time.perf_counter()
+        ids = est.recommend_for_history(H, n=20)[0]
+        fold_s = time.perf_counter() - t0
+        r_f, n_f, _ = scores(ids, T)
+        ref = make().fit(X_ref)
+        r_t, n_t, _ = scores(ref.recommend(ref_rows, n=20)[0], T)
+        rows.append([name, label, f"{fold_s:.2f}", f"{r_f:.4f}", f"{n_f:.4f}",
+                     f"{r_t:.4f} / {n_t:.4f} ({n_f / n_t:.2f}x)"])
+        print(" | ".join(rows[-1]), flush=True)
+    return rows, users, len(new)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    all_rows, notes = [], []
+    for name, X in data_sets(args.quick):
+        rows, users, n_new = run_one(name, X, args)
+        all_rows += rows
+        notes.append(f"{name}: {n_new} new users, {users} with held-out items")
+    table = markdown_table(
+        ["data", "model", "fold-in s", "fold-in Recall@20", "fold-in NDCG@20",
+         "trained Recall / NDCG (fold-in NDCG ratio)"],
+        all_rows,
+    )
+    print(table)
+    body = (
+        "New users served by fold-in (`recommend_for_history`), against the same model "
+        "trained with their histories (`recommend` on their trained rows) and against "
+        "popularity. 20% of the users are new; 80% of each one's interactions are its "
+        "history and the other 20% are ranked over all items, history excluded. "
+        f"DSL-MF: defaults, {10 if args.quick else args.epochs} epochs; ALS: implicit's "
+        "defaults at 64 factors, fold-in by implicit's `recalculate_user`. "
+        "'fold-in s' is the time to fold in and rank all new users. "
+        + "; ".join(notes) + ".\n\n" + table
+    )
+    if not (args.quick or args.no_write):
+        write_section("fold_in", section_text("Fold-in of new users", body))
+
+
+if __name__ == "__main__":
+    main()
