@@ -7,11 +7,11 @@ pruned by magnitude and regrown by gradient during training.
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["DSLMatrixFactorization", "load", "__version__"]
+__all__ = ["DSLMatrixFactorization", "DSLNCF", "load", "__version__"]
 
 # Imported on first use, so that ``sparse_rec.serving`` (numpy, scipy and
 # numba only) does not pull in scikit-learn through the estimators.
-_LAZY = {"DSLMatrixFactorization": "._mf", "load": "._io"}
+_LAZY = {"DSLMatrixFactorization": "._mf", "DSLNCF": "._ncf", "load": "._io"}
 
 
 def __getattr__(name):
