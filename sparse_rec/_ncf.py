@@ -703,6 +703,37 @@ class DSLNCF(BaseDSLEstimator):
     def _clear_caches(self):
         self._cache = {}
 
+    def _check_loaded(self):
+        """Raise ValueError unless a loaded model's arrays fit together (no kernel
+        may index out of bounds on a crafted file)."""
+        hidden = self.hidden_layer_sizes_
+        if not (len(hidden) >= 1 and all(isinstance(h, numbers.Integral) and h > 0
+                                         for h in hidden)):
+            raise ValueError(f"hidden_layer_sizes_ must be positive integers; got {hidden!r}.")
+        hidden = tuple(int(h) for h in hidden)
+        d = self.user_gmf_table_.n_cols
+        for name, rows in (("user_gmf_table_", self.n_users_), ("item_gmf_table_", self.n_items_),
+                           ("user_mlp_table_", self.n_users_),
+                           ("item_mlp_table_", self.n_items_)):
+            tab = getattr(self, name)
+            if tab.shape != (rows, d):
+                raise ValueError(f"{name} has shape {tab.shape}; expected {(rows, d)}.")
+        n_in = (2 * d,) + hidden[:-1]
+        mlp = self.mlp_table_
+        if mlp.shape != (sum(n_in), max(hidden)):
+            raise ValueError(f"mlp_table_ has shape {mlp.shape}; expected "
+                             f"{(sum(n_in), max(hidden))}.")
+        r = 0
+        for ni, no in zip(n_in, hidden, strict=True):
+            p0, p1 = mlp.indptr[r], mlp.indptr[r + ni]
+            if p1 > p0 and int(mlp.indices_buf[p0:p1].max()) >= no:
+                raise ValueError(f"mlp_table_ has a weight beyond a layer's {no} outputs.")
+            r += ni
+        for name, size in (("intercepts_", sum(hidden)), ("fusion_weights_", d + hidden[-1])):
+            arr = np.asarray(getattr(self, name))
+            if arr.shape != (size,) or arr.dtype.kind != "f":
+                raise ValueError(f"{name} must be {size} floats; got {arr.dtype} {arr.shape}.")
+
     def _scoring_net(self):
         """Dense copies of the small parts scoring needs (cached)."""
         cache = self.__dict__.setdefault("_cache", {})

@@ -102,3 +102,15 @@ def test_damaged_model_file_is_refused(fitted, tmp_path):
     bad.write_bytes(bytes(raw[: len(raw) // 3]))
     with pytest.raises(ValueError):
         sparse_rec.load(bad)
+
+
+def test_crafted_file_with_inconsistent_layers_is_refused(fitted, tmp_path):
+    ncf, _ = fitted
+    bad = pickle.loads(pickle.dumps(ncf))
+    bad.fusion_weights_ = np.zeros(3, np.float32)  # the fusion layer needs d + last width
+    with pytest.raises(ValueError, match="fusion_weights_"):
+        sparse_rec.load(bad.save(tmp_path / "a.npz"))
+    bad = pickle.loads(pickle.dumps(ncf))
+    bad.hidden_layer_sizes_ = (8, 2)  # the packed MLP has weights for 4 outputs
+    with pytest.raises(ValueError):
+        sparse_rec.load(bad.save(tmp_path / "b.npz"))
