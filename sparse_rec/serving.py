@@ -2,7 +2,8 @@
 
 :func:`load_model` reads a model file written by ``est.save`` (see
 :func:`sparse_rec.load` for the format and its checks) into a small
-read-only object with the estimator's recommendation methods:
+read-only object (:class:`ServedMF` or :class:`ServedNCF`) with the
+estimator's recommendation methods:
 ``recommend``, ``recommend_for_history``, ``score_items``,
 ``similar_items``, ``decision_function`` and ``predict``. It runs the very
 scoring code of the estimator, but imports neither scikit-learn nor joblib,
@@ -26,9 +27,10 @@ True
 
 from ._io import _load
 from ._mf_model import MFModel
+from ._ncf_model import NCFModel
 from ._recommend import RecommenderMixin
 
-__all__ = ["load_model", "ServedMF"]
+__all__ = ["load_model", "ServedMF", "ServedNCF"]
 
 
 class ServedMF(MFModel, RecommenderMixin):
@@ -53,8 +55,26 @@ class ServedMF(MFModel, RecommenderMixin):
         return f"ServedMF(n_users={n_users}, n_items={n_items})"
 
 
+class ServedNCF(NCFModel, RecommenderMixin):
+    """A loaded :class:`~sparse_rec.DSLNCF`, for scoring only (see :class:`ServedMF`)."""
+
+    _served = True
+
+    def __init__(self):
+        self.n_threads = None
+        self._cache = {}
+
+    def __repr__(self):
+        n_users = getattr(self, "n_users_", "?")
+        n_items = getattr(self, "n_items_", "?")
+        return f"ServedNCF(n_users={n_users}, n_items={n_items})"
+
+
 # Saved class -> the class that serves it (module, attribute).
-_SERVED = {"DSLMatrixFactorization": ("sparse_rec.serving", "ServedMF")}
+_SERVED = {
+    "DSLMatrixFactorization": ("sparse_rec.serving", "ServedMF"),
+    "DSLNCF": ("sparse_rec.serving", "ServedNCF"),
+}
 
 
 def load_model(path, *, n_threads=None):
@@ -69,13 +89,13 @@ def load_model(path, *, n_threads=None):
 
     Returns
     -------
-    ServedMF
+    ServedMF or ServedNCF
 
     Raises
     ------
     ValueError
         If the file is damaged, not a model file, or holds a model this
-        module cannot serve (only DSLMatrixFactorization for now).
+        module cannot serve (DSLMatrixFactorization and DSLNCF files only).
     """
     model = _load(path, classes=_SERVED)
     if n_threads is not None:
