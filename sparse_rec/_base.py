@@ -279,11 +279,3 @@ class BaseDSLEstimator(RecommenderMixin, BaseEstimator):
                     f"exclude must have the shape of X {X.shape}; got {exclude.shape}."
                 )
         return X, exclude
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.input_tags.positive_only = True
-        tags.target_tags.required = False
-        tags.requires_fit = True
-        return tags

@@ -213,3 +213,12 @@ class RecommenderMixin:
         items = check_ids(items, self.n_items_, "items", "item")
         n = self._check_n(n)
         return self._similar(items, n)
+
+    def __sklearn_tags__(self):
+        # Only called where scikit-learn's BaseEstimator follows in the MRO.
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True
+        tags.target_tags.required = False
+        tags.requires_fit = True
+        return tags

@@ -518,11 +518,3 @@ class ImplicitRecommender(RecommenderMixin, BaseEstimator):
                 S[np.arange(b1 - b0), rows[b0:b1]] = -np.inf
                 out_ids[b0:b1], out_val[b0:b1] = _select_top_n(S, n)
         return out_ids, out_val
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.input_tags.positive_only = True
-        tags.target_tags.required = False
-        tags.requires_fit = True
-        return tags

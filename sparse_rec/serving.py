@@ -33,7 +33,22 @@ from ._recommend import RecommenderMixin
 __all__ = ["load_model", "ServedMF", "ServedNCF"]
 
 
-class ServedMF(MFModel, RecommenderMixin):
+class _Served(RecommenderMixin):
+    """A model read from a file, for scoring only: it has no ``fit``."""
+
+    _served = True
+
+    def __init__(self):
+        self.n_threads = None
+        self._cache = {}
+
+    def __repr__(self):
+        n_users = getattr(self, "n_users_", "?")
+        n_items = getattr(self, "n_items_", "?")
+        return f"{type(self).__name__}(n_users={n_users}, n_items={n_items})"
+
+
+class ServedMF(MFModel, _Served):
     """A loaded :class:`~sparse_rec.DSLMatrixFactorization`, for scoring only.
 
     Holds the saved hyper-parameters and fitted attributes under the
@@ -43,31 +58,9 @@ class ServedMF(MFModel, RecommenderMixin):
     trained: load the file with :func:`sparse_rec.load` for that.
     """
 
-    _served = True
 
-    def __init__(self):
-        self.n_threads = None
-        self._cache = {}
-
-    def __repr__(self):
-        n_users = getattr(self, "n_users_", "?")
-        n_items = getattr(self, "n_items_", "?")
-        return f"ServedMF(n_users={n_users}, n_items={n_items})"
-
-
-class ServedNCF(NCFModel, RecommenderMixin):
+class ServedNCF(NCFModel, _Served):
     """A loaded :class:`~sparse_rec.DSLNCF`, for scoring only (see :class:`ServedMF`)."""
-
-    _served = True
-
-    def __init__(self):
-        self.n_threads = None
-        self._cache = {}
-
-    def __repr__(self):
-        n_users = getattr(self, "n_users_", "?")
-        n_items = getattr(self, "n_items_", "?")
-        return f"ServedNCF(n_users={n_users}, n_items={n_items})"
 
 
 # Saved class -> the class that serves it (module, attribute).
