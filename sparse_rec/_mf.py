@@ -238,6 +238,7 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
                 self.user_table_, self.item_table_ = users, items
                 self.item_bias_ = bias_v[:, 0].copy()
                 self.n_users_, self.n_items_ = n_users, n_items
+                self.seen_, self.n_features_in_ = X, n_items
                 self._cache = {}
                 self._train(data, users, items, bias_v, seed, X_fit, X_val, first_epoch)
         except BaseException:
@@ -249,8 +250,6 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
         users, items, bias = self.user_table_, self.item_table_, self.item_bias_
         for tab in (users, items):
             tab.drop_state()
-        self.seen_ = X
-        self.n_features_in_ = n_items
         self.n_active_ = users.nnz + items.nnz
         self.nbytes_ = users.nbytes + items.nbytes + bias.nbytes
         self.dense_nbytes_ = 4 * d * (n_users + n_items) + bias.nbytes

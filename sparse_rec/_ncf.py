@@ -186,8 +186,10 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
     n_iter_ : int
         Epochs run.
     history_ : list of dict
-        One entry per epoch: ``epoch``, ``loss`` (mean binary cross-entropy
-        per instance), ``nnz_<table>`` for every table (``user_gmf``,
+        One entry per epoch: ``epoch``, ``loss`` (binary cross-entropy summed
+        over the trained instances, divided by all drawn instances: negatives
+        skipped for users who have seen almost every item count as zero),
+        ``nnz_<table>`` for every table (``user_gmf``,
         ``item_gmf``, ``user_mlp``, ``item_mlp``, ``layer_1``, ...),
         ``nnz``, ``empty_users`` and ``empty_items`` (rows with no active
         weight in either branch), ``pruned``, ``grown``, ``update_ratio``,
@@ -363,6 +365,7 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
                     setattr(self, f"{name}_table_", tab)
                 self.hidden_layer_sizes_ = np.array(hidden, np.int64)
                 self.n_users_, self.n_items_ = n_users, n_items
+                self.seen_, self.n_features_in_ = X, n_items
                 self._publish(net)
                 self._train(data, embeddings, net, seed, X_fit, X_val, first_epoch)
         except BaseException:
@@ -375,8 +378,6 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         for tab in tables:
             tab.drop_state()
         self.mlp_table_.drop_state()
-        self.seen_ = X
-        self.n_features_in_ = n_items
         self.n_active_ = sum(t.nnz for t in tables) + self.mlp_table_.nnz
         dense_bytes = self.intercepts_.nbytes + self.fusion_weights_.nbytes + 4
         self.nbytes_ = sum(t.nbytes for t in tables) + self.mlp_table_.nbytes + dense_bytes

@@ -168,3 +168,10 @@ def test_fold_in_weights_positives_by_value_relative_to_the_row(fitted):
     # Only values relative to the row's mean matter.
     W.data *= 3.0
     np.testing.assert_allclose(mf.decision_function(W), weighted, rtol=1e-5, atol=1e-6)
+
+
+def test_a_callback_can_recommend_with_the_live_weights():
+    X, _ = blocks()
+    got = []
+    fast(max_iter=2, callbacks=[lambda est, info: got.append(est.recommend([0], n=2)[0])]).fit(X)
+    assert len(got) == 2 and got[0].shape == (1, 2)
