@@ -60,9 +60,13 @@ def _quality_rows(model, X_train, X_test, k):
     scores = evaluate(model, X_train, X_test, k=k, metrics=("recall", "ndcg"))
     rows = []
     if hasattr(model, "dense_nbytes_"):  # sparse_rec's DSL estimators
-        dense_params = model.dense_nbytes_ // 4
+        if hasattr(model, "item_table_"):  # MF: the factor tables' coordinates
+            dense_params = model.n_components * (model.n_users_ + model.n_items_)
+            of = "of"
+        else:  # counted from the dense bytes, which include the dense parts
+            dense_params, of = model.dense_nbytes_ // 4, "of about"
         rows += [
-            ("active weights", f"{model.n_active_:,} of about {dense_params:,} "
+            ("active weights", f"{model.n_active_:,} {of} {dense_params:,} "
                                f"({model.n_active_ / dense_params:.1%})"),
             ("model bytes", f"{_fmt_bytes(model.nbytes_)} vs {_fmt_bytes(model.dense_nbytes_)} "
                             f"dense float32 ({model.nbytes_ / model.dense_nbytes_:.2f}x)"),
