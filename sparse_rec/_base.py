@@ -80,7 +80,36 @@ def check_random_seed(random_state):
     )
 
 
-class BaseDSLEstimator(RecommenderMixin, BaseEstimator):
+class SaveMixin:
+    """``save``: write a fitted model to a model file (see ``sparse_rec._io``)."""
+
+    def save(self, path, *, user_ids=None, item_ids=None, compact=False):
+        """Write the fitted model to a safe, versioned ``.npz`` file.
+
+        See :func:`sparse_rec.load` and the model-files guide for the format:
+        the class's ``_saved_attributes`` and the parameters are stored, never
+        a pickle.
+
+        Parameters
+        ----------
+        path : str or path-like
+        user_ids, item_ids : array-like, optional
+            Raw ids of the rows and columns of ``X``, stored as mappings.
+        compact : bool, default=False
+            Smaller indices and float16 weights (slightly lossy).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The file written.
+        """
+        from ._io import save_model
+
+        check_fitted(self)
+        return save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
+
+
+class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
     """Parameter checks common to DSL estimators."""
 
     def _validate_common(self, **choices):
@@ -246,29 +275,6 @@ class BaseDSLEstimator(RecommenderMixin, BaseEstimator):
             self._restore(best_state)
         self.n_iter_ = first_epoch + done
         return done
-
-    def save(self, path, *, user_ids=None, item_ids=None, compact=False):
-        """Write the fitted model to a safe, versioned ``.npz`` file.
-
-        See :func:`sparse_rec.load` and the model-files guide for the format.
-
-        Parameters
-        ----------
-        path : str or path-like
-        user_ids, item_ids : array-like, optional
-            Raw ids of the rows and columns of ``X``, stored as mappings.
-        compact : bool, default=False
-            Smaller indices and float16 weights (slightly lossy).
-
-        Returns
-        -------
-        path : pathlib.Path
-            The file written.
-        """
-        from ._io import save_model
-
-        check_fitted(self)
-        return save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
 
     def _prepare_X(self, X, exclude):
         X = check_interactions(X)

@@ -18,10 +18,9 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from ._base import RecommenderMixin, check_random_seed
+from ._base import RecommenderMixin, SaveMixin, check_random_seed
 from ._validation import check_interactions, check_positive_int
 from .exceptions import DivergenceError
 
@@ -233,7 +232,7 @@ def _select_top_n(S, n):
     return out_ids, out_val
 
 
-class ImplicitRecommender(RecommenderMixin, BaseEstimator):
+class ImplicitRecommender(SaveMixin, RecommenderMixin, BaseEstimator):
     """implicit's ALS or BPR as a scikit-learn estimator with this package's interface.
 
     ``fit(X)`` trains ``implicit.cpu.als.AlternatingLeastSquares`` or
@@ -429,26 +428,6 @@ class ImplicitRecommender(RecommenderMixin, BaseEstimator):
             model.item_factors = np.require(self.item_factors_, np.float32, ["C", "W"])
             self._model = model
         return self._model
-
-    def save(self, path, *, user_ids=None, item_ids=None, compact=False):
-        """Write the fitted model to a safe, versioned ``.npz`` file.
-
-        As the estimators of this package (see :func:`sparse_rec.load`): the
-        factors, the training matrix and the parameters are stored; the
-        implicit object is rebuilt from them after loading.
-
-        Parameters
-        ----------
-        path : str or path-like
-        user_ids, item_ids : array-like, optional
-            Raw ids of the rows and columns of ``X``, stored as mappings.
-        compact : bool, default=False
-            Smaller indices and float16 factors (slightly lossy).
-        """
-        from ._io import save_model
-
-        check_is_fitted(self)
-        return save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
 
     def __getstate__(self):
         state = super().__getstate__()

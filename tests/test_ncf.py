@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.base import clone
+from test_mf import blocks as mf_blocks
 
 from sparse_rec._base import TrainData
 from sparse_rec._dsl import PruneGrow
@@ -448,24 +449,15 @@ def test_prune_grow_moves_optimiser_state_with_the_weights():
 
 
 def blocks(n_groups=3, per_group=8, items_per_group=6, seed=0):
-    """Users in group g like the items of group g; one liked item held out each.
+    """The block data of test_mf, plus the matrix of held-out pairs.
 
-    Returns ``X``, the held-out items and the matrix of held-out pairs, which
-    fits pass as ``exclude`` (as in the NCF protocol): otherwise the sampler
-    would teach the model that the held-out item is a negative.
+    Fits pass that matrix as ``exclude`` (as in the NCF protocol): otherwise
+    the sampler would teach the model that the held-out item is a negative.
     """
-    rng = np.random.default_rng(seed)
-    n_users, n_items = n_groups * per_group, n_groups * items_per_group
-    X = np.zeros((n_users, n_items), np.float32)
-    held = np.zeros(n_users, np.int64)
-    for u in range(n_users):
-        g = u // per_group
-        items = np.arange(g * items_per_group, (g + 1) * items_per_group)
-        held[u] = rng.choice(items)
-        X[u, items] = 1
-        X[u, held[u]] = 0
+    X, held = mf_blocks(n_groups, per_group, items_per_group, seed=seed)
+    n_users = X.shape[0]
     E = sp.csr_matrix((np.ones(n_users, np.float32), (np.arange(n_users), held)), X.shape)
-    return sp.csr_matrix(X), held, E
+    return X, held, E
 
 
 def fast(**kw):
