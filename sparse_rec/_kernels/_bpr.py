@@ -23,14 +23,16 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._prefetch import prefetch
 from ._rng import draw, randint
 
 SGD = 0
 ADAGRAD = 1
 _EPS = np.float32(1e-8)
-# Samples whose indices and row pointers are loaded before any is trained:
-# the loads are independent, so the CPU overlaps their cache misses.
-_GROUP = 16
+# Loop turns between the stages of the training pipeline (_bpr_block): the
+# prefetch for a stage is issued this many samples before the stage reads.
+_LEAD = 4
+_RING = 32
 
 
 @njit(cache=True, inline="always")
@@ -150,6 +152,23 @@ def pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v):
     return x
 
 
+@njit(cache=True, inline="always")
+def prefetch_row(indptr, indices, v, r):
+    """Prefetch every cache line of row ``r``'s indices and value slots."""
+    p0 = indptr[r]
+    p1 = indptr[r + 1]
+    if p1 > p0:
+        # Lines are 64 bytes; the last entry covers a row that ends mid-line.
+        step = max(1, 64 // indices.itemsize)
+        for q in range(p0, p1, step):
+            prefetch(indices, q)
+        prefetch(indices, p1 - 1)
+        step = max(1, 64 // (v.shape[1] * v.itemsize))
+        for q in range(p0, p1, step):
+            prefetch(v, q)
+        prefetch(v, p1 - 1)
+
+
 # fastmath and error_model="numpy" drop per-step NaN and zero-division
 # checks; the caller checks the loss and weights for finiteness after each
 # epoch and raises DivergenceError there.
@@ -160,27 +179,77 @@ def _bpr_block(
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
     bias_v, lr, reg, optimizer,
 ):
+    """Train samples ``s0 <= s < s1`` in order, prefetching ``_LEAD`` samples ahead.
+
+    Sample ``t`` passes six stages, ``_LEAD`` loop turns apart (draw the
+    interaction, read its user and item, fetch their rows, draw the
+    negative, fetch its row, train), and each stage prefetches what a later
+    one reads, so the cache misses of about ``5 * _LEAD`` samples overlap.
+    Only the fetch order changes: samples train in the order of a plain
+    loop, with the same draws, bit for bit.
+    """
     n_items = bias_v.shape[0]
     nnz = x_indices.shape[0]
+    D = _LEAD
+    ring = _RING  # a power of two above the 5 * _LEAD + 1 samples in flight
+    mask = ring - 1
+    r_pos = np.empty(ring, np.int64)
+    r_u = np.empty(ring, np.int64)
+    r_j = np.empty(ring, np.int64)
     loss = 0.0
-    g_pos = np.empty(_GROUP, np.int64)
-    g_u = np.empty(_GROUP, np.int64)
-    g_j = np.empty(_GROUP, np.int64)
-    for start in range(s0, s1, _GROUP):
-        stop = min(s1, start + _GROUP)
-        # Phase 1: indices of the whole group (independent loads).
-        for s in range(start, stop):
-            pos = randint(draw(key, s, 0), nnz)
-            g_pos[s - start] = pos
-            g_u[s - start] = x_rows[pos]
-        for s in range(start, stop):
-            g_j[s - start] = sample_negative(key, s, g_u[s - start], n_items, f_indptr, f_indices)
-        # Phase 2: train in sample order, exactly as a plain loop would.
-        for s in range(start, stop):
-            j = g_j[s - start]
+    for it in range(s0, s1 + 5 * D):
+        # Stage 0: which interaction.
+        t = it
+        if t < s1:
+            pos = randint(draw(key, t, 0), nnz)
+            r_pos[t & mask] = pos
+            prefetch(x_rows, pos)
+            prefetch(x_indices, pos)
+            prefetch(x_weight, pos)
+        # Stage 1: its user and positive item; their row pointers.
+        t = it - D
+        if s0 <= t < s1:
+            pos = r_pos[t & mask]
+            u = x_rows[pos]
+            i = x_indices[pos]
+            r_u[t & mask] = u
+            prefetch(f_indptr, u)
+            prefetch(u_indptr, u)
+            prefetch(i_indptr, i)
+            prefetch(bias_v, i)
+        # Stage 2: the user's forbidden row (for the negative) and both rows.
+        t = it - 2 * D
+        if s0 <= t < s1:
+            u = r_u[t & mask]
+            f0 = f_indptr[u]
+            f1 = f_indptr[u + 1]
+            if f1 > f0:
+                prefetch(f_indices, f0)
+                prefetch(f_indices, (f0 + f1) >> 1)
+                prefetch(f_indices, f1 - 1)
+            prefetch_row(u_indptr, u_indices, u_v, u)
+            prefetch_row(i_indptr, i_indices, i_v, x_indices[r_pos[t & mask]])
+        # Stage 3: the negative; its row pointer.
+        t = it - 3 * D
+        if s0 <= t < s1:
+            j = sample_negative(key, t, r_u[t & mask], n_items, f_indptr, f_indices)
+            r_j[t & mask] = j
+            if j >= 0:
+                prefetch(i_indptr, j)
+                prefetch(bias_v, j)
+        # Stage 4: the negative's row.
+        t = it - 4 * D
+        if s0 <= t < s1:
+            j = r_j[t & mask]
+            if j >= 0:
+                prefetch_row(i_indptr, i_indices, i_v, j)
+        # Stage 5: train.
+        t = it - 5 * D
+        if t >= s0:
+            j = r_j[t & mask]
             if j >= 0:
                 loss += bpr_step(
-                    g_pos[s - start], g_u[s - start], j, pu, diff, x_indices, x_weight,
+                    r_pos[t & mask], r_u[t & mask], j, pu, diff, x_indices, x_weight,
                     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg,
                     optimizer,
                 )
