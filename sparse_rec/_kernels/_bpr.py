@@ -87,16 +87,18 @@ def _apply(v, p, grad, lr, optimizer):
 def score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v):
     """x_uij = b_i - b_j + <p_u, q_i - q_j>; fills ``diff`` with q_i - q_j.
 
-    ``pu`` must hold the user's row scattered densely.
+    ``pu`` must hold the user's row scattered densely. Column indices are
+    read as unsigned (they are never negative), which spares Numba's
+    negative-index wraparound on every access of the hot loops.
     """
     x = np.float64(bias_v[i, 0]) - bias_v[j, 0]
     for p in range(i_indptr[i], i_indptr[i + 1]):
-        k = i_indices[p]
+        k = np.uint32(i_indices[p])
         v = i_v[p, 0]
         x += pu[k] * v
         diff[k] += v
     for p in range(i_indptr[j], i_indptr[j + 1]):
-        k = i_indices[p]
+        k = np.uint32(i_indices[p])
         v = i_v[p, 0]
         x -= pu[k] * v
         diff[k] -= v
@@ -118,24 +120,24 @@ def bpr_step(
     u0 = u_indptr[u]
     u1 = u_indptr[u + 1]
     for p in range(u0, u1):
-        pu[u_indices[p]] = u_v[p, 0]
+        pu[np.uint32(u_indices[p])] = u_v[p, 0]
     x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
     sample_loss, g = log_sigmoid_grad(x)
     g = np.float32(c * g)
     # d(-log sigmoid(x))/dx = -g. ``pu`` and ``diff`` keep the pre-step
     # values, so user and item steps use the same point.
     for p in range(u0, u1):
-        _apply(u_v, p, -g * diff[u_indices[p]] + reg * u_v[p, 0], lr, optimizer)
+        _apply(u_v, p, -g * diff[np.uint32(u_indices[p])] + reg * u_v[p, 0], lr, optimizer)
     for p in range(i_indptr[i], i_indptr[i + 1]):
-        k = i_indices[p]
+        k = np.uint32(i_indices[p])
         _apply(i_v, p, -g * pu[k] + reg * i_v[p, 0], lr, optimizer)
         diff[k] = 0.0
     for p in range(i_indptr[j], i_indptr[j + 1]):
-        k = i_indices[p]
+        k = np.uint32(i_indices[p])
         _apply(i_v, p, g * pu[k] + reg * i_v[p, 0], lr, optimizer)
         diff[k] = 0.0
     for p in range(u0, u1):
-        pu[u_indices[p]] = 0.0
+        pu[np.uint32(u_indices[p])] = 0.0
     _apply(bias_v, i, -g + reg * bias_v[i, 0], lr, optimizer)
     _apply(bias_v, j, g + reg * bias_v[j, 0], lr, optimizer)
     return c * sample_loss
@@ -146,9 +148,9 @@ def pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v):
     """x_uij as :func:`score_pair` without filling ``diff`` (growth needs no step)."""
     x = np.float64(bias_v[i, 0]) - bias_v[j, 0]
     for p in range(i_indptr[i], i_indptr[i + 1]):
-        x += pu[i_indices[p]] * i_v[p, 0]
+        x += pu[np.uint32(i_indices[p])] * i_v[p, 0]
     for p in range(i_indptr[j], i_indptr[j + 1]):
-        x -= pu[i_indices[p]] * i_v[p, 0]
+        x -= pu[np.uint32(i_indices[p])] * i_v[p, 0]
     return x
 
 
@@ -316,6 +318,8 @@ def grad_users_chunk(
     for blk in prange(n_blocks):
         # Buffers per block, not per row: allocation inside prange is costly.
         pu = np.zeros(d, np.float32)
+        s_pos = np.empty(m, np.int64)
+        s_j = np.empty(m, np.int64)
         for r in range(r0 + blk * per, min(r1, r0 + (blk + 1) * per)):
             g_row = G[r - r0]
             g_row[:] = 0.0
@@ -325,23 +329,55 @@ def grad_users_chunk(
                 continue
             n = min(deg, m)
             scale = deg / n
-            for p in range(u_indptr[r], u_indptr[r + 1]):
-                pu[u_indices[p]] = u_v[p, 0]
+            # Draw the row's pairs first and prefetch their item rows, so
+            # the misses of all n pairs overlap (as in the training epoch).
             for t in range(n):
                 pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
-                i = x_indices[pos]
+                s_pos[t] = pos
                 j = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
+                s_j[t] = j
+                prefetch(i_indptr, x_indices[pos])
+                if j >= 0:
+                    prefetch(i_indptr, j)
+            for t in range(n):
+                prefetch_row(i_indptr, i_indices, i_v, x_indices[s_pos[t]])
+                if s_j[t] >= 0:
+                    prefetch_row(i_indptr, i_indices, i_v, s_j[t])
+            for p in range(u_indptr[r], u_indptr[r + 1]):
+                pu[np.uint32(u_indices[p])] = u_v[p, 0]
+            for t in range(n):
+                pos = s_pos[t]
+                i = x_indices[pos]
+                j = s_j[t]
                 if j < 0:
                     continue
                 x = pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v)
                 _, g = log_sigmoid_grad(x)
                 g = np.float32(g * x_weight[pos] * scale)
                 for p in range(i_indptr[i], i_indptr[i + 1]):
-                    g_row[i_indices[p]] -= g * i_v[p, 0]
+                    g_row[np.uint32(i_indices[p])] -= g * i_v[p, 0]
                 for p in range(i_indptr[j], i_indptr[j + 1]):
-                    g_row[i_indices[p]] += g * i_v[p, 0]
+                    g_row[np.uint32(i_indices[p])] += g * i_v[p, 0]
             for p in range(u_indptr[r], u_indptr[r + 1]):
-                pu[u_indices[p]] = 0.0
+                pu[np.uint32(u_indices[p])] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _add_user_term(g_row, pu, a, b, u, w, scale, sign, u_indptr, u_indices, u_v, i_indptr,
+                   i_indices, i_v, bias_v):
+    # g_row += sign * sigmoid(-x_uab) * w * scale * p_u for the pair (a, b) of user u.
+    for p in range(u_indptr[u], u_indptr[u + 1]):
+        pu[np.uint32(u_indices[p])] = u_v[p, 0]
+    x = pair_score(a, b, pu, i_indptr, i_indices, i_v, bias_v)
+    _, s = log_sigmoid_grad(x)
+    g = np.float32(s * w * scale)
+    for p in range(u_indptr[u], u_indptr[u + 1]):
+        k = np.uint32(u_indices[p])
+        if sign > 0:
+            g_row[k] += g * u_v[p, 0]
+        else:
+            g_row[k] -= g * u_v[p, 0]
+        pu[k] = 0.0
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -356,9 +392,9 @@ def grad_items_chunk(
 
     Positive terms come from up to ``m`` of the item's own users (``xt``:
     items x users); negative terms from ``m_neg`` random interactions
-    ``(u, i)`` of users who
-    never saw ``c``, weighted so they sum to the ``neg_per_item`` times an
-    item is expected to be drawn as a negative in one epoch.
+    ``(u, i)`` of users who never saw ``c``, weighted so they sum to the
+    ``neg_per_item`` times an item is expected to be drawn as a negative in
+    one epoch. Each item's pairs are drawn first and their rows prefetched.
     """
     d = G.shape[1]
     n_items = bias_v.shape[0]
@@ -367,6 +403,10 @@ def grad_items_chunk(
     per = (c1 - c0 + n_blocks - 1) // max(n_blocks, 1)
     for blk in prange(n_blocks):
         pu = np.zeros(d, np.float32)
+        s_u = np.empty(m + m_neg, np.int64)
+        s_i = np.empty(m + m_neg, np.int64)  # the other item of the pair, -1: none
+        s_w = np.empty(m + m_neg, np.float32)  # interaction weight
+        s_scale = np.empty(m + m_neg, np.float64)
         for c in range(c0 + blk * per, min(c1, c0 + (blk + 1) * per)):
             g_row = G[c - c0]
             g_row[:] = 0.0
@@ -376,32 +416,42 @@ def grad_items_chunk(
             for t in range(n):
                 pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
                 u = xt_indices[pos]
-                j = sample_negative(key, start + t, u, n_items, f_indptr, f_indices)
-                if j < 0:
+                s_u[t] = u
+                s_i[t] = sample_negative(key, start + t, u, n_items, f_indptr, f_indices)
+                s_w[t] = xt_weight[pos]
+                s_scale[t] = deg / n
+            n_all = n
+            if m_neg > 0 and neg_per_item > 0.0:
+                w_neg = neg_per_item / m_neg
+                for t in range(m_neg):
+                    # Streams 9.. keep these draws apart from the positive ones above.
+                    pos = randint(draw(key, nnz + c * m_neg + t, 9), nnz)
+                    u = x_rows[pos]
+                    i = x_indices[pos]
+                    if i == c or in_row(f_indptr, f_indices, u, c):
+                        continue
+                    s_u[n_all] = u
+                    s_i[n_all] = i
+                    s_w[n_all] = x_weight[pos]
+                    s_scale[n_all] = w_neg
+                    n_all += 1
+            for t in range(n_all):
+                prefetch(u_indptr, s_u[t])
+                if s_i[t] >= 0:
+                    prefetch(i_indptr, s_i[t])
+            for t in range(n_all):
+                prefetch_row(u_indptr, u_indices, u_v, s_u[t])
+                if s_i[t] >= 0:
+                    prefetch_row(i_indptr, i_indices, i_v, s_i[t])
+            for t in range(n_all):
+                other = s_i[t]
+                if other < 0:
                     continue
-                for p in range(u_indptr[u], u_indptr[u + 1]):
-                    pu[u_indices[p]] = u_v[p, 0]
-                x = pair_score(c, j, pu, i_indptr, i_indices, i_v, bias_v)
-                _, g = log_sigmoid_grad(x)
-                g = np.float32(g * xt_weight[pos] * (deg / n))
-                for p in range(u_indptr[u], u_indptr[u + 1]):
-                    g_row[u_indices[p]] -= g * u_v[p, 0]
-                    pu[u_indices[p]] = 0.0
-            if m_neg == 0 or neg_per_item <= 0.0:
-                continue
-            w_neg = neg_per_item / m_neg
-            for t in range(m_neg):
-                # Streams 9.. keep these draws apart from the positive ones above.
-                pos = randint(draw(key, nnz + c * m_neg + t, 9), nnz)
-                u = x_rows[pos]
-                i = x_indices[pos]
-                if i == c or in_row(f_indptr, f_indices, u, c):
-                    continue
-                for p in range(u_indptr[u], u_indptr[u + 1]):
-                    pu[u_indices[p]] = u_v[p, 0]
-                x = pair_score(i, c, pu, i_indptr, i_indices, i_v, bias_v)
-                _, g = log_sigmoid_grad(x)
-                g = np.float32(g * x_weight[pos] * w_neg)
-                for p in range(u_indptr[u], u_indptr[u + 1]):
-                    g_row[u_indices[p]] += g * u_v[p, 0]
-                    pu[u_indices[p]] = 0.0
+                # dL/dq_c is -sigmoid(-x) w p_u where c is the positive of the
+                # pair (c, other), +sigmoid(-x) w p_u where it is the negative.
+                if t < n:
+                    _add_user_term(g_row, pu, c, other, s_u[t], s_w[t], s_scale[t], -1,
+                                   u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v)
+                else:
+                    _add_user_term(g_row, pu, other, c, s_u[t], s_w[t], s_scale[t], 1,
+                                   u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v)
