@@ -33,6 +33,8 @@ _EPS = np.float32(1e-8)
 # prefetch for a stage is issued this many samples before the stage reads.
 _LEAD = 4
 _RING = 32
+# Rows whose pairs the growth-gradient kernels draw and prefetch together.
+_GRAD_GROUP = 4
 
 
 @njit(cache=True, inline="always")
@@ -87,17 +89,18 @@ def _apply(v, p, grad, lr, optimizer):
 def score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v):
     """x_uij = b_i - b_j + <p_u, q_i - q_j>; fills ``diff`` with q_i - q_j.
 
-    ``pu`` must hold the user's row scattered densely. Column indices are
-    read as unsigned (they are never negative), which spares Numba's
-    negative-index wraparound on every access of the hot loops.
+    ``pu`` must hold the user's row scattered densely. Positions and
+    column indices are read as unsigned (they are never negative), which
+    spares Numba's negative-index wraparound on every access of the hot
+    loops.
     """
     x = np.float64(bias_v[i, 0]) - bias_v[j, 0]
-    for p in range(i_indptr[i], i_indptr[i + 1]):
+    for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
         k = np.uint32(i_indices[p])
         v = i_v[p, 0]
         x += pu[k] * v
         diff[k] += v
-    for p in range(i_indptr[j], i_indptr[j + 1]):
+    for p in range(np.uint64(i_indptr[j]), np.uint64(i_indptr[j + 1])):
         k = np.uint32(i_indices[p])
         v = i_v[p, 0]
         x -= pu[k] * v
@@ -117,8 +120,8 @@ def bpr_step(
     """
     i = x_indices[pos]
     c = x_weight[pos]
-    u0 = u_indptr[u]
-    u1 = u_indptr[u + 1]
+    u0 = np.uint64(u_indptr[u])
+    u1 = np.uint64(u_indptr[u + 1])
     for p in range(u0, u1):
         pu[np.uint32(u_indices[p])] = u_v[p, 0]
     x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
@@ -128,11 +131,11 @@ def bpr_step(
     # values, so user and item steps use the same point.
     for p in range(u0, u1):
         _apply(u_v, p, -g * diff[np.uint32(u_indices[p])] + reg * u_v[p, 0], lr, optimizer)
-    for p in range(i_indptr[i], i_indptr[i + 1]):
+    for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
         k = np.uint32(i_indices[p])
         _apply(i_v, p, -g * pu[k] + reg * i_v[p, 0], lr, optimizer)
         diff[k] = 0.0
-    for p in range(i_indptr[j], i_indptr[j + 1]):
+    for p in range(np.uint64(i_indptr[j]), np.uint64(i_indptr[j + 1])):
         k = np.uint32(i_indices[p])
         _apply(i_v, p, g * pu[k] + reg * i_v[p, 0], lr, optimizer)
         diff[k] = 0.0
@@ -147,9 +150,9 @@ def bpr_step(
 def pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v):
     """x_uij as :func:`score_pair` without filling ``diff`` (growth needs no step)."""
     x = np.float64(bias_v[i, 0]) - bias_v[j, 0]
-    for p in range(i_indptr[i], i_indptr[i + 1]):
+    for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
         x += pu[np.uint32(i_indices[p])] * i_v[p, 0]
-    for p in range(i_indptr[j], i_indptr[j + 1]):
+    for p in range(np.uint64(i_indptr[j]), np.uint64(i_indptr[j + 1])):
         x -= pu[np.uint32(i_indices[p])] * i_v[p, 0]
     return x
 
@@ -249,11 +252,19 @@ def _bpr_block(
         t = it - 5 * D
         if t >= s0:
             j = r_j[t & mask]
-            if j >= 0:
+            if j >= 0 and optimizer == ADAGRAD:
+                # The optimiser as a constant: each inlined copy of the step
+                # has no per-coordinate branch on it.
                 loss += bpr_step(
                     r_pos[t & mask], r_u[t & mask], j, pu, diff, x_indices, x_weight,
                     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg,
-                    optimizer,
+                    ADAGRAD,
+                )
+            elif j >= 0:
+                loss += bpr_step(
+                    r_pos[t & mask], r_u[t & mask], j, pu, diff, x_indices, x_weight,
+                    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg,
+                    SGD,
                 )
     return loss
 
@@ -303,6 +314,21 @@ def bpr_epoch_parallel(
 # deg / m, so the chunk estimates the full-epoch gradient sum.
 
 
+@njit(cache=True, inline="always")
+def sigmoid_neg(x):
+    """``sigmoid(-x)``, bit for bit the second value of :func:`log_sigmoid_grad`."""
+    if x > 0:
+        e = math.exp(-x)
+        return e / (1.0 + e)
+    return 1.0 / (1.0 + math.exp(x))
+
+
+@njit(cache=True, inline="always")
+def _block_range(blk, n_blocks, lo, hi):
+    per = (hi - lo + n_blocks - 1) // n_blocks
+    return lo + blk * per, min(hi, lo + (blk + 1) * per)
+
+
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def grad_users_chunk(
     r0, r1, G, m, key,
@@ -343,7 +369,7 @@ def grad_users_chunk(
                 prefetch_row(i_indptr, i_indices, i_v, x_indices[s_pos[t]])
                 if s_j[t] >= 0:
                     prefetch_row(i_indptr, i_indices, i_v, s_j[t])
-            for p in range(u_indptr[r], u_indptr[r + 1]):
+            for p in range(np.uint64(u_indptr[r]), np.uint64(u_indptr[r + 1])):
                 pu[np.uint32(u_indices[p])] = u_v[p, 0]
             for t in range(n):
                 pos = s_pos[t]
@@ -352,13 +378,12 @@ def grad_users_chunk(
                 if j < 0:
                     continue
                 x = pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v)
-                _, g = log_sigmoid_grad(x)
-                g = np.float32(g * x_weight[pos] * scale)
-                for p in range(i_indptr[i], i_indptr[i + 1]):
+                g = np.float32(sigmoid_neg(x) * x_weight[pos] * scale)
+                for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
                     g_row[np.uint32(i_indices[p])] -= g * i_v[p, 0]
-                for p in range(i_indptr[j], i_indptr[j + 1]):
+                for p in range(np.uint64(i_indptr[j]), np.uint64(i_indptr[j + 1])):
                     g_row[np.uint32(i_indices[p])] += g * i_v[p, 0]
-            for p in range(u_indptr[r], u_indptr[r + 1]):
+            for p in range(np.uint64(u_indptr[r]), np.uint64(u_indptr[r + 1])):
                 pu[np.uint32(u_indices[p])] = 0.0
 
 
@@ -366,12 +391,11 @@ def grad_users_chunk(
 def _add_user_term(g_row, pu, a, b, u, w, scale, sign, u_indptr, u_indices, u_v, i_indptr,
                    i_indices, i_v, bias_v):
     # g_row += sign * sigmoid(-x_uab) * w * scale * p_u for the pair (a, b) of user u.
-    for p in range(u_indptr[u], u_indptr[u + 1]):
+    for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
         pu[np.uint32(u_indices[p])] = u_v[p, 0]
     x = pair_score(a, b, pu, i_indptr, i_indices, i_v, bias_v)
-    _, s = log_sigmoid_grad(x)
-    g = np.float32(s * w * scale)
-    for p in range(u_indptr[u], u_indptr[u + 1]):
+    g = np.float32(sigmoid_neg(x) * w * scale)
+    for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
         k = np.uint32(u_indices[p])
         if sign > 0:
             g_row[k] += g * u_v[p, 0]
@@ -394,64 +418,106 @@ def grad_items_chunk(
     items x users); negative terms from ``m_neg`` random interactions
     ``(u, i)`` of users who never saw ``c``, weighted so they sum to the
     ``neg_per_item`` times an item is expected to be drawn as a negative in
-    one epoch. Each item's pairs are drawn first and their rows prefetched.
+    one epoch. Items go in groups of ``_GRAD_GROUP`` whose pairs are drawn
+    stage by stage with prefetches in between (as in the training epoch);
+    each item then sums its terms in draw order.
     """
     d = G.shape[1]
     n_items = bias_v.shape[0]
     nnz = x_indices.shape[0]
-    n_blocks = min(c1 - c0, 256)
-    per = (c1 - c0 + n_blocks - 1) // max(n_blocks, 1)
+    n_blocks = max(1, min(c1 - c0, 256))
+    use_neg = m_neg > 0 and neg_per_item > 0.0
+    w_neg = neg_per_item / max(m_neg, 1)
+    cap = _GRAD_GROUP * (m + m_neg)
     for blk in prange(n_blocks):
         pu = np.zeros(d, np.float32)
-        s_u = np.empty(m + m_neg, np.int64)
-        s_i = np.empty(m + m_neg, np.int64)  # the other item of the pair, -1: none
-        s_w = np.empty(m + m_neg, np.float32)  # interaction weight
-        s_scale = np.empty(m + m_neg, np.float64)
-        for c in range(c0 + blk * per, min(c1, c0 + (blk + 1) * per)):
-            g_row = G[c - c0]
-            g_row[:] = 0.0
-            start = xt_indptr[c]
-            deg = xt_indptr[c + 1] - start
-            n = min(deg, m)
-            for t in range(n):
-                pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
-                u = xt_indices[pos]
-                s_u[t] = u
-                s_i[t] = sample_negative(key, start + t, u, n_items, f_indptr, f_indices)
-                s_w[t] = xt_weight[pos]
-                s_scale[t] = deg / n
-            n_all = n
-            if m_neg > 0 and neg_per_item > 0.0:
-                w_neg = neg_per_item / m_neg
-                for t in range(m_neg):
-                    # Streams 9.. keep these draws apart from the positive ones above.
-                    pos = randint(draw(key, nnz + c * m_neg + t, 9), nnz)
-                    u = x_rows[pos]
-                    i = x_indices[pos]
-                    if i == c or in_row(f_indptr, f_indices, u, c):
-                        continue
+        s_c = np.empty(cap, np.int64)
+        s_id = np.empty(cap, np.int64)  # sample id (positive) or X position (negative)
+        s_u = np.empty(cap, np.int64)
+        s_i = np.empty(cap, np.int64)  # the other item of the pair; -1: no pair
+        s_w = np.empty(cap, np.float32)  # interaction weight
+        s_scale = np.empty(cap, np.float64)
+        s_pos = np.empty(cap, np.bool_)  # c is the pair's positive
+        b0, b1 = _block_range(blk, n_blocks, c0, c1)
+        for g0 in range(b0, b1, _GRAD_GROUP):
+            g1 = min(b1, g0 + _GRAD_GROUP)
+            n_all = 0
+            # Stage 1: the pairs' users (positives) or X positions (negatives).
+            for c in range(g0, g1):
+                G[c - c0, :] = 0.0
+                start = xt_indptr[c]
+                deg = xt_indptr[c + 1] - start
+                n = min(deg, m)
+                for t in range(n):
+                    pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
+                    u = xt_indices[pos]
+                    s_c[n_all] = c
+                    s_id[n_all] = start + t
                     s_u[n_all] = u
-                    s_i[n_all] = i
-                    s_w[n_all] = x_weight[pos]
-                    s_scale[n_all] = w_neg
+                    s_w[n_all] = xt_weight[pos]
+                    s_scale[n_all] = deg / n
+                    s_pos[n_all] = True
+                    prefetch(f_indptr, u)
+                    prefetch(u_indptr, u)
                     n_all += 1
-            for t in range(n_all):
-                prefetch(u_indptr, s_u[t])
-                if s_i[t] >= 0:
-                    prefetch(i_indptr, s_i[t])
-            for t in range(n_all):
-                prefetch_row(u_indptr, u_indices, u_v, s_u[t])
-                if s_i[t] >= 0:
-                    prefetch_row(i_indptr, i_indices, i_v, s_i[t])
-            for t in range(n_all):
-                other = s_i[t]
+                if use_neg:
+                    for t in range(m_neg):
+                        # Streams 9.. keep these draws apart from the positive ones.
+                        pos = randint(draw(key, nnz + c * m_neg + t, 9), nnz)
+                        s_c[n_all] = c
+                        s_id[n_all] = pos
+                        s_scale[n_all] = w_neg
+                        s_pos[n_all] = False
+                        prefetch(x_rows, pos)
+                        prefetch(x_indices, pos)
+                        prefetch(x_weight, pos)
+                        n_all += 1
+            # Stage 2: the negatives' users and items.
+            for q in range(n_all):
+                if not s_pos[q]:
+                    pos = s_id[q]
+                    u = x_rows[pos]
+                    s_u[q] = u
+                    s_i[q] = x_indices[pos]
+                    s_w[q] = x_weight[pos]
+                    prefetch(f_indptr, u)
+                    prefetch(u_indptr, u)
+            # Stage 3: the users' forbidden rows and factor rows.
+            for q in range(n_all):
+                u = s_u[q]
+                f0 = f_indptr[u]
+                f1 = f_indptr[u + 1]
+                if f1 > f0:
+                    prefetch(f_indices, f0)
+                    prefetch(f_indices, (f0 + f1) >> 1)
+                    prefetch(f_indices, f1 - 1)
+                prefetch_row(u_indptr, u_indices, u_v, u)
+            # Stage 4: the other item of each pair (-1 drops the pair).
+            for q in range(n_all):
+                u = s_u[q]
+                c = s_c[q]
+                if s_pos[q]:
+                    other = sample_negative(key, s_id[q], u, n_items, f_indptr, f_indices)
+                else:
+                    other = s_i[q]
+                    if other == c or in_row(f_indptr, f_indices, u, c):
+                        other = -1
+                s_i[q] = other
+                if other >= 0:
+                    prefetch(i_indptr, other)
+            for q in range(n_all):
+                if s_i[q] >= 0:
+                    prefetch_row(i_indptr, i_indices, i_v, s_i[q])
+            # Stage 5: dL/dq_c is -sigmoid(-x) w p_u where c is the positive
+            # of the pair (c, other), +sigmoid(-x) w p_u where it is the negative.
+            for q in range(n_all):
+                other = s_i[q]
                 if other < 0:
                     continue
-                # dL/dq_c is -sigmoid(-x) w p_u where c is the positive of the
-                # pair (c, other), +sigmoid(-x) w p_u where it is the negative.
-                if t < n:
-                    _add_user_term(g_row, pu, c, other, s_u[t], s_w[t], s_scale[t], -1,
+                c = s_c[q]
+                if s_pos[q]:
+                    _add_user_term(G[c - c0], pu, c, other, s_u[q], s_w[q], s_scale[q], -1,
                                    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v)
                 else:
-                    _add_user_term(g_row, pu, other, c, s_u[t], s_w[t], s_scale[t], 1,
+                    _add_user_term(G[c - c0], pu, other, c, s_u[q], s_w[q], s_scale[q], 1,
                                    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v)
