@@ -159,27 +159,33 @@ def pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v):
 
 @njit(cache=True, inline="always")
 def prefetch_row(indptr, indices, v, r):
-    """Prefetch every cache line of row ``r``'s indices and value slots."""
+    """Prefetch the first lines of row ``r``'s indices and value slots.
+
+    Straight-line code on purpose: without branches the array references
+    this inlined call takes stay in one basic block, where Numba prunes
+    their reference counting (atomic operations that two threads would
+    fight over). The hardware prefetcher follows longer rows.
+    """
     p0 = indptr[r]
-    p1 = indptr[r + 1]
-    if p1 > p0:
-        # Lines are 64 bytes; the last entry covers a row that ends mid-line.
-        step = max(1, 64 // indices.itemsize)
-        for q in range(p0, p1, step):
-            prefetch(indices, q)
-        prefetch(indices, p1 - 1)
-        step = max(1, 64 // (v.shape[1] * v.itemsize))
-        for q in range(p0, p1, step):
-            prefetch(v, q)
-        prefetch(v, p1 - 1)
+    p1 = indptr[r + 1] - 1  # -1: prefetching before a row cannot fault
+    prefetch(indices, p0)
+    prefetch(indices, p1)
+    prefetch(v, p0)
+    prefetch(v, p0 + 8)
+    prefetch(v, p0 + 16)
+    prefetch(v, p1)
 
 
 # fastmath and error_model="numpy" drop per-step NaN and zero-division
 # checks; the caller checks the loss and weights for finiteness after each
-# epoch and raises DivergenceError there.
-@njit(cache=True, fastmath=True, error_model="numpy")
+# epoch and raises DivergenceError there. _nrt=False: the block allocates
+# nothing (its ring buffer comes from the caller), and without Numba's
+# runtime the arrays passed into the inlined helpers are not reference
+# counted; those counts are atomic operations on counters that all threads
+# share, several per sample.
+@njit(cache=True, fastmath=True, error_model="numpy", _nrt=False)
 def _bpr_block(
-    s0, s1, key, pu, diff,
+    s0, s1, key, pu, diff, ring,
     x_indices, x_weight, x_rows, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
     bias_v, lr, reg, optimizer,
@@ -191,16 +197,16 @@ def _bpr_block(
     negative, fetch its row, train), and each stage prefetches what a later
     one reads, so the cache misses of about ``5 * _LEAD`` samples overlap.
     Only the fetch order changes: samples train in the order of a plain
-    loop, with the same draws, bit for bit.
+    loop, with the same draws, bit for bit. ``ring`` is int64 work space of
+    shape (3, _RING).
     """
     n_items = bias_v.shape[0]
     nnz = x_indices.shape[0]
     D = _LEAD
-    ring = _RING  # a power of two above the 5 * _LEAD + 1 samples in flight
-    mask = ring - 1
-    r_pos = np.empty(ring, np.int64)
-    r_u = np.empty(ring, np.int64)
-    r_j = np.empty(ring, np.int64)
+    mask = _RING - 1  # _RING: a power of two above the 5 * _LEAD + 1 samples in flight
+    r_pos = ring[0]
+    r_u = ring[1]
+    r_j = ring[2]
     loss = 0.0
     for it in range(s0, s1 + 5 * D):
         # Stage 0: which interaction.
@@ -279,8 +285,9 @@ def bpr_epoch_serial(
     """One epoch of ``n_samples`` BPR steps in sample order; returns the loss sum."""
     pu = np.zeros(n_components, np.float32)
     diff = np.zeros(n_components, np.float32)
+    ring = np.empty((3, _RING), np.int64)
     return _bpr_block(
-        0, n_samples, key, pu, diff, x_indices, x_weight, x_rows, f_indptr, f_indices,
+        0, n_samples, key, pu, diff, ring, x_indices, x_weight, x_rows, f_indptr, f_indices,
         u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg, optimizer,
     )
 
@@ -298,8 +305,9 @@ def bpr_epoch_parallel(
     for b in prange(n_blocks):
         pu = np.zeros(n_components, np.float32)
         diff = np.zeros(n_components, np.float32)
+        ring = np.empty((3, _RING), np.int64)
         losses[b] = _bpr_block(
-            b * per, min(n_samples, (b + 1) * per), key, pu, diff,
+            b * per, min(n_samples, (b + 1) * per), key, pu, diff, ring,
             x_indices, x_weight, x_rows, f_indptr, f_indices,
             u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v, lr, reg, optimizer,
         )
