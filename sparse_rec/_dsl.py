@@ -7,6 +7,7 @@ backend can plug in.
 
 import math
 
+import numba
 import numpy as np
 
 from ._kernels import _table as K
@@ -184,11 +185,13 @@ class PruneGrow:
                                       self.chunk_bytes))
                 for r0, r1 in chunks:
                     G = self._scores(t, r0, r1, buf)
-                    K.score_histogram(G, hist)
+                    K.score_histogram(G, hist, numba.get_num_threads())
                 if len(chunks) == 1:
-                    # A table that fits one chunk keeps its scores for the
-                    # collecting pass instead of recomputing them.
-                    self._cache[t] = G.copy()
+                    # A table that fits one chunk keeps its scores (and the
+                    # buffer) for the collecting pass instead of recomputing
+                    # them; later tables write into a new buffer.
+                    self._cache[t] = G
+                    buf = self._buffer(group)
                 hists[t] = hist
             return self._select(group, k, seed, rng, buf, hists)
         finally:

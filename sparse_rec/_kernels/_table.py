@@ -12,8 +12,10 @@ from numba import njit, prange
 
 from ._rng import splitmix64
 
-N_BINS = 1 << 19
-_SHIFT = 12
+# 2**15 bins of 2**16 bit patterns (a relative width of 2**-7): the counts
+# of a thread fit its cache; the boundary bin is resolved exactly later.
+N_BINS = 1 << 15
+_SHIFT = 16
 
 
 @njit(cache=True, parallel=True)
@@ -27,14 +29,25 @@ def abs_mask_active(G, r0, indptr, indices):
             row[indices[p]] = -1.0
 
 
-@njit(cache=True)
-def score_histogram(G, hist):
-    """Add the bin counts of the non-negative entries of ``G`` to ``hist``."""
+@njit(cache=True, parallel=True)
+def score_histogram(G, hist, n_parts):
+    """Add the bin counts of the non-negative entries of ``G`` to ``hist``.
+
+    ``n_parts`` (the number of threads) histograms are filled in parallel.
+    """
     bits = G.reshape(-1).view(np.int32)
-    for t in range(bits.shape[0]):
-        b = bits[t]
-        if b >= 0:
-            hist[b >> _SHIFT] += 1
+    n = bits.shape[0]
+    n_parts = max(1, n_parts)
+    per = (n + n_parts - 1) // n_parts
+    # One histogram per part, summed at the end: no shared counters.
+    local = np.zeros((n_parts, hist.shape[0]), np.int64)
+    for part in prange(n_parts):
+        for t in range(part * per, min(n, (part + 1) * per)):
+            b = bits[t]
+            if b >= 0:
+                local[part, b >> _SHIFT] += 1
+    for part in range(n_parts):
+        hist += local[part]
 
 
 @njit(cache=True)
