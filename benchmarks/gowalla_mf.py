@@ -19,6 +19,7 @@ from _report import (
     DATA,
     fmt_bytes,
     markdown_table,
+    median,
     section_text,
     skip,
     write_section,
@@ -82,6 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="threads for every model (default 2)")
     p.add_argument("--only", default=None,
                    help=f"comma-separated subset of rows: {','.join(ALL_ROWS)}")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="seeds for the DSL@0.2 / dense check (default 3; the table uses seed 0)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: first 2000 users, update_interval+1 epochs; never writes docs")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
@@ -126,10 +129,10 @@ def warm_up(rows, threads):
             est.recommend(np.arange(4), n=20, filter_seen=X[:4])
 
 
-def run_dsl(name, train, test, epochs, threads):
+def run_dsl(name, train, test, epochs, threads, seed=SEED):
     label, overrides = DSL_ROWS[name]
     est = DSLMatrixFactorization(
-        **{"n_components": D, **overrides}, max_iter=epochs, random_state=SEED,
+        **{"n_components": D, **overrides}, max_iter=epochs, random_state=seed,
         n_threads=threads,
     )
     t0 = time.perf_counter()
@@ -198,7 +201,18 @@ def ratio_check(results, num, den, target):
             f"{verdict}")
 
 
-def report(results, train, test, args, epochs):
+def seed_check(spread):
+    """The 0.95x check on the median over seeds (runs vary with seed and thread timing)."""
+    med = {name: median(v) for name, v in spread.items()}
+    per = "; ".join(
+        f"{name}: " + ", ".join(f"{v:.4f}" for v in vals) for name, vals in spread.items()
+    )
+    r = med["dsl-0.2"] / med["dsl-1.0"]
+    return (f"Recall@20 per seed ({per}); median DSL@0.2 / median dense = "
+            f"{med['dsl-0.2']:.4f} / {med['dsl-1.0']:.4f} = {r:.3f} (target >= 0.95: {r >= 0.95})")
+
+
+def report(results, train, test, args, epochs, spread=None):
     n_users, n_items = train.shape
     # Dense float32 reference: 64 columns for users and items plus the item bias.
     dense_ref = 4 * D * (n_users + n_items) + 4 * n_items
@@ -223,6 +237,8 @@ def report(results, train, test, args, epochs):
         "DSL@0.2 / random growth@0.2 Recall@20: "
         + ratio_check(results, "dsl-0.2", "random-0.2", 1.0),
     ]
+    if spread:
+        checks.insert(1, f"Seeds 0-{len(spread['dsl-0.2']) - 1}: " + seed_check(spread))
     if "dsl-1.0" in results:
         rec = results["dsl-1.0"]["recall"]
         checks.append(
@@ -281,7 +297,17 @@ def main(argv=None):
         r = results[name]
         print(f"  {name}: recall {r['recall']:.4f}, ndcg {r['ndcg']:.4f}, "
               f"fit {r['fit_s']:.1f} s", flush=True)
-    body = report(results, train, test, args, epochs)
+    spread = None
+    if args.seeds > 1 and {"dsl-0.2", "dsl-1.0"} <= results.keys():
+        # Hogwild runs differ from run to run, so one seed can land on
+        # either side of a 0.95 ratio: the check is repeated over seeds.
+        spread = {name: [results[name]["recall"]] for name in ("dsl-0.2", "dsl-1.0")}
+        for seed in range(SEED + 1, SEED + args.seeds):
+            for name in spread:
+                r = run_dsl(name, train, test, epochs, args.threads, seed=seed)
+                spread[name].append(r["recall"])
+                print(f"  {name} seed {seed}: recall {r['recall']:.4f}", flush=True)
+    body = report(results, train, test, args, epochs, spread)
     print()
     print(body)
     if args.quick:
