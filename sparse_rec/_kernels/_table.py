@@ -60,20 +60,28 @@ def collect_scores(G, r0, bstar, hi_rows, hi_cols, n_hi, bd_rows, bd_cols, bd_va
     """
     d = G.shape[1]
     bits = G.reshape(-1).view(np.int32)
-    for t in range(bits.shape[0]):
-        b = bits[t]
-        if b < 0:
+    # Bins are monotone in the bit pattern: a row whose largest pattern sits
+    # below the boundary bin has nothing to collect (most rows, once the
+    # update ratio has decayed), and that maximum is a vectorised scan.
+    lowest = np.int32(bstar << _SHIFT)
+    for r in range(G.shape[0]):
+        row = bits[r * d:(r + 1) * d]
+        if row.max() < lowest:
             continue
-        b = b >> _SHIFT
-        if b > bstar and n_hi < hi_rows.shape[0]:
-            hi_rows[n_hi] = r0 + t // d
-            hi_cols[n_hi] = t % d
-            n_hi += 1
-        elif b == bstar and n_bd < bd_rows.shape[0]:
-            bd_rows[n_bd] = r0 + t // d
-            bd_cols[n_bd] = t % d
-            bd_vals[n_bd] = G.reshape(-1)[t]
-            n_bd += 1
+        for c in range(d):
+            b = row[c]
+            if b < 0:
+                continue
+            b = b >> _SHIFT
+            if b > bstar and n_hi < hi_rows.shape[0]:
+                hi_rows[n_hi] = r0 + r
+                hi_cols[n_hi] = c
+                n_hi += 1
+            elif b == bstar and n_bd < bd_rows.shape[0]:
+                bd_rows[n_bd] = r0 + r
+                bd_cols[n_bd] = c
+                bd_vals[n_bd] = G[r, c]
+                n_bd += 1
     return n_hi, n_bd
 
 
