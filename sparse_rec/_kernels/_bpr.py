@@ -161,10 +161,9 @@ def pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v):
 def prefetch_row(indptr, indices, v, r):
     """Prefetch the first lines of row ``r``'s indices and value slots.
 
-    Straight-line code on purpose: without branches the array references
-    this inlined call takes stay in one basic block, where Numba prunes
-    their reference counting (atomic operations that two threads would
-    fight over). The hardware prefetcher follows longer rows.
+    Straight-line code, no loop over the row: most rows span two or three
+    lines, a short row only fetches a line it does not need, and the
+    hardware prefetcher follows longer rows.
     """
     p0 = indptr[r]
     p1 = indptr[r + 1] - 1  # -1: prefetching before a row cannot fault
@@ -347,14 +346,14 @@ def grad_users_chunk(
     """Fill ``G[r - r0]`` with dL/dp_u (dense rows) for users ``r0 <= r < r1``."""
     d = G.shape[1]
     n_items = bias_v.shape[0]
-    n_blocks = min(r1 - r0, 256)
-    per = (r1 - r0 + n_blocks - 1) // max(n_blocks, 1)
+    n_blocks = max(1, min(r1 - r0, 256))
     for blk in prange(n_blocks):
         # Buffers per block, not per row: allocation inside prange is costly.
         pu = np.zeros(d, np.float32)
         s_pos = np.empty(m, np.int64)
         s_j = np.empty(m, np.int64)
-        for r in range(r0 + blk * per, min(r1, r0 + (blk + 1) * per)):
+        b0, b1 = _block_range(blk, n_blocks, r0, r1)
+        for r in range(b0, b1):
             g_row = G[r - r0]
             g_row[:] = 0.0
             start = x_indptr[r]
