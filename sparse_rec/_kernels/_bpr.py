@@ -175,6 +175,17 @@ def prefetch_row(indptr, indices, v, r):
     prefetch(v, p1)
 
 
+@njit(cache=True, inline="always")
+def prefetch_search(indptr, indices, r):
+    """Prefetch the lines a binary search in row ``r`` reads first: its ends and middle."""
+    f0 = indptr[r]
+    f1 = indptr[r + 1]
+    if f1 > f0:
+        prefetch(indices, f0)
+        prefetch(indices, (f0 + f1) >> 1)
+        prefetch(indices, f1 - 1)
+
+
 # fastmath and error_model="numpy" drop per-step NaN and zero-division
 # checks; the caller checks the loss and weights for finiteness after each
 # epoch and raises DivergenceError there. _nrt=False: the block allocates
@@ -231,12 +242,7 @@ def _bpr_block(
         t = it - 2 * D
         if s0 <= t < s1:
             u = r_u[t & mask]
-            f0 = f_indptr[u]
-            f1 = f_indptr[u + 1]
-            if f1 > f0:
-                prefetch(f_indices, f0)
-                prefetch(f_indices, (f0 + f1) >> 1)
-                prefetch(f_indices, f1 - 1)
+            prefetch_search(f_indptr, f_indices, u)
             prefetch_row(u_indptr, u_indices, u_v, u)
             prefetch_row(i_indptr, i_indices, i_v, x_indices[r_pos[t & mask]])
         # Stage 3: the negative; its row pointer.
@@ -492,12 +498,7 @@ def grad_items_chunk(
             # Stage 3: the users' forbidden rows and factor rows.
             for q in range(n_all):
                 u = s_u[q]
-                f0 = f_indptr[u]
-                f1 = f_indptr[u + 1]
-                if f1 > f0:
-                    prefetch(f_indices, f0)
-                    prefetch(f_indices, (f0 + f1) >> 1)
-                    prefetch(f_indices, f1 - 1)
+                prefetch_search(f_indptr, f_indices, u)
                 prefetch_row(u_indptr, u_indices, u_v, u)
             # Stage 4: the other item of each pair (-1 drops the pair).
             for q in range(n_all):
