@@ -85,6 +85,19 @@ class PruneGrow:
         self.grow = grow
         self.chunk_bytes = chunk_bytes
         self._cache = {}
+        # One bit per coordinate of each table: was it ever active? Growth
+        # is the only way in, so each step marks just the grown coordinates.
+        self._ever_bits = [np.zeros((t.n_rows * t.n_cols + 7) // 8, np.uint8) for t in tables]
+        self.ever_active = sum(
+            K.mark_coverage(t.indptr, t.indices, t.n_cols, b)
+            for t, b in zip(tables, self._ever_bits, strict=True)
+        )
+
+    @property
+    def coverage(self):
+        """Fraction of all coordinates that were active at some point since construction."""
+        total = sum(t.n_rows * t.n_cols for t in self.tables)
+        return self.ever_active / max(total, 1)
 
     def groups(self):
         ids = list(range(len(self.tables)))
@@ -122,16 +135,15 @@ class PruneGrow:
                 pruned[t] = masks[t].size - int(masks[t].sum())
         for t in range(n_t):
             if keeps[t] is not None:
-                self.tables[t].rebuild(keeps[t], *new_coords[t])
+                tab = self.tables[t]
+                tab.rebuild(keeps[t], *new_coords[t])
+                self.ever_active += K.mark_coords(*new_coords[t], tab.n_cols, self._ever_bits[t])
         return pruned, grown
 
     # --- prune --------------------------------------------------------------
     def _prune_smallest(self, group, k, rng):
         """Masks keeping all but the ``k`` smallest |w| of the group."""
-        mags = np.concatenate([np.abs(self.tables[t].weights) for t in group])
-        mags.partition(k - 1)
-        thr = mags[k - 1]
-        del mags
+        thr = self._kth_smallest_magnitude(group, k)
         masks = {}
         below = 0
         ties = []
@@ -154,6 +166,23 @@ class PruneGrow:
                 sel = pos[pick[owner[pick] == t]]
                 masks[t][sel] = True
         return masks
+
+    def _kth_smallest_magnitude(self, group, k):
+        # Bin |w| by bit pattern in parallel (as growth bins its scores),
+        # then sort out only the bin that holds the k-th smallest.
+        bits = [self.tables[t].values_buf.view(np.int32)[: self.tables[t].nnz, 0] for t in group]
+        hist = np.zeros(K.N_BINS, np.int64)
+        for b in bits:
+            K.bin_counts(b, hist, numba.get_num_threads(), True)
+        cum = np.cumsum(hist)
+        bin_k = int(np.searchsorted(cum, k))
+        below = int(cum[bin_k - 1]) if bin_k else 0
+        inside = np.empty(int(hist[bin_k]), np.int32)
+        filled = 0
+        for b in bits:
+            filled = K.magnitudes_in_bin(b, bin_k, inside, filled)
+        inside.partition(k - below - 1)
+        return inside[k - below - 1:k - below].view(np.float32)[0]
 
     # --- grow -----------------------------------------------------------------
     def _scores(self, t, r0, r1, buf):
@@ -185,7 +214,9 @@ class PruneGrow:
                                       self.chunk_bytes))
                 for r0, r1 in chunks:
                     G = self._scores(t, r0, r1, buf)
-                    K.score_histogram(G, hist, numba.get_num_threads())
+                    # Bit patterns of the scores; masked (-1) entries are skipped.
+                    K.bin_counts(G.reshape(-1).view(np.int32), hist, numba.get_num_threads(),
+                                 False)
                 if len(chunks) == 1:
                     # A table that fits one chunk keeps its scores (and the
                     # buffer) for the collecting pass instead of recomputing
@@ -248,7 +279,8 @@ class PruneGrow:
         for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
             G = self._scores(t, r0, r1, buf)
             f_hi, f_bd = K.collect_scores(
-                G, r0, bstar, hi_rows, hi_cols, f_hi, bd_rows, bd_cols, bd_vals, f_bd
+                G, r0, bstar, hi_rows, hi_cols, f_hi, bd_rows, bd_cols, bd_vals, f_bd,
+                numba.get_num_threads(),
             )
         return hi_rows[:f_hi], hi_cols[:f_hi], bd_rows[:f_bd], bd_cols[:f_bd], bd_vals[:f_bd]
 

@@ -8,7 +8,6 @@ from . import backends
 from ._base import BaseDSLEstimator, TrainData, check_random_seed
 from ._dsl import PruneGrow, update_ratio_at
 from ._kernels import _rng
-from ._kernels import _table as K
 from ._mf_model import MFModel
 from ._table import SparseEmbeddingTable
 from ._threads import numba_threads
@@ -279,8 +278,6 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
         pg = PruneGrow(tables, [None, None], budget=self.budget, grow=self.grow,
                        chunk_bytes=chunk)
         total = users.n_rows * users.n_cols + items.n_rows * items.n_cols
-        coverage = np.zeros((total + 7) // 8, np.uint8)
-        ever = [self._mark(users, items, coverage)]
         budget = users.nnz + items.nnz
         dynamic = self.update_ratio > 0 and budget < total
         # Weights must be on the host whenever something reads them mid-fit.
@@ -324,7 +321,6 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
                 pruned, grown = pg.step(rho, seed + step + 1)
                 if device is not None:
                     device.upload(users, items, bias_v)
-                ever[0] = self._mark(users, items, coverage, ever[0])
             self.item_bias_ = bias_v[:, 0].copy()
             self._cache = {}
             t2 = time.perf_counter()
@@ -338,7 +334,7 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
                 "pruned": int(pruned.sum()),
                 "grown": int(grown.sum()),
                 "update_ratio": rho,
-                "coverage": ever[0] / total,
+                "coverage": pg.coverage,
                 "seconds": t2 - t0,
                 "prune_grow_seconds": t2 - t1,
             }
@@ -357,13 +353,6 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
                 "backend='cpu'."
             )
         return cuda_backend.DeviceState(data, users, items, bias_v)
-
-    @staticmethod
-    def _mark(users, items, bits, ever=0):
-        # Item coordinates are numbered after all user coordinates.
-        ever += K.mark_coverage(users.indptr, users.indices, users.n_cols, bits, 0)
-        ever += K.mark_coverage(items.indptr, items.indices, items.n_cols, bits, users.n_rows)
-        return ever
 
     def __getstate__(self):
         state = self.__dict__.copy()

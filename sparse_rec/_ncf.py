@@ -10,7 +10,6 @@ from ._base import BaseDSLEstimator, TrainData, check_random_seed
 from ._dsl import PruneGrow, update_ratio_at
 from ._kernels import _ncf as KN
 from ._kernels import _rng
-from ._kernels import _table as K
 from ._ncf_model import NCFModel, _Net, _tab
 from ._table import SparseEmbeddingTable
 from ._threads import numba_threads
@@ -443,9 +442,6 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         pgrow = PruneGrow(tables, [None] * len(tables), budget=self.budget, grow=self.grow,
                           chunk_bytes=chunk)
         total = sum(t.n_rows * t.n_cols for t in tables)
-        bits = [np.zeros((t.n_rows * t.n_cols + 7) // 8, np.uint8) for t in tables]
-        ever = [sum(K.mark_coverage(t.indptr, t.indices, t.n_cols, b, 0)
-                    for t, b in zip(tables, bits, strict=True))]
         dynamic = self.update_ratio > 0 and sum(t.nnz for t in tables) < total
         k1 = int(self.n_negatives) + 1
         n_inst = data.nnz * k1
@@ -508,8 +504,6 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
                 pgrow.grad_fns = self._grad_fns(data, embeddings, net, gkey, k1, n_inst,
                                                 half_bits)
                 pruned, grown = pgrow.step(rho, seed + step + 1)
-                ever[0] += sum(K.mark_coverage(t.indptr, t.indices, t.n_cols, b, 0)
-                               for t, b in zip(tables, bits, strict=True))
                 net.pack()
             self._publish(net)
             t2 = time.perf_counter()
@@ -525,7 +519,7 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
                 "pruned": int(pruned.sum()),
                 "grown": int(grown.sum()),
                 "update_ratio": rho,
-                "coverage": ever[0] / total,
+                "coverage": pgrow.coverage,
                 "seconds": t2 - t0,
                 "prune_grow_seconds": t2 - t1,
             })

@@ -163,8 +163,10 @@ class SparseEmbeddingTable:
         weights and their optimiser state start at zero.
         """
         self.reserve(int(keep.sum()) + len(new_rows))
+        # Entries move as whole 8-byte words where the slots allow it.
+        wide = np.uint64 if self.n_slots % 2 == 0 else np.uint32
         K.rebuild_in_place(
-            self.indptr, self.indices_buf, self.values_buf, keep,
+            self.indptr, self.indices_buf, self.values_buf.view(wide), keep,
             np.asarray(new_rows, np.int32), np.asarray(new_cols, np.int32),
         )
 

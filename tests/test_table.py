@@ -43,10 +43,13 @@ def test_random_table_rejects_impossible_count():
         SparseEmbeddingTable.random(2, 3, 7)
 
 
-def test_rebuild_drops_and_inserts_in_order_with_state():
-    t = SparseEmbeddingTable.random(6, 8, 20, seed=0)
-    t.values_buf[:20, 1] = np.arange(20) + 1  # state tagged by position
-    before = dense(t, 1)
+# Slots move as 8-byte words when their count is even, 4-byte ones otherwise.
+@pytest.mark.parametrize("n_slots", [1, 2, 3])
+def test_rebuild_drops_and_inserts_in_order_with_state(n_slots):
+    t = SparseEmbeddingTable.random(6, 8, 20, seed=0, n_slots=n_slots)
+    last = n_slots - 1
+    t.values_buf[:20, last] = np.arange(20) + 1  # tagged by position
+    before = dense(t, last)
     keep = np.ones(20, bool)
     keep[[0, 5, 19]] = False
     act = active(t)
@@ -59,13 +62,51 @@ def test_rebuild_drops_and_inserts_in_order_with_state():
     t.rebuild(keep, rows, cols)
     t.check()
     assert t.nnz == 21
-    after = dense(t, 1)
+    after = dense(t, last)
     expected_active = (act - set(dropped)) | set(new)
     assert active(t) == expected_active
     for r, c in act - set(dropped):
         assert after[r, c] == before[r, c]  # state moved with its weight
     for r, c in new:
-        assert after[r, c] == 0 and dense(t)[r, c] == 0
+        assert all(dense(t, s)[r, c] == 0 for s in range(n_slots))
+
+
+def test_kth_smallest_magnitude_is_exact_across_tables_and_ties():
+    rng = np.random.default_rng(5)
+    tabs = [SparseEmbeddingTable.random(40, 10, 150, seed=0),
+            SparseEmbeddingTable.random(30, 10, 120, seed=1)]
+    # A wide range (many bins), repeated values (ties) and both signs.
+    pool = np.concatenate([rng.standard_normal(60) * 10.0 ** rng.integers(-6, 3, 60),
+                           [0.0, 1e-30, 0.25, -0.25]]).astype(np.float32)
+    for t in tabs:
+        t.values_buf[: t.nnz, 0] = rng.choice(pool, t.nnz)
+    mags = np.sort(np.abs(np.concatenate([t.weights for t in tabs])))
+    pg = PruneGrow(tabs, [None, None])
+    for k in range(1, len(mags) + 1):
+        assert pg._kth_smallest_magnitude([0, 1], k) == mags[k - 1]
+    masks = pg._prune_smallest([0, 1], 77, np.random.default_rng(0))
+    dropped = np.concatenate([np.abs(t.weights)[~masks[i]] for i, t in enumerate(tabs)])
+    kept = np.concatenate([np.abs(t.weights)[masks[i]] for i, t in enumerate(tabs)])
+    assert len(dropped) == 77 and dropped.max() <= kept.min()
+
+
+def test_coverage_counts_every_coordinate_ever_active():
+    rng = np.random.default_rng(2)
+    tabs = [SparseEmbeddingTable.random(12, 6, 20, seed=4),
+            SparseEmbeddingTable.random(9, 6, 15, seed=5)]
+    seen = [active(t) for t in tabs]
+    fns = [lambda r0, r1, G: G.__setitem__(slice(None), rng.random(G.shape))] * 2
+    # The scores must repeat when recomputed: a table in one chunk is scored once.
+    pg = PruneGrow(tabs, fns)
+    assert pg.coverage == sum(len(s) for s in seen) / (12 * 6 + 9 * 6)
+    for step in range(5):
+        for t in tabs:
+            t.values_buf[: t.nnz, 0] = rng.standard_normal(t.nnz)
+        pg.step(0.4, seed=step)
+        for s, t in zip(seen, tabs, strict=True):
+            s |= active(t)
+        assert pg.coverage == sum(len(s) for s in seen) / (12 * 6 + 9 * 6)
+    assert pg.coverage > 35 / (12 * 6 + 9 * 6)  # growth did add coordinates
 
 
 def _table_with_weights(w):
@@ -168,3 +209,27 @@ def test_pickle_keeps_only_active_part():
     t2.check()
     assert t2.indices_buf.shape[0] == 8
     np.testing.assert_array_equal(t2.weights, t.weights)
+
+
+@pytest.mark.parametrize("n_parts", [1, 3, 50])
+def test_collect_scores_in_parallel_blocks_keeps_row_major_order(n_parts):
+    from sparse_rec._kernels import _table as K
+
+    rng = np.random.default_rng(3)
+    G = rng.random((23, 9)).astype(np.float32)
+    G[rng.random(G.shape) < 0.3] = -1.0  # masked (active) coordinates
+    G[4] = 0.0  # a row with nothing to collect
+    bins = np.where(G >= 0, G.view(np.int32) >> K._SHIFT, -1)
+    bstar = int(np.sort(bins[bins >= 0])[-40])
+    hi = np.argwhere(bins > bstar)
+    bd = np.argwhere(bins == bstar)
+    # Lists already holding 2 entries each, as after an earlier chunk.
+    hi_r, hi_c = np.full(len(hi) + 2, -7, np.int32), np.full(len(hi) + 2, -7, np.int32)
+    bd_r, bd_c = np.full(len(bd) + 2, -7, np.int32), np.full(len(bd) + 2, -7, np.int32)
+    bd_v = np.zeros(len(bd) + 2, np.float32)
+    n_hi, n_bd = K.collect_scores(G, 100, bstar, hi_r, hi_c, 2, bd_r, bd_c, bd_v, 2, n_parts)
+    assert (n_hi, n_bd) == (len(hi) + 2, len(bd) + 2)
+    assert np.all(hi_r[:2] == -7) and np.all(bd_r[:2] == -7)
+    np.testing.assert_array_equal(np.c_[hi_r[2:], hi_c[2:]], hi + [100, 0])
+    np.testing.assert_array_equal(np.c_[bd_r[2:], bd_c[2:]], bd + [100, 0])
+    np.testing.assert_array_equal(bd_v[2:], G[bins == bstar])

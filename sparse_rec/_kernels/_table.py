@@ -30,12 +30,12 @@ def abs_mask_active(G, r0, indptr, indices):
 
 
 @njit(cache=True, parallel=True)
-def score_histogram(G, hist, n_parts):
-    """Add the bin counts of the non-negative entries of ``G`` to ``hist``.
+def bin_counts(bits, hist, n_parts, magnitude):
+    """Add the bin counts of float32 bit patterns ``bits`` to ``hist``.
 
-    ``n_parts`` (the number of threads) histograms are filled in parallel.
+    ``magnitude``: count |x| (the sign bit cleared); otherwise entries with
+    the sign bit set (masked scores) are skipped.
     """
-    bits = G.reshape(-1).view(np.int32)
     n = bits.shape[0]
     n_parts = max(1, n_parts)
     per = (n + n_parts - 1) // n_parts
@@ -44,6 +44,8 @@ def score_histogram(G, hist, n_parts):
     for part in prange(n_parts):
         for t in range(part * per, min(n, (part + 1) * per)):
             b = bits[t]
+            if magnitude:
+                b &= 0x7FFFFFFF
             if b >= 0:
                 local[part, b >> _SHIFT] += 1
     for part in range(n_parts):
@@ -51,36 +53,78 @@ def score_histogram(G, hist, n_parts):
 
 
 @njit(cache=True)
-def collect_scores(G, r0, bstar, hi_rows, hi_cols, n_hi, bd_rows, bd_cols, bd_vals, n_bd):
+def magnitudes_in_bin(bits, b, out, n_out):
+    """Append |x| of the entries whose magnitude falls in bin ``b``; return the fill."""
+    for t in range(bits.shape[0]):
+        m = bits[t] & 0x7FFFFFFF
+        if m >> _SHIFT == b and n_out < out.shape[0]:
+            out[n_out] = np.int32(m)
+            n_out += 1
+    return n_out
+
+
+@njit(cache=True, parallel=True)
+def collect_scores(G, r0, bstar, hi_rows, hi_cols, n_hi, bd_rows, bd_cols, bd_vals, n_bd,
+                   n_parts):
     """Append coordinates with bin > bstar to ``hi_*`` and bin == bstar to ``bd_*``.
 
-    Row-major scan, so each list stays sorted by (row, col). Returns the new
-    fill counts; entries beyond the lists' capacity (sized by the counting
-    pass) are dropped, so a non-deterministic score cannot overrun them.
+    Rows are split into ``n_parts`` blocks that are scanned in parallel:
+    a counting pass gives each block its place in the lists, a second pass
+    fills them. The lists end up in row-major order, sorted by (row, col).
+    Returns the new fill counts; entries beyond the lists' capacity (sized
+    by the histogram) are dropped, so a non-deterministic score cannot
+    overrun them.
     """
+    n_rows = G.shape[0]
+    n_parts = max(1, min(n_parts, n_rows))
+    per = (n_rows + n_parts - 1) // n_parts
+    counts = np.zeros((n_parts + 1, 2), np.int64)
+    for part in prange(n_parts):
+        c_hi, c_bd = _scan_rows(G, r0, bstar, part * per, min(n_rows, (part + 1) * per),
+                                hi_rows, hi_cols, 0, bd_rows, bd_cols, bd_vals, 0, False)
+        counts[part + 1, 0] = c_hi
+        counts[part + 1, 1] = c_bd
+    counts[0, 0] = n_hi
+    counts[0, 1] = n_bd
+    for part in range(n_parts):
+        counts[part + 1] += counts[part]
+    for part in prange(n_parts):
+        _scan_rows(G, r0, bstar, part * per, min(n_rows, (part + 1) * per),
+                   hi_rows, hi_cols, counts[part, 0], bd_rows, bd_cols, bd_vals,
+                   counts[part, 1], True)
+    return min(counts[n_parts, 0], hi_rows.shape[0]), min(counts[n_parts, 1], bd_rows.shape[0])
+
+
+@njit(cache=True, inline="always")
+def _scan_rows(G, r0, bstar, a, b, hi_rows, hi_cols, n_hi, bd_rows, bd_cols, bd_vals, n_bd,
+               write):
+    # Count (write=False) or write the entries of rows a:b at bin > bstar
+    # (hi) and == bstar (bd), starting at fill positions n_hi and n_bd.
     d = G.shape[1]
     bits = G.reshape(-1).view(np.int32)
     # Bins are monotone in the bit pattern: a row whose largest pattern sits
     # below the boundary bin has nothing to collect (most rows, once the
     # update ratio has decayed), and that maximum is a vectorised scan.
     lowest = np.int32(bstar << _SHIFT)
-    for r in range(G.shape[0]):
+    for r in range(a, b):
         row = bits[r * d:(r + 1) * d]
         if row.max() < lowest:
             continue
         for c in range(d):
-            b = row[c]
-            if b < 0:
+            v = row[c]
+            if v < 0:
                 continue
-            b = b >> _SHIFT
-            if b > bstar and n_hi < hi_rows.shape[0]:
-                hi_rows[n_hi] = r0 + r
-                hi_cols[n_hi] = c
+            v = v >> _SHIFT
+            if v > bstar:
+                if write and n_hi < hi_rows.shape[0]:
+                    hi_rows[n_hi] = r0 + r
+                    hi_cols[n_hi] = c
                 n_hi += 1
-            elif b == bstar and n_bd < bd_rows.shape[0]:
-                bd_rows[n_bd] = r0 + r
-                bd_cols[n_bd] = c
-                bd_vals[n_bd] = G[r, c]
+            elif v == bstar:
+                if write and n_bd < bd_rows.shape[0]:
+                    bd_rows[n_bd] = r0 + r
+                    bd_cols[n_bd] = c
+                    bd_vals[n_bd] = G[r, c]
                 n_bd += 1
     return n_hi, n_bd
 
@@ -117,20 +161,23 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
     count): kept entries are compacted to the front, then each row is merged
     with its new coordinates from the back, last row first, so no write
     overtakes an unread entry. ``new_rows, new_cols`` are sorted and hold
-    no active coordinate. Updates ``indptr`` and returns the new nnz.
+    no active coordinate. ``values`` may be any integer or float view of the
+    slots (a zero bit pattern is 0.0). Updates ``indptr`` and returns the
+    new nnz.
     """
     n_rows = indptr.shape[0] - 1
-    n_slots = values.shape[1]
     kept = np.zeros(n_rows, np.int64)
     w = 0
     for r in range(n_rows):
+        w0 = w
+        # Branchless: every entry is copied, the write position advances
+        # only past kept ones (about half are dropped early in a fit, so a
+        # branch would be mispredicted at random).
         for p in range(indptr[r], indptr[r + 1]):
-            if keep[p]:
-                indices[w] = indices[p]
-                for s in range(n_slots):
-                    values[w, s] = values[p, s]
-                w += 1
-                kept[r] += 1
+            indices[w] = indices[p]
+            _copy_slots(values, w, p)
+            w += np.int64(keep[p])
+        kept[r] = w - w0
     added = np.zeros(n_rows, np.int64)
     for t in range(new_rows.shape[0]):
         added[new_rows[t]] += 1
@@ -138,30 +185,46 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
     kept_end = w
     nt = new_rows.shape[0] - 1
     for r in range(n_rows - 1, -1, -1):
-        kp = kept_end - 1
         kept_start = kept_end - kept[r]
-        out = new_end - 1
         row_start = new_end - kept[r] - added[r]
-        while out >= row_start:
-            use_new = nt >= 0 and new_rows[nt] == r and (
-                kp < kept_start or new_cols[nt] > indices[kp]
-            )
-            if use_new:
-                indices[out] = new_cols[nt]
-                for s in range(n_slots):
-                    values[out, s] = 0.0
-                nt -= 1
-            else:
-                indices[out] = indices[kp]
-                for s in range(n_slots):
-                    values[out, s] = values[kp, s]
-                kp -= 1
-            out -= 1
+        if added[r] == 0:
+            # Nothing to merge: shift the row right, last entry first.
+            shift = new_end - kept_end
+            if shift:
+                for p in range(kept_end - 1, kept_start - 1, -1):
+                    indices[p + shift] = indices[p]
+                    _copy_slots(values, p + shift, p)
+        else:
+            kp = kept_end - 1
+            out = new_end - 1
+            while out >= row_start:
+                use_new = nt >= 0 and new_rows[nt] == r and (
+                    kp < kept_start or new_cols[nt] > indices[kp]
+                )
+                if use_new:
+                    indices[out] = new_cols[nt]
+                    for s in range(values.shape[1]):
+                        values[out, s] = 0
+                    nt -= 1
+                else:
+                    indices[out] = indices[kp]
+                    _copy_slots(values, out, kp)
+                    kp -= 1
+                out -= 1
         indptr[r + 1] = new_end
         new_end = row_start
         kept_end = kept_start
     indptr[0] = 0
     return indptr[n_rows]
+
+
+@njit(cache=True, inline="always")
+def _copy_slots(values, dst, src):
+    if values.shape[1] == 1:  # the usual case: weight and state in one word
+        values[dst, 0] = values[src, 0]
+    else:
+        for s in range(values.shape[1]):
+            values[dst, s] = values[src, s]
 
 
 @njit(cache=True)
@@ -264,22 +327,32 @@ def init_pattern(indptr, n_cols, seed, scale, indices, values):
 
 
 @njit(cache=True)
-def mark_coverage(indptr, indices, n_cols, bits, row_offset):
-    """Set the bit of every active coordinate; return how many were new.
-
-    Row ``r`` of this table is row ``row_offset + r`` of the bit array, so
-    several tables can share one array.
-    """
+def mark_coverage(indptr, indices, n_cols, bits):
+    """Set the bit of every active coordinate; return how many were new."""
     new = 0
     for r in range(indptr.shape[0] - 1):
         for p in range(indptr[r], indptr[r + 1]):
-            flat = (row_offset + r) * n_cols + indices[p]
-            byte = flat >> 3
-            mask = np.uint8(1 << (flat & 7))
-            if bits[byte] & mask == 0:
-                bits[byte] |= mask
-                new += 1
+            new += _mark(bits, r * n_cols + indices[p])
     return new
+
+
+@njit(cache=True)
+def mark_coords(rows, cols, n_cols, bits):
+    """Set the bits of the coordinates ``(rows, cols)``; return how many were new."""
+    new = 0
+    for t in range(rows.shape[0]):
+        new += _mark(bits, np.int64(rows[t]) * n_cols + cols[t])
+    return new
+
+
+@njit(cache=True, inline="always")
+def _mark(bits, flat):
+    byte = flat >> 3
+    mask = np.uint8(1 << (flat & 7))
+    if bits[byte] & mask:
+        return 0
+    bits[byte] |= mask
+    return 1
 
 
 @njit(cache=True, parallel=True)
