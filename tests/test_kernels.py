@@ -178,8 +178,12 @@ def test_user_gradient_matches_reference():
     np.testing.assert_allclose(G, ref, atol=1e-5)
 
 
-def test_item_gradient_matches_reference():
-    X, data, U, I, b = small_problem(seed=4)
+# 700 items: blocks of 3 items cut across the groups of 4 that share their
+# negative draws, and the chunks cut across both.
+@pytest.mark.parametrize("n_items, cuts", [(25, ()), (700, (7, 301))])
+def test_item_gradient_matches_reference(n_items, cuts):
+    X, data, U, I, b = small_problem(seed=4, n_users=200 if n_items > 100 else 30,
+                                     n_items=n_items)
     from test_table import dense
 
     Ud, Id = dense(U).astype(np.float64), dense(I).astype(np.float64)
@@ -187,7 +191,10 @@ def test_item_gradient_matches_reference():
     key = int(_rng.epoch_key(np.uint64(2), np.uint64(3)))
     m, m_neg = 3, 5
     G = np.zeros((I.n_rows, I.n_cols), np.float32)
-    cpu.grad_items(data, U, I, b, m, np.uint64(key), m_neg)(0, I.n_rows, G)
+    fill = cpu.grad_items(data, U, I, b, m, np.uint64(key), m_neg)
+    bounds = [0, *cuts, I.n_rows]
+    for c0, c1 in zip(bounds[:-1], bounds[1:], strict=True):
+        fill(c0, c1, G[c0:c1])
     n_items, nnz = I.n_rows, data.nnz
     neg_per_item = nnz / n_items
 
@@ -212,7 +219,7 @@ def test_item_gradient_matches_reference():
             x = bb[c] - bb[j] + Ud[u] @ (Id[c] - Id[j])
             ref[c] -= data.xt_weight[pos] * (deg / n) / (1 + np.exp(x)) * Ud[u]
         for t in range(m_neg):  # c as the negative of other users' interactions
-            pos = (draw_ref(key, nnz + c * m_neg + t, 9) >> 1) % nnz
+            pos = (draw_ref(key, nnz + (c // _bpr._GRAD_GROUP) * m_neg + t, 9) >> 1) % nnz
             u, i = data.x_rows[pos], data.x_indices[pos]
             if i == c or c in forbidden(u):
                 continue

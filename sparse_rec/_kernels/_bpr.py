@@ -417,6 +417,15 @@ def _add_user_term(g_row, pu, a, b, u, w, scale, sign, u_indptr, u_indices, u_v,
         pu[k] = 0.0
 
 
+@njit(cache=True, inline="always")
+def _row_dot(r, pu, indptr, indices, v):
+    # <row r, pu> in float64, pu holding a user row scattered densely.
+    x = 0.0
+    for p in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+        x += pu[np.uint32(indices[p])] * v[p, 0]
+    return x
+
+
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def grad_items_chunk(
     c0, c1, G, m, m_neg, key, neg_per_item,
@@ -431,17 +440,19 @@ def grad_items_chunk(
     items x users); negative terms from ``m_neg`` random interactions
     ``(u, i)`` of users who never saw ``c``, weighted so they sum to the
     ``neg_per_item`` times an item is expected to be drawn as a negative in
-    one epoch. Items go in groups of ``_GRAD_GROUP`` whose pairs are drawn
-    stage by stage with prefetches in between (as in the training epoch);
-    each item then sums its terms in draw order.
+    one epoch. Items go in groups of ``_GRAD_GROUP`` (aligned on item ids)
+    whose pairs are drawn stage by stage with prefetches in between (as in
+    the training epoch). The items of a group share their ``m_neg`` random
+    interactions: each item's estimate is as good as with draws of its own,
+    and a user row and an item row fetched once serve the whole group.
     """
     d = G.shape[1]
     n_items = bias_v.shape[0]
     nnz = x_indices.shape[0]
     n_blocks = max(1, min(c1 - c0, 256))
-    use_neg = m_neg > 0 and neg_per_item > 0.0
+    n_neg = m_neg if m_neg > 0 and neg_per_item > 0.0 else 0
     w_neg = neg_per_item / max(m_neg, 1)
-    cap = _GRAD_GROUP * (m + m_neg)
+    cap = _GRAD_GROUP * m + n_neg
     for blk in prange(n_blocks):
         pu = np.zeros(d, np.float32)
         s_c = np.empty(cap, np.int64)
@@ -450,12 +461,16 @@ def grad_items_chunk(
         s_i = np.empty(cap, np.int64)  # the other item of the pair; -1: no pair
         s_w = np.empty(cap, np.float32)  # interaction weight
         s_scale = np.empty(cap, np.float64)
-        s_pos = np.empty(cap, np.bool_)  # c is the pair's positive
         b0, b1 = _block_range(blk, n_blocks, c0, c1)
-        for g0 in range(b0, b1, _GRAD_GROUP):
-            g1 = min(b1, g0 + _GRAD_GROUP)
-            n_all = 0
-            # Stage 1: the pairs' users (positives) or X positions (negatives).
+        g0 = b0
+        while g0 < b1:
+            # Aligned groups: an item's negative draws do not depend on how
+            # the items were split into chunks and blocks.
+            gid = g0 // _GRAD_GROUP
+            g1 = min(b1, (gid + 1) * _GRAD_GROUP)
+            n_p = 0
+            # Stage 1: the positive pairs' users, and the group's random
+            # interactions (streams 9.. keep them apart from the positives).
             for c in range(g0, g1):
                 G[c - c0, :] = 0.0
                 start = xt_indptr[c]
@@ -464,52 +479,40 @@ def grad_items_chunk(
                 for t in range(n):
                     pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
                     u = xt_indices[pos]
-                    s_c[n_all] = c
-                    s_id[n_all] = start + t
-                    s_u[n_all] = u
-                    s_w[n_all] = xt_weight[pos]
-                    s_scale[n_all] = deg / n
-                    s_pos[n_all] = True
+                    s_c[n_p] = c
+                    s_id[n_p] = start + t
+                    s_u[n_p] = u
+                    s_w[n_p] = xt_weight[pos]
+                    s_scale[n_p] = deg / n
                     prefetch(f_indptr, u)
                     prefetch(u_indptr, u)
-                    n_all += 1
-                if use_neg:
-                    for t in range(m_neg):
-                        # Streams 9.. keep these draws apart from the positive ones.
-                        pos = randint(draw(key, nnz + c * m_neg + t, 9), nnz)
-                        s_c[n_all] = c
-                        s_id[n_all] = pos
-                        s_scale[n_all] = w_neg
-                        s_pos[n_all] = False
-                        prefetch(x_rows, pos)
-                        prefetch(x_indices, pos)
-                        prefetch(x_weight, pos)
-                        n_all += 1
-            # Stage 2: the negatives' users and items.
-            for q in range(n_all):
-                if not s_pos[q]:
-                    pos = s_id[q]
-                    u = x_rows[pos]
-                    s_u[q] = u
-                    s_i[q] = x_indices[pos]
-                    s_w[q] = x_weight[pos]
-                    prefetch(f_indptr, u)
-                    prefetch(u_indptr, u)
+                    n_p += 1
+            n_all = n_p
+            for t in range(n_neg):
+                pos = randint(draw(key, nnz + gid * m_neg + t, 9), nnz)
+                s_id[n_all] = pos
+                prefetch(x_rows, pos)
+                prefetch(x_indices, pos)
+                prefetch(x_weight, pos)
+                n_all += 1
+            # Stage 2: the random interactions' users and items.
+            for q in range(n_p, n_all):
+                pos = s_id[q]
+                u = x_rows[pos]
+                s_u[q] = u
+                s_i[q] = x_indices[pos]
+                s_w[q] = x_weight[pos]
+                prefetch(f_indptr, u)
+                prefetch(u_indptr, u)
+                prefetch(i_indptr, s_i[q])
             # Stage 3: the users' forbidden rows and factor rows.
             for q in range(n_all):
                 u = s_u[q]
                 prefetch_search(f_indptr, f_indices, u)
                 prefetch_row(u_indptr, u_indices, u_v, u)
-            # Stage 4: the other item of each pair (-1 drops the pair).
-            for q in range(n_all):
-                u = s_u[q]
-                c = s_c[q]
-                if s_pos[q]:
-                    other = sample_negative(key, s_id[q], u, n_items, f_indptr, f_indices)
-                else:
-                    other = s_i[q]
-                    if other == c or in_row(f_indptr, f_indices, u, c):
-                        other = -1
+            # Stage 4: a negative for each positive pair (-1 drops the pair).
+            for q in range(n_p):
+                other = sample_negative(key, s_id[q], s_u[q], n_items, f_indptr, f_indices)
                 s_i[q] = other
                 if other >= 0:
                     prefetch(i_indptr, other)
@@ -517,15 +520,29 @@ def grad_items_chunk(
                 if s_i[q] >= 0:
                     prefetch_row(i_indptr, i_indices, i_v, s_i[q])
             # Stage 5: dL/dq_c is -sigmoid(-x) w p_u where c is the positive
-            # of the pair (c, other), +sigmoid(-x) w p_u where it is the negative.
-            for q in range(n_all):
+            # of the pair (c, other) ...
+            for q in range(n_p):
                 other = s_i[q]
-                if other < 0:
-                    continue
-                c = s_c[q]
-                if s_pos[q]:
+                if other >= 0:
+                    c = s_c[q]
                     _add_user_term(G[c - c0], pu, c, other, s_u[q], s_w[q], s_scale[q], -1,
                                    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v)
-                else:
-                    _add_user_term(G[c - c0], pu, other, c, s_u[q], s_w[q], s_scale[q], 1,
-                                   u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, bias_v)
+            # ... and +sigmoid(-x) w p_u where c is the negative of (u, i),
+            # for every item of the group that u never saw.
+            for q in range(n_p, n_all):
+                u = s_u[q]
+                i = s_i[q]
+                for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
+                    pu[np.uint32(u_indices[p])] = u_v[p, 0]
+                x_ui = np.float64(bias_v[i, 0]) + _row_dot(i, pu, i_indptr, i_indices, i_v)
+                for c in range(g0, g1):
+                    if c == i or in_row(f_indptr, f_indices, u, c):
+                        continue
+                    x = x_ui - bias_v[c, 0] - _row_dot(c, pu, i_indptr, i_indices, i_v)
+                    g = np.float32(sigmoid_neg(x) * s_w[q] * w_neg)
+                    g_row = G[c - c0]
+                    for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
+                        g_row[np.uint32(u_indices[p])] += g * u_v[p, 0]
+                for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
+                    pu[np.uint32(u_indices[p])] = 0.0
+            g0 = g1
