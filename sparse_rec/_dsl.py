@@ -17,6 +17,8 @@ GROW_RULES = ("gradient", "random")
 BUDGETS = ("global", "table")
 #: Floor of the decaying schedules (the paper's code uses 0.005).
 RHO_MIN = 0.005
+# One-pass growth keeps at most 3k + this many candidate scores.
+_HOLD_SLACK = 1 << 16
 
 
 def update_ratio_at(t, total, rho0, schedule="cosine", rho_min=RHO_MIN):
@@ -60,6 +62,47 @@ def _tie_hash(seed, table_id, rows, cols):
     return h ^ np.uint64((seed * 1000003 + table_id) & 0xFFFFFFFFFFFFFFFF)
 
 
+def _boundary_bin(hist, k):
+    """Bin of the ``k``-th largest counted score (0 when fewer than ``k`` are counted)."""
+    from_top = np.cumsum(hist[::-1])
+    return max(K.N_BINS - 1 - int(np.searchsorted(from_top, k)), 0)
+
+
+def _collect_chunk(G, r0, lo, n):
+    # int32 coordinates: these lists hold up to about rho * nnz entries.
+    rows = np.empty(n, np.int32)
+    cols = np.empty(n, np.int32)
+    vals = np.empty(n, np.float32)
+    got = K.collect_at_least(G, r0, lo, rows, cols, vals, 0)
+    return rows[:got], cols[:got], vals[:got]
+
+
+def _bins(vals):
+    return vals.view(np.int32) >> K._SHIFT
+
+
+def _drop_below(found, lo):
+    """Keep only the kept scores at or above bin ``lo``; return how many are left."""
+    held = 0
+    for parts in found.values():
+        for i, (rows, cols, vals) in enumerate(parts):
+            keep = _bins(vals) >= lo
+            parts[i] = (rows[keep], cols[keep], vals[keep])
+            held += int(keep.sum())
+    return held
+
+
+def _split(parts, bstar):
+    """Row-major kept scores split into those above bin ``bstar`` and those inside it."""
+    rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+    cols = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
+    vals = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.float32)
+    bins = _bins(vals)
+    hi = bins > bstar
+    bd = bins == bstar
+    return rows[hi], cols[hi], rows[bd], cols[bd], vals[bd]
+
+
 class PruneGrow:
     """One prune-and-regrow step over a set of tables.
 
@@ -69,7 +112,8 @@ class PruneGrow:
     grad_fns : list of callable or None
         ``grad_fns[t](r0, r1, G)`` fills ``G`` (float32, (r1 - r0, n_cols))
         with dL/dW for rows ``r0:r1`` of table ``t``; it must be
-        deterministic, since growth computes it twice (count, then collect).
+        deterministic, since growth may compute it twice (when a crowded
+        boundary bin makes it fall back to a second pass).
     budget : {"global", "table"}
         One budget across all tables, or a fixed count per table.
     grow : {"gradient", "random"}
@@ -84,7 +128,6 @@ class PruneGrow:
         self.budget = budget
         self.grow = grow
         self.chunk_bytes = chunk_bytes
-        self._cache = {}
         # One bit per coordinate of each table: was it ever active? Growth
         # is the only way in, so each step marks just the grown coordinates.
         self._ever_bits = [np.zeros((t.n_rows * t.n_cols + 7) // 8, np.uint8) for t in tables]
@@ -170,25 +213,22 @@ class PruneGrow:
     def _kth_smallest_magnitude(self, group, k):
         # Bin |w| by bit pattern in parallel (as growth bins its scores),
         # then sort out only the bin that holds the k-th smallest.
-        bits = [self.tables[t].values_buf.view(np.int32)[: self.tables[t].nnz, 0] for t in group]
+        bits = [(self.tables[t].values_buf.view(np.int32), self.tables[t].nnz) for t in group]
         hist = np.zeros(K.N_BINS, np.int64)
-        for b in bits:
-            K.bin_counts(b, hist, numba.get_num_threads(), True)
+        for b, n in bits:
+            K.bin_counts(b, n, hist, numba.get_num_threads(), True)
         cum = np.cumsum(hist)
         bin_k = int(np.searchsorted(cum, k))
         below = int(cum[bin_k - 1]) if bin_k else 0
         inside = np.empty(int(hist[bin_k]), np.int32)
         filled = 0
-        for b in bits:
-            filled = K.magnitudes_in_bin(b, bin_k, inside, filled)
+        for b, n in bits:
+            filled = K.magnitudes_in_bin(b, n, bin_k, inside, filled)
         inside.partition(k - below - 1)
         return inside[k - below - 1:k - below].view(np.float32)[0]
 
     # --- grow -----------------------------------------------------------------
     def _scores(self, t, r0, r1, buf):
-        cached = self._cache.get(t)
-        if cached is not None:
-            return cached
         tab = self.tables[t]
         G = buf[: (r1 - r0) * tab.n_cols].reshape(r1 - r0, tab.n_cols)
         self.grad_fns[t](r0, r1, G)
@@ -204,51 +244,61 @@ class PruneGrow:
         return np.empty(rows, np.float32)
 
     def _grow_by_gradient(self, group, k, seed, rng):
-        buf = self._buffer(group)
-        hists = {}
-        self._cache = {}
-        try:
-            for t in group:
-                hist = np.zeros(K.N_BINS, np.int64)
-                chunks = list(_chunks(self.tables[t].n_rows, self.tables[t].n_cols,
-                                      self.chunk_bytes))
-                for r0, r1 in chunks:
-                    G = self._scores(t, r0, r1, buf)
-                    # Bit patterns of the scores; masked (-1) entries are skipped.
-                    K.bin_counts(G.reshape(-1).view(np.int32), hist, numba.get_num_threads(),
-                                 False)
-                if len(chunks) == 1:
-                    # A table that fits one chunk keeps its scores (and the
-                    # buffer) for the collecting pass instead of recomputing
-                    # them; later tables write into a new buffer.
-                    self._cache[t] = G
-                    buf = self._buffer(group)
-                hists[t] = hist
-            return self._select(group, k, seed, rng, buf, hists)
-        finally:
-            self._cache = {}
+        """The ``k`` largest scores of the group, one pass over the gradient if possible.
 
-    def _select(self, group, k, seed, rng, buf, hists):
-        total = sum(hists.values())
-        from_top = np.cumsum(total[::-1])
-        pos = int(np.searchsorted(from_top, k))
-        bstar = K.N_BINS - 1 - pos
+        Each chunk is counted into the histogram and then keeps only its
+        scores at or above the boundary bin of everything counted so far.
+        That boundary never falls as counts are added, so every score at
+        or above the final one is kept. If a crowded boundary bin would
+        make the kept list too long, the gradient is computed again in a
+        second pass instead.
+        """
+        buf = self._buffer(group)
+        n_threads = numba.get_num_threads()
+        total = np.zeros(K.N_BINS, np.int64)
+        hists = {}
+        found = {t: [] for t in group}
+        held = 0
+        limit = 3 * k + _HOLD_SLACK
+        for t in group:
+            tab = self.tables[t]
+            hists[t] = np.zeros(K.N_BINS, np.int64)
+            for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
+                G = self._scores(t, r0, r1, buf)
+                hist = np.zeros(K.N_BINS, np.int64)
+                # Bit patterns of the scores; masked (-1) entries are skipped.
+                K.bin_counts(G.reshape(-1, 1).view(np.int32), G.size, hist, n_threads, False)
+                hists[t] += hist
+                total += hist
+                if found is None:
+                    continue
+                lo = max(_boundary_bin(total, k), 1)
+                n_new = int(hist[lo:].sum())
+                if held + n_new > 2 * k:
+                    held = _drop_below(found, lo)
+                if held + n_new > limit:
+                    found = None  # too many near-equal scores: two passes
+                    continue
+                found[t].append(_collect_chunk(G, r0, lo, n_new))
+                held += n_new
+        bstar = _boundary_bin(total, k)
+        lo = max(bstar, 1)
+        if found is None:
+            found = {t: self._collect(t, buf, lo, int(hists[t][lo:].sum())) for t in group}
+        return self._select(group, k, seed, rng, bstar, {t: _split(found[t], bstar) for t in group})
+
+    def _select(self, group, k, seed, rng, bstar, got):
+        # got[t]: (rows, cols) above the boundary bin, (rows, cols, values) inside it.
         out = {}
         if bstar == 0:
             # Scores this small are (near) zero: no gradient prefers any
             # coordinate, so the rest is grown at random.
-            hi = {t: self._collect(t, buf, 0, int(hists[t][1:].sum()), 0) for t in group}
-            n_hi = sum(len(h[0]) for h in hi.values())
-            taken = {t: (hi[t][0], hi[t][1]) for t in group}
+            n_hi = sum(len(got[t][0]) for t in group)
+            taken = {t: (got[t][0], got[t][1]) for t in group}
             rest = self._grow_random(group, k - n_hi, seed, rng, taken)
             for t in group:
-                rows, cols = K.merge_sorted_coords(hi[t][0], hi[t][1], *rest[t])
-                out[t] = (rows, cols)
+                out[t] = K.merge_sorted_coords(got[t][0], got[t][1], *rest[t])
             return out
-        got = {}
-        for t in group:
-            n_hi_t = int(hists[t][bstar + 1:].sum())
-            got[t] = self._collect(t, buf, bstar, n_hi_t, int(hists[t][bstar]))
         n_hi = sum(len(got[t][0]) for t in group)
         need = k - n_hi
         # Exact choice inside the boundary bin: by score, ties by a hash.
@@ -267,22 +317,13 @@ class PruneGrow:
             out[t] = K.merge_sorted_coords(got[t][0], got[t][1], br[o], bc[o])
         return out
 
-    def _collect(self, t, buf, bstar, n_hi, n_bd):
+    def _collect(self, t, buf, lo, n):
+        """Second pass: the scores of table ``t`` at or above bin ``lo``."""
         tab = self.tables[t]
-        # int32 coordinates: these lists hold up to rho * nnz entries.
-        hi_rows = np.empty(n_hi, np.int32)
-        hi_cols = np.empty(n_hi, np.int32)
-        bd_rows = np.empty(n_bd, np.int32)
-        bd_cols = np.empty(n_bd, np.int32)
-        bd_vals = np.empty(n_bd, np.float32)
-        f_hi = f_bd = 0
-        for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
-            G = self._scores(t, r0, r1, buf)
-            f_hi, f_bd = K.collect_scores(
-                G, r0, bstar, hi_rows, hi_cols, f_hi, bd_rows, bd_cols, bd_vals, f_bd,
-                numba.get_num_threads(),
-            )
-        return hi_rows[:f_hi], hi_cols[:f_hi], bd_rows[:f_bd], bd_cols[:f_bd], bd_vals[:f_bd]
+        return [
+            _collect_chunk(self._scores(t, r0, r1, buf), r0, lo, n)
+            for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes)
+        ]
 
     def _grow_random(self, group, k, seed, rng, taken):
         """``k`` inactive coordinates uniformly over the group's tables."""

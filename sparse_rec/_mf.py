@@ -17,9 +17,9 @@ from .exceptions import DivergenceError
 # starts near +-_INIT_SCORE whatever the density and n_components.
 _INIT_SCORE = 0.05
 # Interactions per row that growth looks at (reweighted to a full epoch).
-# An item's sample costs about twice a user's (positive and negative draws,
-# more scattered reads), so items look at fewer: prune/grow then stays near
-# a tenth of the fit time at the default update_interval.
+# An item's sample costs more than a user's (positive and negative draws,
+# more scattered reads), so items look at fewer: prune/grow then stays
+# below a tenth of the fit time at the default update_interval.
 _GROW_SAMPLES_USER = 8
 _GROW_SAMPLES_ITEM = 4
 _GROW_SAMPLES_ITEM_NEG = 4

@@ -211,8 +211,7 @@ def test_pickle_keeps_only_active_part():
     np.testing.assert_array_equal(t2.weights, t.weights)
 
 
-@pytest.mark.parametrize("n_parts", [1, 3, 50])
-def test_collect_scores_in_parallel_blocks_keeps_row_major_order(n_parts):
+def test_collect_at_least_keeps_row_major_order_after_earlier_chunks():
     from sparse_rec._kernels import _table as K
 
     rng = np.random.default_rng(3)
@@ -220,16 +219,45 @@ def test_collect_scores_in_parallel_blocks_keeps_row_major_order(n_parts):
     G[rng.random(G.shape) < 0.3] = -1.0  # masked (active) coordinates
     G[4] = 0.0  # a row with nothing to collect
     bins = np.where(G >= 0, G.view(np.int32) >> K._SHIFT, -1)
-    bstar = int(np.sort(bins[bins >= 0])[-40])
-    hi = np.argwhere(bins > bstar)
-    bd = np.argwhere(bins == bstar)
-    # Lists already holding 2 entries each, as after an earlier chunk.
-    hi_r, hi_c = np.full(len(hi) + 2, -7, np.int32), np.full(len(hi) + 2, -7, np.int32)
-    bd_r, bd_c = np.full(len(bd) + 2, -7, np.int32), np.full(len(bd) + 2, -7, np.int32)
-    bd_v = np.zeros(len(bd) + 2, np.float32)
-    n_hi, n_bd = K.collect_scores(G, 100, bstar, hi_r, hi_c, 2, bd_r, bd_c, bd_v, 2, n_parts)
-    assert (n_hi, n_bd) == (len(hi) + 2, len(bd) + 2)
-    assert np.all(hi_r[:2] == -7) and np.all(bd_r[:2] == -7)
-    np.testing.assert_array_equal(np.c_[hi_r[2:], hi_c[2:]], hi + [100, 0])
-    np.testing.assert_array_equal(np.c_[bd_r[2:], bd_c[2:]], bd + [100, 0])
-    np.testing.assert_array_equal(bd_v[2:], G[bins == bstar])
+    lo = int(np.sort(bins[bins >= 0])[-40])
+    want = np.argwhere(bins >= lo)
+    # Lists already holding 2 entries, as after an earlier chunk.
+    rows, cols = np.full(len(want) + 2, -7, np.int32), np.full(len(want) + 2, -7, np.int32)
+    vals = np.zeros(len(want) + 2, np.float32)
+    n = K.collect_at_least(G, 100, lo, rows, cols, vals, 2)
+    assert n == len(want) + 2 and np.all(rows[:2] == -7)
+    np.testing.assert_array_equal(np.c_[rows[2:], cols[2:]], want + [100, 0])
+    np.testing.assert_array_equal(vals[2:], G[bins >= lo])
+    # A list too short for the scores (they changed since counting) is not overrun.
+    assert K.collect_at_least(G, 100, lo, rows[:5], cols[:5], vals[:5], 0) == 5
+
+
+@pytest.mark.parametrize("chunk_rows", [200, 7])
+def test_growth_in_one_pass_equals_two_passes(monkeypatch, chunk_rows):
+    # Scores on a coarse grid: crowded bins and ties across chunks and tables.
+    import sparse_rec._dsl as D
+
+    passes = []
+    second = PruneGrow._collect
+    monkeypatch.setattr(PruneGrow, "_collect",
+                        lambda self, *a: passes.append(1) or second(self, *a))
+
+    def run(slack):
+        monkeypatch.setattr(D, "_HOLD_SLACK", slack)
+        rng = np.random.default_rng(8)
+        tabs = [SparseEmbeddingTable.random(60, 8, 100, seed=6),
+                SparseEmbeddingTable.random(45, 8, 80, seed=7)]
+        for t in tabs:
+            t.values_buf[: t.nnz, 0] = rng.standard_normal(t.nnz)
+        scores = [np.round(rng.random((t.n_rows, 8)) * 4).astype(np.float32) / 4 for t in tabs]
+        fns = [lambda r0, r1, G, s=s: G.__setitem__(slice(None), s[r0:r1]) for s in scores]
+        pg = PruneGrow(tabs, fns, chunk_bytes=4 * 8 * chunk_rows)
+        for step in range(3):
+            pg.step(0.3, seed=step)
+        return [active(t) for t in tabs]
+
+    one_pass = run(1 << 16)
+    assert not passes
+    # Slack -300 leaves no room for candidates: every step takes the second pass.
+    assert run(-300) == one_pass
+    assert passes

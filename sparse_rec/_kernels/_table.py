@@ -30,103 +30,67 @@ def abs_mask_active(G, r0, indptr, indices):
 
 
 @njit(cache=True, parallel=True)
-def bin_counts(bits, hist, n_parts, magnitude):
-    """Add the bin counts of float32 bit patterns ``bits`` to ``hist``.
+def bin_counts(bits, n, hist, n_parts, magnitude):
+    """Add the bin counts of the float32 bit patterns ``bits[:n, 0]`` to ``hist``.
 
-    ``magnitude``: count |x| (the sign bit cleared); otherwise entries with
-    the sign bit set (masked scores) are skipped.
+    ``bits`` is 2-D so that gradient scores (one column) and weights (slot
+    0 of the value slots) share one compiled version. ``magnitude``: count
+    |x| (the sign bit cleared); otherwise entries with the sign bit set
+    (masked scores) are skipped. ``n_parts`` (the number of threads)
+    histograms are filled in parallel.
     """
-    n = bits.shape[0]
     n_parts = max(1, n_parts)
     per = (n + n_parts - 1) // n_parts
     # One histogram per part, summed at the end: no shared counters.
     local = np.zeros((n_parts, hist.shape[0]), np.int64)
     for part in prange(n_parts):
         for t in range(part * per, min(n, (part + 1) * per)):
-            b = bits[t]
+            b = bits[t, 0]
             if magnitude:
                 b &= 0x7FFFFFFF
             if b >= 0:
                 local[part, b >> _SHIFT] += 1
     for part in range(n_parts):
-        hist += local[part]
+        for k in range(hist.shape[0]):
+            hist[k] += local[part, k]
 
 
 @njit(cache=True)
-def magnitudes_in_bin(bits, b, out, n_out):
-    """Append |x| of the entries whose magnitude falls in bin ``b``; return the fill."""
-    for t in range(bits.shape[0]):
-        m = bits[t] & 0x7FFFFFFF
+def magnitudes_in_bin(bits, n, b, out, n_out):
+    """Append the |x| patterns of ``bits[:n, 0]`` that fall in bin ``b``; return the fill."""
+    for t in range(n):
+        m = bits[t, 0] & 0x7FFFFFFF
         if m >> _SHIFT == b and n_out < out.shape[0]:
             out[n_out] = np.int32(m)
             n_out += 1
     return n_out
 
 
-@njit(cache=True, parallel=True)
-def collect_scores(G, r0, bstar, hi_rows, hi_cols, n_hi, bd_rows, bd_cols, bd_vals, n_bd,
-                   n_parts):
-    """Append coordinates with bin > bstar to ``hi_*`` and bin == bstar to ``bd_*``.
+@njit(cache=True)
+def collect_at_least(G, r0, lo, rows, cols, vals, n):
+    """Append the coordinates and scores of ``G`` whose bin is ``lo`` or above.
 
-    Rows are split into ``n_parts`` blocks that are scanned in parallel:
-    a counting pass gives each block its place in the lists, a second pass
-    fills them. The lists end up in row-major order, sorted by (row, col).
-    Returns the new fill counts; entries beyond the lists' capacity (sized
-    by the histogram) are dropped, so a non-deterministic score cannot
-    overrun them.
+    Row-major scan, so the list stays sorted by (row, col); masked entries
+    (negative) never qualify for ``lo >= 1``. Returns the new fill count;
+    entries beyond the lists' capacity (sized from the histogram) are
+    dropped, so a non-deterministic score cannot overrun them.
     """
-    n_rows = G.shape[0]
-    n_parts = max(1, min(n_parts, n_rows))
-    per = (n_rows + n_parts - 1) // n_parts
-    counts = np.zeros((n_parts + 1, 2), np.int64)
-    for part in prange(n_parts):
-        c_hi, c_bd = _scan_rows(G, r0, bstar, part * per, min(n_rows, (part + 1) * per),
-                                hi_rows, hi_cols, 0, bd_rows, bd_cols, bd_vals, 0, False)
-        counts[part + 1, 0] = c_hi
-        counts[part + 1, 1] = c_bd
-    counts[0, 0] = n_hi
-    counts[0, 1] = n_bd
-    for part in range(n_parts):
-        counts[part + 1] += counts[part]
-    for part in prange(n_parts):
-        _scan_rows(G, r0, bstar, part * per, min(n_rows, (part + 1) * per),
-                   hi_rows, hi_cols, counts[part, 0], bd_rows, bd_cols, bd_vals,
-                   counts[part, 1], True)
-    return min(counts[n_parts, 0], hi_rows.shape[0]), min(counts[n_parts, 1], bd_rows.shape[0])
-
-
-@njit(cache=True, inline="always")
-def _scan_rows(G, r0, bstar, a, b, hi_rows, hi_cols, n_hi, bd_rows, bd_cols, bd_vals, n_bd,
-               write):
-    # Count (write=False) or write the entries of rows a:b at bin > bstar
-    # (hi) and == bstar (bd), starting at fill positions n_hi and n_bd.
     d = G.shape[1]
     bits = G.reshape(-1).view(np.int32)
-    # Bins are monotone in the bit pattern: a row whose largest pattern sits
-    # below the boundary bin has nothing to collect (most rows, once the
-    # update ratio has decayed), and that maximum is a vectorised scan.
-    lowest = np.int32(bstar << _SHIFT)
-    for r in range(a, b):
+    lowest = np.int32(lo << _SHIFT)
+    for r in range(G.shape[0]):
         row = bits[r * d:(r + 1) * d]
+        # Most rows hold nothing this high, and their maximum is a
+        # vectorised scan.
         if row.max() < lowest:
             continue
         for c in range(d):
-            v = row[c]
-            if v < 0:
-                continue
-            v = v >> _SHIFT
-            if v > bstar:
-                if write and n_hi < hi_rows.shape[0]:
-                    hi_rows[n_hi] = r0 + r
-                    hi_cols[n_hi] = c
-                n_hi += 1
-            elif v == bstar:
-                if write and n_bd < bd_rows.shape[0]:
-                    bd_rows[n_bd] = r0 + r
-                    bd_cols[n_bd] = c
-                    bd_vals[n_bd] = G[r, c]
-                n_bd += 1
-    return n_hi, n_bd
+            if row[c] >= lowest and n < rows.shape[0]:
+                rows[n] = r0 + r
+                cols[n] = c
+                vals[n] = G[r, c]
+                n += 1
+    return n
 
 
 @njit(cache=True)
