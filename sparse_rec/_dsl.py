@@ -68,17 +68,21 @@ def _boundary_bin(hist, k):
     return max(K.N_BINS - 1 - int(np.searchsorted(from_top, k)), 0)
 
 
-def _collect_chunk(G, r0, lo, n):
+def _counts(G, hist, local):
+    # Bit patterns of the scores, counted per part of whole rows; masked
+    # (-1) entries are skipped.
+    K.bin_counts(G.reshape(-1, 1).view(np.int32), G.size, hist, local, G.shape[1], False)
+
+
+def _collect_chunk(G, r0, lo, local):
+    """Coordinates and scores of ``G`` at or above bin ``lo``, given its counts ``local``."""
     # int32 coordinates: these lists hold up to about rho * nnz entries.
+    n = int(local[:, lo:].sum())
     rows = np.empty(n, np.int32)
     cols = np.empty(n, np.int32)
     vals = np.empty(n, np.float32)
-    got = K.collect_at_least(G, r0, lo, rows, cols, vals, 0)
+    got = K.collect_at_least(G, r0, lo, local, rows, cols, vals, 0)
     return rows[:got], cols[:got], vals[:got]
-
-
-def _bins(vals):
-    return vals.view(np.int32) >> K._SHIFT
 
 
 def _drop_below(found, lo):
@@ -86,7 +90,7 @@ def _drop_below(found, lo):
     held = 0
     for parts in found.values():
         for i, (rows, cols, vals) in enumerate(parts):
-            keep = _bins(vals) >= lo
+            keep = (vals.view(np.int32) >> K._SHIFT) >= lo
             parts[i] = (rows[keep], cols[keep], vals[keep])
             held += int(keep.sum())
     return held
@@ -94,13 +98,13 @@ def _drop_below(found, lo):
 
 def _split(parts, bstar):
     """Row-major kept scores split into those above bin ``bstar`` and those inside it."""
-    rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
-    cols = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
-    vals = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.float32)
-    bins = _bins(vals)
-    hi = bins > bstar
-    bd = bins == bstar
-    return rows[hi], cols[hi], rows[bd], cols[bd], vals[bd]
+    if len(parts) == 1:
+        rows, cols, vals = parts[0]
+    elif parts:
+        rows, cols, vals = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    else:
+        rows, cols, vals = np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    return K.split_at_bin(rows, cols, vals, vals.view(np.int32), bstar)
 
 
 class PruneGrow:
@@ -215,8 +219,9 @@ class PruneGrow:
         # then sort out only the bin that holds the k-th smallest.
         bits = [(self.tables[t].values_buf.view(np.int32), self.tables[t].nnz) for t in group]
         hist = np.zeros(K.N_BINS, np.int64)
+        local = np.empty((numba.get_num_threads(), K.N_BINS), np.int64)
         for b, n in bits:
-            K.bin_counts(b, n, hist, numba.get_num_threads(), True)
+            K.bin_counts(b, n, hist, local, 1, True)
         cum = np.cumsum(hist)
         bin_k = int(np.searchsorted(cum, k))
         below = int(cum[bin_k - 1]) if bin_k else 0
@@ -254,21 +259,17 @@ class PruneGrow:
         second pass instead.
         """
         buf = self._buffer(group)
-        n_threads = numba.get_num_threads()
+        local = np.empty((numba.get_num_threads(), K.N_BINS), np.int64)
         total = np.zeros(K.N_BINS, np.int64)
-        hists = {}
         found = {t: [] for t in group}
         held = 0
         limit = 3 * k + _HOLD_SLACK
         for t in group:
             tab = self.tables[t]
-            hists[t] = np.zeros(K.N_BINS, np.int64)
             for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
                 G = self._scores(t, r0, r1, buf)
                 hist = np.zeros(K.N_BINS, np.int64)
-                # Bit patterns of the scores; masked (-1) entries are skipped.
-                K.bin_counts(G.reshape(-1, 1).view(np.int32), G.size, hist, n_threads, False)
-                hists[t] += hist
+                _counts(G, hist, local)
                 total += hist
                 if found is None:
                     continue
@@ -279,12 +280,12 @@ class PruneGrow:
                 if held + n_new > limit:
                     found = None  # too many near-equal scores: two passes
                     continue
-                found[t].append(_collect_chunk(G, r0, lo, n_new))
+                found[t].append(_collect_chunk(G, r0, lo, local))
                 held += n_new
         bstar = _boundary_bin(total, k)
         lo = max(bstar, 1)
         if found is None:
-            found = {t: self._collect(t, buf, lo, int(hists[t][lo:].sum())) for t in group}
+            found = {t: self._collect(t, buf, lo, local) for t in group}
         return self._select(group, k, seed, rng, bstar, {t: _split(found[t], bstar) for t in group})
 
     def _select(self, group, k, seed, rng, bstar, got):
@@ -317,13 +318,15 @@ class PruneGrow:
             out[t] = K.merge_sorted_coords(got[t][0], got[t][1], br[o], bc[o])
         return out
 
-    def _collect(self, t, buf, lo, n):
+    def _collect(self, t, buf, lo, local):
         """Second pass: the scores of table ``t`` at or above bin ``lo``."""
         tab = self.tables[t]
-        return [
-            _collect_chunk(self._scores(t, r0, r1, buf), r0, lo, n)
-            for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes)
-        ]
+        parts = []
+        for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
+            G = self._scores(t, r0, r1, buf)
+            _counts(G, np.zeros(K.N_BINS, np.int64), local)
+            parts.append(_collect_chunk(G, r0, lo, local))
+        return parts
 
     def _grow_random(self, group, k, seed, rng, taken):
         """``k`` inactive coordinates uniformly over the group's tables."""

@@ -211,7 +211,9 @@ def test_pickle_keeps_only_active_part():
     np.testing.assert_array_equal(t2.weights, t.weights)
 
 
-def test_collect_at_least_keeps_row_major_order_after_earlier_chunks():
+# The parts (one per thread) are scanned in parallel; 50 parts: more than rows.
+@pytest.mark.parametrize("n_parts", [1, 3, 50])
+def test_collect_at_least_keeps_row_major_order_after_earlier_chunks(n_parts):
     from sparse_rec._kernels import _table as K
 
     rng = np.random.default_rng(3)
@@ -224,12 +226,16 @@ def test_collect_at_least_keeps_row_major_order_after_earlier_chunks():
     # Lists already holding 2 entries, as after an earlier chunk.
     rows, cols = np.full(len(want) + 2, -7, np.int32), np.full(len(want) + 2, -7, np.int32)
     vals = np.zeros(len(want) + 2, np.float32)
-    n = K.collect_at_least(G, 100, lo, rows, cols, vals, 2)
+    hist = np.zeros(K.N_BINS, np.int64)
+    local = np.empty((n_parts, K.N_BINS), np.int64)
+    K.bin_counts(G.reshape(-1, 1).view(np.int32), G.size, hist, local, G.shape[1], False)
+    np.testing.assert_array_equal(hist, np.bincount(bins[bins >= 0], minlength=K.N_BINS))
+    n = K.collect_at_least(G, 100, lo, local, rows, cols, vals, 2)
     assert n == len(want) + 2 and np.all(rows[:2] == -7)
     np.testing.assert_array_equal(np.c_[rows[2:], cols[2:]], want + [100, 0])
     np.testing.assert_array_equal(vals[2:], G[bins >= lo])
     # A list too short for the scores (they changed since counting) is not overrun.
-    assert K.collect_at_least(G, 100, lo, rows[:5], cols[:5], vals[:5], 0) == 5
+    assert K.collect_at_least(G, 100, lo, local, rows[:5], cols[:5], vals[:5], 0) == 5
 
 
 @pytest.mark.parametrize("chunk_rows", [200, 7])

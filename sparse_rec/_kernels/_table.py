@@ -29,27 +29,36 @@ def abs_mask_active(G, r0, indptr, indices):
             row[indices[p]] = -1.0
 
 
+@njit(cache=True)
+def part_size(n, n_parts, align):
+    """Entries per part when ``n`` entries are split into ``n_parts`` parts of whole rows."""
+    return ((n + n_parts - 1) // n_parts + align - 1) // align * align
+
+
 @njit(cache=True, parallel=True)
-def bin_counts(bits, n, hist, n_parts, magnitude):
+def bin_counts(bits, n, hist, local, align, magnitude):
     """Add the bin counts of the float32 bit patterns ``bits[:n, 0]`` to ``hist``.
 
     ``bits`` is 2-D so that gradient scores (one column) and weights (slot
     0 of the value slots) share one compiled version. ``magnitude``: count
     |x| (the sign bit cleared); otherwise entries with the sign bit set
-    (masked scores) are skipped. ``n_parts`` (the number of threads)
-    histograms are filled in parallel.
+    (masked scores) are skipped. The entries are split into one part per
+    row of ``local`` (one per thread), in multiples of ``align`` entries;
+    ``local`` receives each part's own counts (no shared counters), which
+    :func:`collect_at_least` uses to place each part's output.
     """
-    n_parts = max(1, n_parts)
-    per = (n + n_parts - 1) // n_parts
-    # One histogram per part, summed at the end: no shared counters.
-    local = np.zeros((n_parts, hist.shape[0]), np.int64)
+    n_parts = local.shape[0]
+    per = part_size(n, n_parts, align)
     for part in prange(n_parts):
+        counts = local[part]
+        for k in range(counts.shape[0]):
+            counts[k] = 0
         for t in range(part * per, min(n, (part + 1) * per)):
             b = bits[t, 0]
             if magnitude:
                 b &= 0x7FFFFFFF
             if b >= 0:
-                local[part, b >> _SHIFT] += 1
+                counts[b >> _SHIFT] += 1
     for part in range(n_parts):
         for k in range(hist.shape[0]):
             hist[k] += local[part, k]
@@ -66,31 +75,87 @@ def magnitudes_in_bin(bits, n, b, out, n_out):
     return n_out
 
 
-@njit(cache=True)
-def collect_at_least(G, r0, lo, rows, cols, vals, n):
+@njit(cache=True, parallel=True)
+def collect_at_least(G, r0, lo, local, rows, cols, vals, n):
     """Append the coordinates and scores of ``G`` whose bin is ``lo`` or above.
 
-    Row-major scan, so the list stays sorted by (row, col); masked entries
-    (negative) never qualify for ``lo >= 1``. Returns the new fill count;
-    entries beyond the lists' capacity (sized from the histogram) are
-    dropped, so a non-deterministic score cannot overrun them.
+    ``local`` holds the per-part counts of :func:`bin_counts` over ``G``
+    (aligned on rows), so each part knows where its entries go and the
+    parts are scanned in parallel. The list stays in row-major order,
+    sorted by (row, col); masked entries (negative) never qualify for
+    ``lo >= 1``. Returns the new fill count; a part never writes past its
+    counted share or the lists' capacity, so a non-deterministic score
+    cannot overrun them.
     """
+    n_rows, d = G.shape
+    n_parts = local.shape[0]
+    per = part_size(n_rows * d, n_parts, d) // max(d, 1)
+    at = np.empty(n_parts + 1, np.int64)
+    at[0] = n
+    for part in range(n_parts):
+        c = 0
+        for b in range(lo, local.shape[1]):
+            c += local[part, b]
+        at[part + 1] = at[part] + c
+    for part in prange(n_parts):
+        _collect_rows(G, r0, lo, part * per, min(n_rows, (part + 1) * per), rows, cols, vals,
+                      at[part], min(at[part + 1], rows.shape[0]))
+    return min(at[n_parts], rows.shape[0])
+
+
+@njit(cache=True)
+def _collect_rows(G, r0, lo, a, b, rows, cols, vals, n, end):
+    # Rows a:b of collect_at_least, written from position n up to end.
     d = G.shape[1]
     bits = G.reshape(-1).view(np.int32)
     lowest = np.int32(lo << _SHIFT)
-    for r in range(G.shape[0]):
+    for r in range(a, b):
         row = bits[r * d:(r + 1) * d]
         # Most rows hold nothing this high, and their maximum is a
         # vectorised scan.
         if row.max() < lowest:
             continue
         for c in range(d):
-            if row[c] >= lowest and n < rows.shape[0]:
+            if row[c] >= lowest and n < end:
                 rows[n] = r0 + r
                 cols[n] = c
                 vals[n] = G[r, c]
                 n += 1
-    return n
+
+
+@njit(cache=True)
+def split_at_bin(rows, cols, vals, bits, bstar):
+    """Kept scores split into those above bin ``bstar`` and those inside it (order kept).
+
+    ``bits`` is ``vals`` viewed as int32.
+    """
+    n_hi = 0
+    n_bd = 0
+    for t in range(vals.shape[0]):
+        b = bits[t] >> _SHIFT
+        if b > bstar:
+            n_hi += 1
+        elif b == bstar:
+            n_bd += 1
+    hi_rows = np.empty(n_hi, np.int32)
+    hi_cols = np.empty(n_hi, np.int32)
+    bd_rows = np.empty(n_bd, np.int32)
+    bd_cols = np.empty(n_bd, np.int32)
+    bd_vals = np.empty(n_bd, np.float32)
+    i = 0
+    j = 0
+    for t in range(vals.shape[0]):
+        b = bits[t] >> _SHIFT
+        if b > bstar:
+            hi_rows[i] = rows[t]
+            hi_cols[i] = cols[t]
+            i += 1
+        elif b == bstar:
+            bd_rows[j] = rows[t]
+            bd_cols[j] = cols[t]
+            bd_vals[j] = vals[t]
+            j += 1
+    return hi_rows, hi_cols, bd_rows, bd_cols, bd_vals
 
 
 @njit(cache=True)
@@ -161,11 +226,11 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
         else:
             kp = kept_end - 1
             out = new_end - 1
-            while out >= row_start:
-                use_new = nt >= 0 and new_rows[nt] == r and (
-                    kp < kept_start or new_cols[nt] > indices[kp]
-                )
-                if use_new:
+            nt_stop = nt - added[r]  # the row's new coordinates: nt_stop + 1 .. nt
+            # Merge from the back while both lists have entries; then the
+            # rest of one list is copied without comparisons.
+            while nt > nt_stop and kp >= kept_start:
+                if new_cols[nt] > indices[kp]:
                     indices[out] = new_cols[nt]
                     for s in range(values.shape[1]):
                         values[out, s] = 0
@@ -174,6 +239,17 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
                     indices[out] = indices[kp]
                     _copy_slots(values, out, kp)
                     kp -= 1
+                out -= 1
+            while nt > nt_stop:
+                indices[out] = new_cols[nt]
+                for s in range(values.shape[1]):
+                    values[out, s] = 0
+                nt -= 1
+                out -= 1
+            while kp >= kept_start:
+                indices[out] = indices[kp]
+                _copy_slots(values, out, kp)
+                kp -= 1
                 out -= 1
         indptr[r + 1] = new_end
         new_end = row_start
