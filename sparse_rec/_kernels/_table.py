@@ -216,36 +216,28 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
     for r in range(n_rows - 1, -1, -1):
         kept_start = kept_end - kept[r]
         row_start = new_end - kept[r] - added[r]
-        if added[r] == 0:
-            # Nothing to merge: shift the row right, last entry first.
-            shift = new_end - kept_end
-            if shift:
-                for p in range(kept_end - 1, kept_start - 1, -1):
-                    indices[p + shift] = indices[p]
-                    _copy_slots(values, p + shift, p)
-        else:
-            kp = kept_end - 1
-            out = new_end - 1
-            nt_stop = nt - added[r]  # the row's new coordinates: nt_stop + 1 .. nt
-            # Merge from the back while both lists have entries; then the
-            # rest of one list is copied without comparisons.
-            while nt > nt_stop and kp >= kept_start:
-                if new_cols[nt] > indices[kp]:
-                    indices[out] = new_cols[nt]
-                    for s in range(values.shape[1]):
-                        values[out, s] = 0
-                    nt -= 1
-                else:
-                    indices[out] = indices[kp]
-                    _copy_slots(values, out, kp)
-                    kp -= 1
-                out -= 1
-            while nt > nt_stop:
+        kp = kept_end - 1
+        out = new_end - 1
+        nt_stop = nt - added[r]  # the row's new coordinates: nt_stop + 1 .. nt
+        # Merge from the back while both lists have entries; then the rest
+        # of one list is copied without comparisons (a row with nothing new
+        # is only shifted right).
+        while nt > nt_stop and kp >= kept_start:
+            if new_cols[nt] > indices[kp]:
                 indices[out] = new_cols[nt]
-                for s in range(values.shape[1]):
-                    values[out, s] = 0
+                _zero_slots(values, out)
                 nt -= 1
-                out -= 1
+            else:
+                indices[out] = indices[kp]
+                _copy_slots(values, out, kp)
+                kp -= 1
+            out -= 1
+        while nt > nt_stop:
+            indices[out] = new_cols[nt]
+            _zero_slots(values, out)
+            nt -= 1
+            out -= 1
+        if out > kp:
             while kp >= kept_start:
                 indices[out] = indices[kp]
                 _copy_slots(values, out, kp)
@@ -256,6 +248,12 @@ def rebuild_in_place(indptr, indices, values, keep, new_rows, new_cols):
         kept_end = kept_start
     indptr[0] = 0
     return indptr[n_rows]
+
+
+@njit(cache=True, inline="always")
+def _zero_slots(values, dst):
+    for s in range(values.shape[1]):
+        values[dst, s] = 0
 
 
 @njit(cache=True, inline="always")
