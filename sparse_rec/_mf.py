@@ -275,8 +275,7 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
         # The dense gradient buffer of growth: large enough to score Gowalla-
         # sized tables in one chunk, never above 16x the weights' bytes.
         chunk = int(min(32 << 20, max(4 << 20, 16 * (users.nnz + items.nnz))))
-        pg = PruneGrow(tables, [None, None], budget=self.budget, grow=self.grow,
-                       chunk_bytes=chunk)
+        pg = PruneGrow(tables, budget=self.budget, grow=self.grow, chunk_bytes=chunk)
         total = users.n_rows * users.n_cols + items.n_rows * items.n_cols
         budget = users.nnz + items.nnz
         dynamic = self.update_ratio > 0 and budget < total
@@ -313,12 +312,12 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
             if update:
                 rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
                 gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step + 1)))
-                pg.grad_fns = [
+                fns = [
                     be.grad_users(data, users, items, bias_v, _GROW_SAMPLES_USER, gkey),
                     be.grad_items(data, users, items, bias_v, _GROW_SAMPLES_ITEM, gkey,
                                   _GROW_SAMPLES_ITEM_NEG),
                 ]
-                pruned, grown = pg.step(rho, seed + step + 1)
+                pruned, grown = pg.step(rho, seed + step + 1, fns)
                 if device is not None:
                     device.upload(users, items, bias_v)
             self.item_bias_ = bias_v[:, 0].copy()

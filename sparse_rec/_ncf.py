@@ -439,8 +439,7 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         tables = list(embeddings) + list(net.layers)
         names = list(EMBEDDINGS) + [f"layer_{t + 1}" for t in range(len(net.layers))]
         chunk = int(min(32 << 20, max(4 << 20, 16 * sum(t.nnz for t in tables))))
-        pgrow = PruneGrow(tables, [None] * len(tables), budget=self.budget, grow=self.grow,
-                          chunk_bytes=chunk)
+        pgrow = PruneGrow(tables, budget=self.budget, grow=self.grow, chunk_bytes=chunk)
         total = sum(t.n_rows * t.n_cols for t in tables)
         dynamic = self.update_ratio > 0 and sum(t.nnz for t in tables) < total
         k1 = int(self.n_negatives) + 1
@@ -501,10 +500,8 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
             if update:
                 rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
                 gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step + 1)))
-                pgrow.grad_fns = self._grad_fns(data, embeddings, net, gkey, k1, n_inst,
-                                                half_bits)
-                pruned, grown = pgrow.step(rho, seed + step + 1)
-                net.pack()
+                fns = self._grad_fns(data, embeddings, net, gkey, k1, n_inst, half_bits)
+                pruned, grown = pgrow.step(rho, seed + step + 1, fns, rebuild=net.pack)
             self._publish(net)
             t2 = time.perf_counter()
             row = {"loss": float(mean_loss)}

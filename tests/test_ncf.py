@@ -425,7 +425,7 @@ def test_prune_grow_moves_optimiser_state_with_the_weights():
     budget = sum(t.nnz for t in tables)
     est = DSLNCF(n_negatives=4)
     fns = est._grad_fns(data, emb, net, np.uint64(5), 5, data.nnz * 5, _half_bits(data.nnz * 5))
-    pruned, grown = PruneGrow(tables, fns, budget="global").step(0.3, 1)
+    pruned, grown = PruneGrow(tables, budget="global").step(0.3, 1, grow_fns=fns)
     assert pruned.sum() == grown.sum() == round(0.3 * budget)
     assert sum(t.nnz for t in tables) == budget
     for t, old in zip(tables, before, strict=True):
