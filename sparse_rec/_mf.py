@@ -1,31 +1,18 @@
 """DSLMatrixFactorization: BPR matrix factorisation under a fixed sparse budget."""
 
-import time
-
 import numpy as np
 
 from . import backends
-from ._base import BaseDSLEstimator, TrainData, check_random_seed
-from ._dsl import PruneGrow, update_ratio_at
-from ._kernels import _rng
 from ._mf_model import MFModel
 from ._table import SparseEmbeddingTable
-from ._threads import numba_threads
-from .exceptions import DivergenceError
+from ._training import DSLEstimator, Params
 
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
 # starts near +-_INIT_SCORE whatever the density and n_components.
 _INIT_SCORE = 0.05
-# Interactions per row that growth looks at (reweighted to a full epoch).
-# An item's sample costs more than a user's (positive and negative draws,
-# more scattered reads), so items look at fewer: prune/grow then stays
-# below a tenth of the fit time at the default update_interval.
-_GROW_SAMPLES_USER = 8
-_GROW_SAMPLES_ITEM = 4
-_GROW_SAMPLES_ITEM_NEG = 4
 
 
-class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
+class DSLMatrixFactorization(MFModel, DSLEstimator):
     """Matrix factorisation with BPR loss, trained sparse from scratch (DSL).
 
     User and item factors are CSR tables holding only the active weights.
@@ -140,6 +127,9 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
     (2, 5)
     """
 
+    _engine_model = "mf"
+    _progress_name = "DSL-MF"
+
     def __init__(
         self,
         n_components=64,
@@ -186,74 +176,45 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
         self.tol = tol
         self.warm_start = warm_start
 
-    # --- fitting ---------------------------------------------------------------
-    def fit(self, X, y=None, exclude=None):
-        """Train on a users x items interaction matrix.
+    # --- model hooks of the shared fit (sparse_rec._training) -------------------
+    def _validate(self):
+        self._validate_common(optimizer=("adagrad", "sgd"),
+                              backend=backends.devices(self._engine_model))
 
-        Parameters
-        ----------
-        X : sparse matrix or array-like of shape (n_users, n_items)
-            Non-negative interactions; values weight the positives.
-        y : ignored
-        exclude : sparse matrix of shape (n_users, n_items), optional
-            Pairs never drawn as negatives (for example held-out candidates).
+    def _structure(self):
+        return {"n_components": int(self.n_components)}
 
-        Returns
-        -------
-        self
-        """
-        self._validate_common(optimizer=("adagrad", "sgd"), backend=("cpu", "cuda"))
-        X, exclude = self._prepare_X(X, exclude)
-        seed = check_random_seed(self.random_state)
-        n_users, n_items = X.shape
-        d = int(self.n_components)
-        warm = self._can_warm_start(X)
-        if warm and self.user_table_.n_cols != d:
-            raise ValueError(
-                f"warm_start=True needs the fitted n_components ({self.user_table_.n_cols}); "
-                f"got n_components={d}. Set warm_start=False to train a new model."
-            )
-        if not warm:
-            # Raw-id mappings (from a loaded file) describe the old data only.
-            self.__dict__.pop("user_ids_", None)
-            self.__dict__.pop("item_ids_", None)
-        first_epoch = self.n_iter_ if warm else 0
-        X_fit, X_val = self._validation_split(X, seed)
-        data = TrainData.from_matrix(X_fit, exclude)
-        try:
-            with numba_threads(self.n_threads):
-                if warm:
-                    # Keep the pattern and weights; optimiser state restarts.
-                    users, items = self.user_table_, self.item_table_
-                    for tab in (users, items):
-                        tab.add_state(2)
-                    bias_v = np.zeros((n_items, 2), np.float32)
-                    bias_v[:, 0] = self.item_bias_
-                else:
-                    users, items = self._init_tables(n_users, n_items, d, seed)
-                    # Bias and its optimiser state side by side, as in the tables.
-                    bias_v = np.zeros((n_items, 2), np.float32)
-                # Live fitted state: early stopping and callbacks read it mid-fit.
-                self.user_table_, self.item_table_ = users, items
-                self.item_bias_ = bias_v[:, 0].copy()
-                self.n_users_, self.n_items_ = n_users, n_items
-                self.seen_, self.n_features_in_ = X, n_items
-                self._cache = {}
-                self._train(data, users, items, bias_v, seed, X_fit, X_val, first_epoch)
-        except BaseException:
-            # A failed fit leaves no half-trained model behind.
-            self._discard_fit()
-            raise
-        # The optimiser state is only needed while training: keep weights.
-        # (After early stopping these are the best epoch's tables.)
-        users, items, bias = self.user_table_, self.item_table_, self.item_bias_
+    def _fitted_structure(self):
+        return {"n_components": self.user_table_.n_cols}
+
+    def _init_params(self, n_users, n_items, seed):
+        users, items = self._init_tables(n_users, n_items, int(self.n_components), seed)
+        # Bias and its optimiser state side by side, as in the tables.
+        return self._params(users, items, np.zeros((n_items, 2), np.float32))
+
+    def _warm_params(self):
+        # Keep the pattern and weights; optimiser state restarts.
+        users, items = self.user_table_, self.item_table_
         for tab in (users, items):
-            tab.drop_state()
-        self.n_active_ = users.nnz + items.nnz
-        self.nbytes_ = users.nbytes + items.nbytes + bias.nbytes
-        self.dense_nbytes_ = 4 * d * (n_users + n_items) + bias.nbytes
+            tab.add_state(2)
+        bias_v = np.zeros((self.n_items_, 2), np.float32)
+        bias_v[:, 0] = self.item_bias_
+        return self._params(users, items, bias_v)
+
+    @staticmethod
+    def _params(users, items, bias_v):
+        return Params([users, items], ["user", "item"], user_tables=[0], item_tables=[1],
+                      dense=[bias_v[:, 0]], layout=bias_v)
+
+    def _make_engine(self, data, params):
+        engine = backends.engine_class(self._engine_model, self.backend)
+        return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
+                      alpha=self.alpha, optimizer=self.optimizer)
+
+    def _publish(self, params):
+        self.user_table_, self.item_table_ = params.tables
+        self.item_bias_ = params.layout[:, 0].copy()
         self._cache = {}
-        return self
 
     def _init_tables(self, n_users, n_items, d, seed):
         total = d * (n_users + n_items)
@@ -266,94 +227,3 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
         users = SparseEmbeddingTable.random(n_users, d, n_u, scale=scale, seed=seed)
         items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, scale=scale, seed=seed + 1)
         return users, items
-
-    def _train(self, data, users, items, bias_v, seed, X_fit, X_val, first_epoch):
-        be = backends.get_backend("cpu")
-        optimizer = be.ADAGRAD if self.optimizer == "adagrad" else be.SGD
-        device = self._device_state(data, users, items, bias_v)
-        tables = [users, items]
-        # The dense gradient buffer of growth: large enough to score Gowalla-
-        # sized tables in one chunk, never above 16x the weights' bytes.
-        chunk = int(min(32 << 20, max(4 << 20, 16 * (users.nnz + items.nnz))))
-        pg = PruneGrow(tables, budget=self.budget, grow=self.grow, chunk_bytes=chunk)
-        total = users.n_rows * users.n_cols + items.n_rows * items.n_cols
-        budget = users.nnz + items.nnz
-        dynamic = self.update_ratio > 0 and budget < total
-        # Weights must be on the host whenever something reads them mid-fit.
-        watch = X_val is not None or bool(self.callbacks)
-
-        def run_epoch(epoch):
-            t0 = time.perf_counter()
-            # Keys continue across warm starts, so a continuation draws new samples.
-            step = first_epoch + epoch
-            key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step)))
-            if device is None:
-                loss = be.bpr_epoch(data, users, items, bias_v, data.nnz, key,
-                                    self.learning_rate, self.alpha, optimizer)
-            else:
-                loss = device.epoch(data.nnz, key, self.learning_rate, self.alpha, optimizer)
-            done = epoch + 1
-            update = dynamic and done % self.update_interval == 0 and done < self.max_iter
-            if device is not None and (update or watch or done == self.max_iter):
-                device.download(users, items, bias_v)
-            mean_loss = loss / max(data.nnz, 1)
-            # On the GPU the weights are checked whenever they come back.
-            if not np.isfinite(mean_loss) or not (
-                np.isfinite(users.weights).all() and np.isfinite(items.weights).all()
-            ):
-                raise DivergenceError(
-                    f"training diverged at epoch {step + 1}: the loss or the weights are "
-                    f"not finite (learning_rate={self.learning_rate}). Lower learning_rate "
-                    "(for example by 10x) or raise alpha."
-                )
-            t1 = time.perf_counter()
-            pruned = grown = np.zeros(2, np.int64)
-            rho = 0.0
-            if update:
-                rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
-                gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step + 1)))
-                fns = [
-                    be.grad_users(data, users, items, bias_v, _GROW_SAMPLES_USER, gkey),
-                    be.grad_items(data, users, items, bias_v, _GROW_SAMPLES_ITEM, gkey,
-                                  _GROW_SAMPLES_ITEM_NEG),
-                ]
-                pruned, grown = pg.step(rho, seed + step + 1, fns)
-                if device is not None:
-                    device.upload(users, items, bias_v)
-            self.item_bias_ = bias_v[:, 0].copy()
-            self._cache = {}
-            t2 = time.perf_counter()
-            return {
-                "loss": float(mean_loss),
-                "nnz_user": users.nnz,
-                "nnz_item": items.nnz,
-                "nnz": users.nnz + items.nnz,
-                "empty_users": int(np.count_nonzero(users.row_nnz() == 0)),
-                "empty_items": int(np.count_nonzero(items.row_nnz() == 0)),
-                "pruned": int(pruned.sum()),
-                "grown": int(grown.sum()),
-                "update_ratio": rho,
-                "coverage": pg.coverage,
-                "seconds": t2 - t0,
-                "prune_grow_seconds": t2 - t1,
-            }
-
-        self._run_epochs(run_epoch, X_fit, X_val, "DSL-MF", first_epoch=first_epoch)
-
-    def _device_state(self, data, users, items, bias_v):
-        if self.backend != "cuda":
-            return None
-        from .backends import cuda as cuda_backend
-
-        if not cuda_backend.is_available():
-            raise RuntimeError(
-                "backend='cuda' needs numba-cuda and a CUDA GPU, and none was found. Install "
-                "the extra (pip install 'sparse-rec[cuda]') on a machine with a GPU, or use "
-                "backend='cpu'."
-            )
-        return cuda_backend.DeviceState(data, users, items, bias_v)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_cache"] = {}  # derived data: rebuilt on demand
-        return state

@@ -12,7 +12,10 @@ from sparse_rec._base import TrainData
 from sparse_rec._dsl import PruneGrow
 from sparse_rec._kernels import _bpr, _rng
 from sparse_rec._kernels import _ncf as KN
-from sparse_rec._ncf import DSLNCF, _half_bits, _tab
+from sparse_rec._ncf import DSLNCF
+from sparse_rec._ncf_model import _tab
+from sparse_rec.backends.cpu import NCFEngine
+from sparse_rec.backends.cpu import half_bits as _half_bits
 from sparse_rec.exceptions import NotFittedError
 
 # --------------------------------------------------------------------------- #
@@ -23,7 +26,7 @@ from sparse_rec.exceptions import NotFittedError
 def random_net(n_users=5, n_items=7, d=4, hidden=(6, 3), density=0.6, seed=0):
     """Tables of a model at ``density`` with random (not small) weights."""
     est = DSLNCF(density=density)
-    emb, net = est._init_params(n_users, n_items, d, hidden, seed)
+    emb, net = est._init_tables(n_users, n_items, d, hidden, seed)
     rng = np.random.default_rng(seed)
     # Random patterns too (the fit's initial pattern is on leading columns).
     for t in emb + net.layers:
@@ -392,7 +395,7 @@ def test_serial_epoch_matches_numpy_mini_batch_adam():
 def test_scoring_kernels_match_forward():
     X = small_data(seed=3, n_users=6, n_items=8)
     est = fast(density=0.5, max_iter=2).fit(X)
-    from sparse_rec._ncf import _Net
+    from sparse_rec._ncf_model import _Net
 
     net = _Net.from_fitted(est)
     emb = [est.user_gmf_table_, est.item_gmf_table_, est.user_mlp_table_, est.item_mlp_table_]
@@ -423,8 +426,9 @@ def test_prune_grow_moves_optimiser_state_with_the_weights():
         t.values_buf[: t.nnz, 2] = 3 * t.values_buf[: t.nnz, 0] ** 2
     before = [t.to_csr() for t in tables]
     budget = sum(t.nnz for t in tables)
-    est = DSLNCF(n_negatives=4)
-    fns = est._grad_fns(data, emb, net, np.uint64(5), 5, data.nnz * 5, _half_bits(data.nnz * 5))
+    engine = NCFEngine(data, emb, net, learning_rate=0.003, alpha=0.0, n_negatives=4,
+                       batch_size=256)
+    fns = engine.grow_fns(np.uint64(5))
     pruned, grown = PruneGrow(tables, budget="global").step(0.3, 1, grow_fns=fns)
     assert pruned.sum() == grown.sum() == round(0.3 * budget)
     assert sum(t.nnz for t in tables) == budget

@@ -82,7 +82,7 @@ def launch_epoch(arrays, n_samples, key, lr, reg, optimizer, n_blocks, n_threads
     """Run one epoch on device arrays; returns the loss sum (a host float).
 
     ``arrays`` maps the kernel's array argument names to device arrays (see
-    :class:`sparse_rec.backends.cuda.DeviceState`), including ``scratch``
+    :class:`sparse_rec.backends.cuda.MFEngine`), including ``scratch``
     and ``losses`` sized for ``n_blocks * n_threads_per_block`` threads.
     """
     a = arrays
