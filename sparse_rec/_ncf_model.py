@@ -148,6 +148,9 @@ class NCFModel:
     def _clear_caches(self):
         self._cache = {}
 
+    # Shapes checked on load (sparse_rec._io), before _check_loaded.
+    _loaded_shapes = (("seen_", ("n_users_", "n_items_")),)
+
     def _check_loaded(self):
         """Raise ValueError unless a loaded model's arrays fit together (no kernel
         may index out of bounds on a crafted file)."""
