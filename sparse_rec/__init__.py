@@ -9,7 +9,7 @@ __version__ = "0.1.0.dev0"
 
 from ._registry import exported as _exported
 
-__all__ = ["DSLMatrixFactorization", "DSLNCF", "load", "__version__"]
+__all__ = [*_exported(), "load", "__version__"]
 
 # Imported on first use, so that ``sparse_rec.serving`` (numpy, scipy and
 # numba only) does not pull in scikit-learn through the estimators. The

@@ -214,7 +214,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     def _publish(self, params):
         self.user_table_, self.item_table_ = params.tables
         self.item_bias_ = params.layout[:, 0].copy()
-        self._cache = {}
+        self._clear_caches()
 
     def _init_tables(self, n_users, n_items, d, seed):
         total = d * (n_users + n_items)

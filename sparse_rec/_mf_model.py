@@ -49,9 +49,6 @@ class MFModel:
         "best_validation_score_", "validation_scores_",
     )
 
-    def _clear_caches(self):
-        self._cache = {}
-
     # Shapes checked on load (sparse_rec._io), before _check_loaded.
     _loaded_shapes = (
         ("user_table_", ("n_users_", "n_components")),

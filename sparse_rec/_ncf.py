@@ -393,4 +393,4 @@ class DSLNCF(NCFModel, DSLEstimator):
         self.intercepts_ = w[: net.h_off].copy()
         self.fusion_weights_ = w[net.h_off: net.o_off].copy()
         self.fusion_bias_ = float(w[net.o_off])
-        self._cache = {}
+        self._clear_caches()

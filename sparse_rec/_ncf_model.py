@@ -145,9 +145,6 @@ class NCFModel:
         hidden = tuple(int(h) for h in self.hidden_layer_sizes_)
         return [t.to_csr() for t in _split_layers(self.mlp_table_, d, hidden, 1)]
 
-    def _clear_caches(self):
-        self._cache = {}
-
     # Shapes checked on load (sparse_rec._io), before _check_loaded.
     _loaded_shapes = (("seen_", ("n_users_", "n_items_")),)
 

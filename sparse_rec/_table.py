@@ -113,11 +113,6 @@ class SparseEmbeddingTable:
             self.indptr.nbytes + self.nnz * (self.indices_buf.itemsize + self.values_buf.itemsize)
         )
 
-    @property
-    def train_nbytes(self):
-        """Bytes held during training: all slots and spare capacity."""
-        return int(self.indptr.nbytes + self.indices_buf.nbytes + self.values_buf.nbytes)
-
     def to_csr(self):
         """The weights as a scipy CSR matrix (float32; a copy)."""
         return sp.csr_matrix(

@@ -134,7 +134,7 @@ class DSLEstimator(BaseDSLEstimator):
             self._discard_fit()
             raise
         self._account(params)
-        self._cache = {}
+        self._clear_caches()
         return self
 
     def _account(self, params):

@@ -28,7 +28,7 @@ _HELPERS = (
     (_bpr, "sample_negative"),
     (_bpr, "log_sigmoid_grad"),
     (_bpr, "_apply"),
-    (_bpr, "score_pair"),
+    (_bpr, "bpr_margin_diff"),
     (_bpr, "bpr_step"),
 )
 
