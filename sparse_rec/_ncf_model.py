@@ -80,10 +80,10 @@ class _Net:
             np.ascontiguousarray(self.m_v[:, :1]), max(self.hidden),
         )
 
-    def kernel_args(self, with_state=False):
-        weights = (self.m_v, self.m_w) if with_state else (self.m_w,)
-        return (self.m_indptr, self.m_indices, *weights, self.dense_v, self.n_in, self.n_out,
-                self.w_row0, self.b_off, self.a_off, self.h_off, self.o_off)
+    def kernel_net(self):
+        """The arrays the kernels read, as one :data:`sparse_rec._kernels._ncf.Net`."""
+        return KN.Net(self.m_indptr, self.m_indices, self.m_w, self.dense_v, self.n_in,
+                      self.n_out, self.w_row0, self.b_off, self.a_off, self.h_off, self.o_off)
 
     @classmethod
     def from_fitted(cls, est, n_slots=1):
@@ -303,7 +303,7 @@ class NCFModel:
             KN.fold_in_users(
                 x_indptr, x_indices, passes, int(self.n_negatives), args["lr"], args["reg"],
                 np.uint64(_FOLD_IN_KEY), 0, _tab(ug), _tab(um), _tab(items[0]), _tab(items[1]),
-                *net.kernel_args(), net.n_act, self.n_items_, d,
+                net.kernel_net(), net.n_act, self.n_items_, d,
             )
 
         with numba_threads(self.n_threads):

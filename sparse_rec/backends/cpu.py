@@ -107,6 +107,12 @@ def _arrays(t):
     return t.indptr, t.indices, t.values_buf
 
 
+def _interactions(data):
+    return KN.Interactions(data.x_indptr, data.x_indices, data.x_weight, data.x_rows,
+                           data.xt_indptr, data.xt_indices, data.xt_weight, data.f_indptr,
+                           data.f_indices)
+
+
 class NCFEngine(Engine):
     """NeuMF epochs (mini-batch Adam, Hogwild over threads) and growth gradients.
 
@@ -120,6 +126,7 @@ class NCFEngine(Engine):
     def __init__(self, data, embeddings, net, *, learning_rate, alpha, n_negatives,
                  batch_size):
         self.data, self.embeddings, self.net = data, list(embeddings), net
+        self.interactions = _interactions(data)
         self.learning_rate, self.alpha = learning_rate, alpha
         self.k1 = int(n_negatives) + 1
         self.n_samples = data.nnz * self.k1
@@ -138,22 +145,22 @@ class NCFEngine(Engine):
         self.acc = np.zeros((T, d), np.float32)
 
     def epoch(self, key):
-        net, data = self.net, self.data
+        net = self.net
         net.pack()
         T = self.acc.shape[0]
+        # The MLP gradient buffer follows the packed weights (their count moves).
         gm = np.zeros((T, net.m_w.shape[0]), np.float32)
+        work = KN.Work(*self.work, gm, self.dense_grad, self.acc)
         args = (
             self.n_samples, self.k1, self.batch, key, self.half_bits, self.adam_step,
-            float(self.learning_rate), np.float32(self.alpha), data.x_indices, data.x_weight,
-            data.x_rows, data.f_indptr, data.f_indices, self.embeddings[1].n_rows, net.d,
-            *[_arrays(t) for t in self.embeddings], *net.kernel_args(with_state=True),
-            net.w_range,
+            float(self.learning_rate), np.float32(self.alpha), self.interactions,
+            self.embeddings[1].n_rows, net.d, tuple(_arrays(t) for t in self.embeddings),
+            net.kernel_net(), net.m_v, net.w_range,
         )
         if T == 1:
-            loss = KN.train_batches(0, 1, *args, *[w[0] for w in self.work], gm[0],
-                                    self.dense_grad[0], self.acc[0])
+            loss = KN.train_batches(0, 1, *args, work, 0)
         else:
-            loss = KN.ncf_epoch_parallel(*args, *self.work, gm, self.dense_grad, self.acc)
+            loss = KN.ncf_epoch_parallel(*args, work)
         self.adam_step += (self.n_samples + self.batch - 1) // self.batch
         net.unpack()
         return loss
@@ -168,15 +175,14 @@ class NCFEngine(Engine):
         n_items = self.embeddings[1].n_rows
         neg_per_item = (k1 - 1) * data.nnz / max(n_items, 1)
         net.m_w[:] = net.m_v[:, 0]
-        emb = [_arrays(t) for t in self.embeddings]
+        emb = tuple(_arrays(t) for t in self.embeddings)
+        inter, knet = self.interactions, net.kernel_net()
 
         def rows_fn(which):
             def fill(r0, r1, G):
                 KN.grad_embedding_rows(
                     which, r0, r1, G, _NCF_GROW_SAMPLES, key, float(k1 - 1), neg_per_item,
-                    data.x_indptr, data.x_indices, data.x_weight, data.x_rows,
-                    data.xt_indptr, data.xt_indices, data.xt_weight, data.f_indptr,
-                    data.f_indices, n_items, d, *emb, *net.kernel_args(), net.n_act,
+                    inter, n_items, d, emb, knet, net.n_act,
                 )
             return fill
 
@@ -192,9 +198,7 @@ class NCFEngine(Engine):
                 n_s = int(min(self.n_samples, _NCF_GROW_MLP_INSTANCES))
                 KN.grad_mlp_dense(
                     n_s, min(_NCF_GROW_MLP_BLOCKS, max(n_s, 1)), key, self.n_samples, k1,
-                    self.half_bits, out, data.x_indices, data.x_weight, data.x_rows,
-                    data.f_indptr, data.f_indices, n_items, d, *emb, *net.kernel_args(),
-                    net.n_act, w_off,
+                    self.half_bits, out, inter, n_items, d, emb, knet, net.n_act, w_off,
                 )
                 cache["G"] = out
             return cache["G"]
