@@ -10,7 +10,7 @@ import math
 import numba
 import numpy as np
 
-from ._kernels import _table as K
+from ._kernels import _prune_grow as K
 
 SCHEDULES = ("cosine", "linear", "constant")
 GROW_RULES = ("gradient", "random")

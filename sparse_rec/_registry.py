@@ -33,11 +33,11 @@ class Model:
 
 
 MODELS = {
-    "DSLMatrixFactorization": Model(("sparse_rec._mf", "DSLMatrixFactorization"),
+    "DSLMatrixFactorization": Model(("sparse_rec._mf.estimator", "DSLMatrixFactorization"),
                                     served=("sparse_rec.serving", "ServedMF"), exported=True,
                                     cli="mf"),
-    "DSLNCF": Model(("sparse_rec._ncf", "DSLNCF"), served=("sparse_rec.serving", "ServedNCF"),
-                    exported=True, cli="ncf"),
+    "DSLNCF": Model(("sparse_rec._ncf.estimator", "DSLNCF"),
+                    served=("sparse_rec.serving", "ServedNCF"), exported=True, cli="ncf"),
     "ImplicitRecommender": Model(("sparse_rec.interop", "ImplicitRecommender")),
 }
 

@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from ._kernels import _table as K
+from ._kernels import _prune_grow as K
 
 # Spare room kept when a table must grow (global budget moves weights
 # between tables), so most prune/grow steps rebuild in place.

@@ -26,8 +26,8 @@ True
 """
 
 from ._io import _load
-from ._mf_model import MFModel
-from ._ncf_model import NCFModel
+from ._mf.scoring import MFModel
+from ._ncf.scoring import NCFModel
 from ._recommend import RecommenderMixin
 from ._registry import served
 

@@ -13,7 +13,7 @@ from sparse_rec._dsl import PruneGrow
 from sparse_rec._kernels import _bpr, _rng
 from sparse_rec._kernels import _ncf as KN
 from sparse_rec._ncf import DSLNCF
-from sparse_rec._ncf_model import _tab
+from sparse_rec._ncf.scoring import _tab
 from sparse_rec.backends.cpu import NCFEngine, _interactions
 from sparse_rec.backends.cpu import half_bits as _half_bits
 from sparse_rec.exceptions import NotFittedError
@@ -397,7 +397,7 @@ def test_serial_epoch_matches_numpy_mini_batch_adam():
 def test_scoring_kernels_match_forward():
     X = small_data(seed=3, n_users=6, n_items=8)
     est = fast(density=0.5, max_iter=2).fit(X)
-    from sparse_rec._ncf_model import _Net
+    from sparse_rec._ncf.scoring import _Net
 
     net = _Net.from_fitted(est)
     emb = [est.user_gmf_table_, est.item_gmf_table_, est.user_mlp_table_, est.item_mlp_table_]

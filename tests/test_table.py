@@ -214,7 +214,7 @@ def test_pickle_keeps_only_active_part():
 # The parts (one per thread) are scanned in parallel; 50 parts: more than rows.
 @pytest.mark.parametrize("n_parts", [1, 3, 50])
 def test_collect_at_least_keeps_row_major_order_after_earlier_chunks(n_parts):
-    from sparse_rec._kernels import _table as K
+    from sparse_rec._kernels import _prune_grow as K
 
     rng = np.random.default_rng(3)
     G = rng.random((23, 9)).astype(np.float32)

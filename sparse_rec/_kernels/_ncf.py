@@ -1,6 +1,6 @@
 """NeuMF kernels: forward, backward and lazy Adam over CSR layers.
 
-Layout shared by every kernel here (``_ncf_model._Net`` builds it). Kernels
+Layout shared by every kernel here (``sparse_rec._ncf.scoring._Net`` builds it). Kernels
 take it bundled: ``emb`` = ``(ug, ig, um, im)``, ``net`` a :data:`Net`, the
 interactions a :data:`Interactions` and the training threads' buffers a
 :data:`Work` (named tuples, which Numba passes as one argument each):

@@ -117,7 +117,7 @@ class NCFEngine(Engine):
     """NeuMF epochs (mini-batch Adam, Hogwild over threads) and growth gradients.
 
     Trains the four embedding tables and the network ``net`` (a
-    :class:`sparse_rec._ncf_model._Net`: layer tables, their packed copy and
+    :class:`sparse_rec._ncf.scoring._Net`: layer tables, their packed copy and
     the dense parameters, all with Adam slots) in place. Work buffers have
     one row per Numba thread at construction; one thread runs the serial
     kernel, so a fit is bitwise reproducible.

@@ -48,7 +48,7 @@ class MFEngine(cpu.MFEngine):
                          optimizer=optimizer)
         from numba import cuda
 
-        from .._kernels import _bpr_cuda
+        from .._kernels.cuda import bpr as _bpr_cuda
 
         self._cuda = cuda
         self._kernels = _bpr_cuda

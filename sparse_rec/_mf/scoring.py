@@ -6,9 +6,9 @@ of :mod:`sparse_rec.serving`; imports numpy, scipy and numba only.
 
 import numpy as np
 
-from . import backends
-from ._table import SparseEmbeddingTable
-from ._threads import numba_threads
+from .. import backends
+from .._table import SparseEmbeddingTable
+from .._threads import numba_threads
 
 # Fold-in of new users: passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 30
@@ -97,7 +97,7 @@ class MFModel:
         ``_FOLD_IN_REFINE`` passes. Random draws are keyed by the row's items,
         so a row's result does not depend on the other rows.
         """
-        from ._kernels import _foldin
+        from .._kernels import _foldin
 
         d = self.user_table_.n_cols
         k_keep = int(min(d, max(1, round(self.user_table_.nnz / max(self.n_users_, 1)))))

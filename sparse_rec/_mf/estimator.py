@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from . import backends
-from ._mf_model import MFModel
-from ._table import SparseEmbeddingTable
-from ._training import DSLEstimator, Params
+from .. import backends
+from .._table import SparseEmbeddingTable
+from .._training import DSLEstimator, Params
+from .scoring import MFModel
 
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
 # starts near +-_INIT_SCORE whatever the density and n_components.

@@ -4,10 +4,10 @@ import numbers
 
 import numpy as np
 
-from . import backends
-from ._ncf_model import NCFModel, _Net
-from ._table import SparseEmbeddingTable
-from ._training import DSLEstimator, Params
+from .. import backends
+from .._table import SparseEmbeddingTable
+from .._training import DSLEstimator, Params
+from .scoring import NCFModel, _Net
 
 #: Names of the sparse tables, in PruneGrow order (the MLP layers follow).
 EMBEDDINGS = ("user_gmf", "item_gmf", "user_mlp", "item_mlp")
@@ -301,7 +301,7 @@ class DSLNCF(NCFModel, DSLEstimator):
         return tuple(int(s) for s in sizes)
 
     def _validate(self):
-        from ._validation import check_positive_int
+        from .._validation import check_positive_int
 
         self._validate_common(backend=backends.devices(self._engine_model))
         hidden = self._check_hidden()

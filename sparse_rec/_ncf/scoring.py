@@ -8,10 +8,10 @@ import numbers
 
 import numpy as np
 
-from ._kernels import _ncf as KN
-from ._kernels import _topk
-from ._table import SparseEmbeddingTable
-from ._threads import numba_threads
+from .._kernels import _ncf as KN
+from .._kernels import _topk
+from .._table import SparseEmbeddingTable
+from .._threads import numba_threads
 
 # Fold-in of new users: Adam passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 20

@@ -16,7 +16,7 @@ import types
 import numpy as np
 from numba import cuda
 
-from . import _bpr, _rng
+from .. import _bpr, _rng
 
 # Helpers in call order: each is rebuilt with globals that point at the
 # device versions of the helpers before it.
