@@ -50,6 +50,23 @@ class Engine:
 
     ``upload`` and ``download`` do nothing on the CPU, where the kernels
     train the host arrays themselves.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparse_rec._base import TrainData
+    >>> from sparse_rec._table import SparseEmbeddingTable
+    >>> from sparse_rec.backends import engine_class
+    >>> from sparse_rec.datasets import make_interactions
+    >>> data = TrainData.from_matrix(make_interactions(20, 10, 80, random_state=0))
+    >>> users = SparseEmbeddingTable.random(20, 4, 40, seed=0)
+    >>> items = SparseEmbeddingTable.random(10, 4, 20, seed=1)
+    >>> engine = engine_class("mf", "cpu")(data, users, items, np.zeros((10, 2), np.float32),
+    ...                                    learning_rate=0.05, alpha=0.0, optimizer="adagrad")
+    >>> loss = engine.epoch(np.uint64(1))
+    >>> engine.download()  # a no-op on the CPU
+    >>> bool(np.isfinite(loss / engine.n_samples)), len(engine.grow_fns(np.uint64(2)))
+    (True, 2)
     """
 
     #: Instances one epoch draws: the mean loss is ``epoch(key) / n_samples``.
