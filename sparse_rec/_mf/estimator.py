@@ -88,6 +88,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         shape: ``max_iter`` more epochs, the update-ratio schedule starting
         again (lower ``update_ratio`` for a gentle continuation) and the
         optimiser state from zero; ``history_`` and ``n_iter_`` continue.
+        Another ``n_components`` than fitted raises ValueError.
 
     Attributes
     ----------

@@ -150,7 +150,9 @@ class DSLNCF(NCFModel, DSLEstimator):
     tol : float, default=1e-4
     warm_start : bool, default=False
         Refitting on data of the same shape continues from the fitted
-        weights and pattern (optimiser state restarts at zero).
+        weights and pattern (optimiser state restarts at zero); another
+        ``n_components`` or ``hidden_layer_sizes`` than fitted raises
+        ValueError. Data of another shape starts a new model.
 
     Attributes
     ----------
