@@ -4,8 +4,10 @@
 supplies only what is its own through a few hooks (see the Architecture
 page of the docs):
 
-``_engine_model``
-    Key of the model's engines in :mod:`sparse_rec.backends` (``"mf"``).
+``_engine_model``, ``_engine_key()``
+    Key of the model's engines in :mod:`sparse_rec.backends` (``"mf"``);
+    ``_engine_key()`` returns it and may choose by a parameter (a second
+    loss of the same model registers engines under its own key).
 ``_validate()``
     Check the parameters (:meth:`BaseDSLEstimator._validate_common` and the
     model's own).
@@ -72,6 +74,10 @@ class DSLEstimator(BaseDSLEstimator):
     """``fit`` shared by the DSL estimators; the model supplies the hooks above."""
 
     _engine_model = None
+
+    def _engine_key(self):
+        """The model key of this fit's engines in :mod:`sparse_rec.backends`."""
+        return self._engine_model
 
     def _warm_start_allowed(self, X):
         """True for a warm start; the same refusal rule for every model.

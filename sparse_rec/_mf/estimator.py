@@ -180,7 +180,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
     def _validate(self):
         self._validate_common(optimizer=("adagrad", "sgd"),
-                              backend=backends.devices(self._engine_model))
+                              backend=backends.devices(self._engine_key()))
 
     def _structure(self):
         return {"n_components": int(self.n_components)}
@@ -208,7 +208,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
                       dense=[bias_v[:, 0]], layout=bias_v)
 
     def _make_engine(self, data, params):
-        engine = backends.engine_class(self._engine_model, self.backend)
+        engine = backends.engine_class(self._engine_key(), self.backend)
         return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, optimizer=self.optimizer)
 

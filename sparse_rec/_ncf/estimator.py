@@ -305,7 +305,7 @@ class DSLNCF(NCFModel, DSLEstimator):
     def _validate(self):
         from .._validation import check_positive_int
 
-        self._validate_common(backend=backends.devices(self._engine_model))
+        self._validate_common(backend=backends.devices(self._engine_key()))
         hidden = self._check_hidden()
         check_positive_int(self.n_negatives, "n_negatives",
                            hint="Binary cross-entropy needs negatives: use e.g. 4.")
@@ -340,7 +340,7 @@ class DSLNCF(NCFModel, DSLEstimator):
                       item_tables=[1, 3], dense=[net.dense_v[:, 0]], layout=net)
 
     def _make_engine(self, data, params):
-        engine = backends.engine_class(self._engine_model, self.backend)
+        engine = backends.engine_class(self._engine_key(), self.backend)
         return engine(data, params.tables[:4], params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, n_negatives=self.n_negatives,
                       batch_size=self.batch_size)
