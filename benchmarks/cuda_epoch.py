@@ -33,11 +33,12 @@ def epoch_times(X, density, target, repeats, threads):
     bias_v = np.zeros((X.shape[1], 2), np.float32)
     data = TrainData.from_matrix(X)
     if target == "gpu":
-        state = cuda_backend.DeviceState(data, users, items, bias_v)
+        engine = cuda_backend.MFEngine(data, users, items, bias_v, learning_rate=0.05,
+                                       alpha=0.03, optimizer="adagrad")
 
         def run(e):
             key = _rng.epoch_key(np.uint64(0), np.uint64(e))
-            return state.epoch(data.nnz, key, 0.05, 0.03, cpu.ADAGRAD)
+            return engine.epoch(key)
     else:
         numba.set_num_threads(threads)
 

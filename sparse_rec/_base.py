@@ -208,11 +208,11 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
     def _discard_fit(self):
         for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
             delattr(self, name)
-        for name in ("_cache", "_bias_v"):
-            self.__dict__.pop(name, None)
+        self.__dict__.pop("_cache", None)
 
     def _clear_caches(self):
-        """Hook: drop anything derived from the weights before scoring mid-fit."""
+        """Drop what scoring derived from the weights (before scoring mid-fit)."""
+        self._cache = {}
 
     def _snapshot(self):
         return {name: copy.deepcopy(getattr(self, name)) for name in self._snapshot_attributes}

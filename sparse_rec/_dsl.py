@@ -1,8 +1,8 @@
 """Dynamic Sparse Learning: update-ratio schedules, prune and grow.
 
-Backend-agnostic: growth scores come from a callback that fills dense
-gradient rows for a chunk of table rows, so any model (MF, NCF) and any
-backend can plug in.
+Model- and device-agnostic: :meth:`PruneGrow.step` receives the growth
+scores as callbacks that fill dense rows for a chunk of table rows (and,
+optionally, prune scores per active weight), so any engine plugs in.
 """
 
 import math
@@ -10,7 +10,7 @@ import math
 import numba
 import numpy as np
 
-from ._kernels import _table as K
+from ._kernels import _prune_grow as K
 
 SCHEDULES = ("cosine", "linear", "constant")
 GROW_RULES = ("gradient", "random")
@@ -90,7 +90,7 @@ def _drop_below(found, lo):
     held = 0
     for parts in found.values():
         for i, (rows, cols, vals) in enumerate(parts):
-            keep = (vals.view(np.int32) >> K._SHIFT) >= lo
+            keep = (vals.view(np.int32) >> K.BIN_SHIFT) >= lo
             parts[i] = (rows[keep], cols[keep], vals[keep])
             held += int(keep.sum())
     return held
@@ -108,27 +108,32 @@ def _split(parts, bstar):
 
 
 class PruneGrow:
-    """One prune-and-regrow step over a set of tables.
+    """Prune-and-regrow steps over a fixed set of tables.
 
     Parameters
     ----------
     tables : list of SparseEmbeddingTable
-    grad_fns : list of callable or None
-        ``grad_fns[t](r0, r1, G)`` fills ``G`` (float32, (r1 - r0, n_cols))
-        with dL/dW for rows ``r0:r1`` of table ``t``; it must be
-        deterministic, since growth may compute it twice (when a crowded
-        boundary bin makes it fall back to a second pass).
     budget : {"global", "table"}
         One budget across all tables, or a fixed count per table.
     grow : {"gradient", "random"}
     chunk_bytes : int
-        Size of the dense gradient buffer, the only O(rows x n_cols) memory.
+        Size of the dense score buffer, the only O(rows x n_cols) memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparse_rec._dsl import PruneGrow
+    >>> from sparse_rec._table import SparseEmbeddingTable
+    >>> t = SparseEmbeddingTable.random(6, 4, nnz=8, seed=0)
+    >>> def grad(r0, r1, G):  # growth scores of rows r0:r1 (here: made up)
+    ...     G[:] = np.arange(r0 * 4, r1 * 4, dtype=np.float32).reshape(r1 - r0, 4)
+    >>> pruned, grown = PruneGrow([t]).step(0.25, seed=0, grow_fns=[grad])
+    >>> int(pruned[0]), int(grown[0]), t.nnz
+    (2, 2, 8)
     """
 
-    def __init__(self, tables, grad_fns, *, budget="global", grow="gradient",
-                 chunk_bytes=32 << 20):
+    def __init__(self, tables, *, budget="global", grow="gradient", chunk_bytes=32 << 20):
         self.tables = tables
-        self.grad_fns = grad_fns
         self.budget = budget
         self.grow = grow
         self.chunk_bytes = chunk_bytes
@@ -150,11 +155,39 @@ class PruneGrow:
         ids = list(range(len(self.tables)))
         return [ids] if self.budget == "global" else [[t] for t in ids]
 
-    def step(self, rho, seed):
+    def step(self, rho, seed, grow_fns=None, *, prune_scores=None, rebuild=None):
         """Prune ``round(rho * nnz)`` weights per group and grow as many.
 
-        Returns per-table arrays ``(pruned, grown)``.
+        Parameters
+        ----------
+        rho : float
+            Fraction of each group's active weights to replace.
+        seed : int
+            Seed of tie-breaking and random growth.
+        grow_fns : list of callable, optional
+            ``grow_fns[t](r0, r1, G)`` fills ``G`` (float32, ``(r1 - r0,
+            n_cols)``) for rows ``r0:r1`` of table ``t`` with values whose
+            magnitude is the growth score (dL/dW for magnitude growth; a
+            curvature-scaled gradient for other losses). It must be
+            deterministic: growth may call it twice for a chunk (when a
+            crowded boundary bin makes it fall back to a second pass).
+            Needed when ``grow="gradient"``.
+        prune_scores : list of ndarray, optional
+            ``prune_scores[t]``: a non-negative float32 score per active
+            weight of table ``t`` (in storage order); the smallest are
+            pruned. Default: ``|w|``.
+        rebuild : callable, optional
+            Called once at the end of the step, after the tables were
+            rebuilt (to refresh arrays derived from them).
+
+        Returns
+        -------
+        pruned, grown : ndarray of int64
+            Per-table counts.
         """
+        if self.grow == "gradient" and grow_fns is None:
+            raise ValueError("grow='gradient' needs grow_fns, one growth-score callback per "
+                             "table.")
         n_t = len(self.tables)
         pruned = np.zeros(n_t, np.int64)
         grown = np.zeros(n_t, np.int64)
@@ -170,13 +203,13 @@ class PruneGrow:
             if k <= 0:
                 continue
             if self.grow == "gradient":
-                coords = self._grow_by_gradient(group, k, seed, rng)
+                coords = self._grow_by_gradient(group, k, seed, rng, grow_fns)
             else:
                 coords = self._grow_random(group, k, seed, rng, {})
             for t in group:
                 new_coords[t] = coords[t]
                 grown[t] = len(coords[t][0])
-            masks = self._prune_smallest(group, k, rng)
+            masks = self._prune_smallest(group, k, rng, prune_scores)
             for t in group:
                 keeps[t] = masks[t]
                 pruned[t] = masks[t].size - int(masks[t].sum())
@@ -185,17 +218,22 @@ class PruneGrow:
                 tab = self.tables[t]
                 tab.rebuild(keeps[t], *new_coords[t])
                 self.ever_active += K.mark_coords(*new_coords[t], tab.n_cols, self._ever_bits[t])
+        if rebuild is not None:
+            rebuild()
         return pruned, grown
 
     # --- prune --------------------------------------------------------------
-    def _prune_smallest(self, group, k, rng):
-        """Masks keeping all but the ``k`` smallest |w| of the group."""
-        thr = self._kth_smallest_magnitude(group, k)
+    def _prune_scores(self, t, prune_scores):
+        return self.tables[t].weights if prune_scores is None else prune_scores[t]
+
+    def _prune_smallest(self, group, k, rng, prune_scores=None):
+        """Masks keeping all but the ``k`` smallest scores (default |w|) of the group."""
+        thr = self._kth_smallest_magnitude(group, k, prune_scores)
         masks = {}
         below = 0
         ties = []
         for t in group:
-            w = self.tables[t].weights
+            w = self._prune_scores(t, prune_scores)
             keep = np.empty(w.shape[0], np.bool_)
             n_tie = K.prune_mask(w, np.float32(thr), keep)
             masks[t] = keep
@@ -214,10 +252,15 @@ class PruneGrow:
                 masks[t][sel] = True
         return masks
 
-    def _kth_smallest_magnitude(self, group, k):
+    def _kth_smallest_magnitude(self, group, k, prune_scores=None):
         # Bin |w| by bit pattern in parallel (as growth bins its scores),
         # then sort out only the bin that holds the k-th smallest.
-        bits = [(self.tables[t].values_buf.view(np.int32), self.tables[t].nnz) for t in group]
+        if prune_scores is None:
+            bits = [(self.tables[t].values_buf.view(np.int32), self.tables[t].nnz)
+                    for t in group]
+        else:
+            bits = [(np.ascontiguousarray(prune_scores[t], np.float32).reshape(-1, 1)
+                     .view(np.int32), self.tables[t].nnz) for t in group]
         hist = np.zeros(K.N_BINS, np.int64)
         local = np.empty((numba.get_num_threads(), K.N_BINS), np.int64)
         for b, n in bits:
@@ -233,10 +276,10 @@ class PruneGrow:
         return inside[k - below - 1:k - below].view(np.float32)[0]
 
     # --- grow -----------------------------------------------------------------
-    def _scores(self, t, r0, r1, buf):
+    def _scores(self, t, r0, r1, buf, fill):
         tab = self.tables[t]
         G = buf[: (r1 - r0) * tab.n_cols].reshape(r1 - r0, tab.n_cols)
-        self.grad_fns[t](r0, r1, G)
+        fill(r0, r1, G)
         K.abs_mask_active(G, r0, tab.indptr, tab.indices)
         return G
 
@@ -248,7 +291,7 @@ class PruneGrow:
         )
         return np.empty(rows, np.float32)
 
-    def _grow_by_gradient(self, group, k, seed, rng):
+    def _grow_by_gradient(self, group, k, seed, rng, fns):
         """The ``k`` largest scores of the group, one pass over the gradient if possible.
 
         Each chunk is counted into the histogram and then keeps only its
@@ -267,7 +310,7 @@ class PruneGrow:
         for t in group:
             tab = self.tables[t]
             for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
-                G = self._scores(t, r0, r1, buf)
+                G = self._scores(t, r0, r1, buf, fns[t])
                 hist = np.zeros(K.N_BINS, np.int64)
                 _counts(G, hist, local)
                 total += hist
@@ -285,7 +328,7 @@ class PruneGrow:
         bstar = _boundary_bin(total, k)
         lo = max(bstar, 1)
         if found is None:
-            found = {t: self._collect(t, buf, lo, local) for t in group}
+            found = {t: self._collect(t, buf, lo, local, fns[t]) for t in group}
         return self._select(group, k, seed, rng, bstar, {t: _split(found[t], bstar) for t in group})
 
     def _select(self, group, k, seed, rng, bstar, got):
@@ -318,12 +361,12 @@ class PruneGrow:
             out[t] = K.merge_sorted_coords(got[t][0], got[t][1], br[o], bc[o])
         return out
 
-    def _collect(self, t, buf, lo, local):
+    def _collect(self, t, buf, lo, local, fill):
         """Second pass: the scores of table ``t`` at or above bin ``lo``."""
         tab = self.tables[t]
         parts = []
         for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
-            G = self._scores(t, r0, r1, buf)
+            G = self._scores(t, r0, r1, buf, fill)
             _counts(G, np.zeros(K.N_BINS, np.int64), local)
             parts.append(_collect_chunk(G, r0, lo, local))
         return parts

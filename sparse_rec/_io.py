@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from . import _registry
 from ._table import SparseEmbeddingTable, _index_dtype
 from .exceptions import NotFittedError
 
@@ -47,13 +48,9 @@ _HEADER = "__header__"
 _META = "meta"
 _USER_IDS, _ITEM_IDS = "raw.user_ids", "raw.item_ids"
 
-# Estimators a file may name, looked up by class name: a file can never make
-# ``load`` import or build anything else.
-_ESTIMATORS = {
-    "DSLMatrixFactorization": ("sparse_rec._mf", "DSLMatrixFactorization"),
-    "DSLNCF": ("sparse_rec._ncf", "DSLNCF"),
-    "ImplicitRecommender": ("sparse_rec.interop", "ImplicitRecommender"),
-}
+# Estimators a file may name (the model registry), looked up by class name: a
+# file can never make ``load`` import or build anything else.
+_ESTIMATORS = _registry.estimators()
 # Parameters that cannot be stored as JSON but do not change a fitted model:
 # they are saved as None and listed in the file's ``dropped_params``.
 _DROPPABLE_PARAMS = ("callbacks", "random_state")
@@ -859,21 +856,11 @@ def _decode_attribute(name, entry, arrays, path):
                 "sparse_rec. Upgrade sparse_rec to load it.")
 
 
-# Leading dimensions of the known array attributes, checked on load so that
-# no kernel indexes out of bounds: (attribute, the attribute each dimension
-# must equal, None for any size).
-_SHAPES = (
-    ("user_table_", ("n_users_", "n_components")),
-    ("item_table_", ("n_items_", "n_components")),
-    ("item_bias_", ("n_items_",)),
-    ("seen_", ("n_users_", "n_items_")),
-    ("user_factors_", ("n_users_", None)),
-    ("item_factors_", ("n_items_", None)),
-)
-
-
 def _check_consistency(est, path):
-    for name, dims in _SHAPES:
+    # Each model class lists the shapes of its array attributes (as
+    # ``(attribute, (attribute each dimension must equal, or None))``) and
+    # checks the rest in ``_check_loaded``: no kernel may index out of bounds.
+    for name, dims in getattr(type(est), "_loaded_shapes", ()):
         value = getattr(type(est), name, None)
         if isinstance(value, property):
             continue  # a view computed from other attributes

@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from ._kernels import _table as K
+from ._kernels import _prune_grow as K
 
 # Spare room kept when a table must grow (global budget moves weights
 # between tables), so most prune/grow steps rebuild in place.
@@ -112,11 +112,6 @@ class SparseEmbeddingTable:
         return int(
             self.indptr.nbytes + self.nnz * (self.indices_buf.itemsize + self.values_buf.itemsize)
         )
-
-    @property
-    def train_nbytes(self):
-        """Bytes held during training: all slots and spare capacity."""
-        return int(self.indptr.nbytes + self.indices_buf.nbytes + self.values_buf.nbytes)
 
     def to_csr(self):
         """The weights as a scipy CSR matrix (float32; a copy)."""

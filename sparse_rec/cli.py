@@ -79,20 +79,22 @@ def _quality_rows(model, X_train, X_test, k):
 
 
 def cmd_fit(args):
-    from . import DSLMatrixFactorization
+    from . import _registry
 
     X_train, X_test, name, ds = _split(args)
     print(f"data: {name}: {X_train.shape[0]} users, {X_train.shape[1]} items, "
           f"{X_train.nnz} training and {X_test.nnz} held-out interactions")
-    model = DSLMatrixFactorization(
-        n_components=args.n_components, density=args.density, max_iter=args.epochs,
-        random_state=args.seed, n_threads=args.threads, verbose=0 if args.quiet else 1,
-    )
+    cls = _registry.load_class(_registry.MODELS[_registry.cli_estimators()[args.estimator]]
+                               .estimator)
+    # Options left out keep the estimator's defaults.
+    given = dict(n_components=args.n_components, density=args.density, max_iter=args.epochs)
+    model = cls(**{k: v for k, v in given.items() if v is not None},
+                random_state=args.seed, n_threads=args.threads, verbose=0 if args.quiet else 1)
     t0 = time.perf_counter()
     model.fit(X_train)
     fit_s = time.perf_counter() - t0
     rows = _quality_rows(model, X_train, X_test, 20)
-    rows.append(("fit time", f"{fit_s:.2f} s ({args.epochs} epochs)"))
+    rows.append(("fit time", f"{fit_s:.2f} s ({model.n_iter_} epochs)"))
     _print_table(rows)
     out = Path(args.output)
     model.save(out, user_ids=None if ds is None else ds.user_ids,
@@ -194,13 +196,22 @@ def _data_options(p, with_split=True):
 
 
 def build_parser():
+    from . import _registry
+
     p = argparse.ArgumentParser(prog="sparse-rec", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="train DSL-MF, evaluate on a hold-out split, save the model")
+    f = sub.add_parser("fit", help="train a model (DSL-MF by default), evaluate on a hold-out "
+                                   "split, save the model")
     _data_options(f)
-    f.add_argument("--density", type=float, default=0.2)
-    f.add_argument("--n-components", type=int, default=64)
-    f.add_argument("--epochs", type=int, default=100)
+    choices = list(_registry.cli_estimators())
+    f.add_argument("--estimator", choices=choices, default=choices[0],
+                   help="model to train (default: %(default)s)")
+    f.add_argument("--density", type=float, default=None,
+                   help="fraction of active weights (default: the estimator's, 0.2)")
+    f.add_argument("--n-components", type=int, default=None,
+                   help="embedding size (default: the estimator's; 64 for mf)")
+    f.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: the estimator's; 100 for mf)")
     f.add_argument("--threads", type=int, default=None)
     f.add_argument("--output", default=DEFAULT_MODEL, help="model file (.npz)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -318,6 +318,12 @@ class ImplicitRecommender(SaveMixin, RecommenderMixin, BaseEstimator):
     _saved_attributes = (
         "user_factors_", "item_factors_", "seen_", "n_users_", "n_items_", "n_features_in_",
     )
+    # Shapes checked on load (sparse_rec._io).
+    _loaded_shapes = (
+        ("user_factors_", ("n_users_", None)),
+        ("item_factors_", ("n_items_", None)),
+        ("seen_", ("n_users_", "n_items_")),
+    )
 
     def __init__(
         self,

@@ -26,9 +26,10 @@ True
 """
 
 from ._io import _load
-from ._mf_model import MFModel
-from ._ncf_model import NCFModel
+from ._mf.scoring import MFModel
+from ._ncf.scoring import NCFModel
 from ._recommend import RecommenderMixin
+from ._registry import served
 
 __all__ = ["load_model", "ServedMF", "ServedNCF"]
 
@@ -63,11 +64,8 @@ class ServedNCF(NCFModel, _Served):
     """A loaded :class:`~sparse_rec.DSLNCF`, for scoring only (see :class:`ServedMF`)."""
 
 
-# Saved class -> the class that serves it (module, attribute).
-_SERVED = {
-    "DSLMatrixFactorization": ("sparse_rec.serving", "ServedMF"),
-    "DSLNCF": ("sparse_rec.serving", "ServedNCF"),
-}
+# Saved class -> the class that serves it (module, attribute), from the registry.
+_SERVED = served()
 
 
 def load_model(path, *, n_threads=None):

@@ -23,6 +23,17 @@ def test_saved_model_file_loads_safely(model_file):
     assert model.n_active_ == round(0.2 * 8 * (model.n_users_ + model.n_items_))
 
 
+def test_fit_trains_any_registered_estimator(tmp_path, capsys):
+    from sparse_rec import DSLNCF, load
+
+    model = tmp_path / "ncf.npz"
+    assert main(["fit", "--estimator", "ncf", "--epochs", "1", "--quiet", "--n-components",
+                 "4", "--output", str(model), "--threads", "1"]) == 0
+    assert "NDCG@20" in capsys.readouterr().out
+    loaded = load(model)
+    assert type(loaded) is DSLNCF and loaded.n_iter_ == 1 and loaded.n_components == 4
+
+
 def test_evaluate_reproduces_the_figures_of_fit(tmp_path, capsys):
     model = tmp_path / "m.npz"
     assert main(["fit", "--epochs", "2", "--quiet", "--n-components", "8",

@@ -33,14 +33,16 @@ def _quiet_simulator():
         yield
 
 
-@pytest.mark.parametrize("optimizer", [cpu.SGD, cpu.ADAGRAD])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 def test_one_gpu_thread_matches_reference(optimizer):
     X, data, U, I, b = small_problem()
     key = int(_rng.epoch_key(np.uint64(7), np.uint64(0)))
-    ref = bpr_epoch_ref(data, U, I, b, 300, key, 0.05, 0.01, optimizer == cpu.ADAGRAD)
-    state = cuda_backend.DeviceState(data, U, I, b, n_blocks=1, threads_per_block=1)
-    loss = state.epoch(300, key, 0.05, 0.01, optimizer)
-    state.download(U, I, b)
+    ref = bpr_epoch_ref(data, U, I, b, 300, key, 0.05, 0.01, optimizer == "adagrad")
+    engine = cuda_backend.MFEngine(data, U, I, b, learning_rate=0.05, alpha=0.01,
+                                   optimizer=optimizer, n_blocks=1, threads_per_block=1)
+    engine.n_samples = 300
+    loss = engine.epoch(key)
+    engine.download()
     assert loss == pytest.approx(ref[0], rel=1e-4)
     np.testing.assert_allclose(dense(U), ref[1], atol=2e-5)
     np.testing.assert_allclose(dense(I), ref[2], atol=2e-5)
@@ -56,9 +58,10 @@ def test_many_gpu_threads_close_to_cpu_serial():
             loss = cpu.bpr_epoch(data, U, I, b, data.nnz, np.uint64(3), 0.01, 0.0, cpu.SGD)
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         else:
-            state = cuda_backend.DeviceState(data, U, I, b, n_blocks=2, threads_per_block=4)
-            loss = state.epoch(data.nnz, np.uint64(3), 0.01, 0.0, cpu.SGD)
-            state.download(U, I, b)
+            engine = cuda_backend.MFEngine(data, U, I, b, learning_rate=0.01, alpha=0.0,
+                                           optimizer="sgd", n_blocks=2, threads_per_block=4)
+            loss = engine.epoch(np.uint64(3))
+            engine.download()
         out.append((loss, dense(U)))
     # Same samples, different interleaving (Hogwild): close, not equal.
     assert out[0][0] == pytest.approx(out[1][0], rel=0.02)

@@ -12,7 +12,10 @@ from sparse_rec._base import TrainData
 from sparse_rec._dsl import PruneGrow
 from sparse_rec._kernels import _bpr, _rng
 from sparse_rec._kernels import _ncf as KN
-from sparse_rec._ncf import DSLNCF, _half_bits, _tab
+from sparse_rec._ncf import DSLNCF
+from sparse_rec._ncf.scoring import _tab
+from sparse_rec.backends.cpu import NCFEngine, _interactions
+from sparse_rec.backends.cpu import half_bits as _half_bits
 from sparse_rec.exceptions import NotFittedError
 
 # --------------------------------------------------------------------------- #
@@ -20,10 +23,15 @@ from sparse_rec.exceptions import NotFittedError
 # --------------------------------------------------------------------------- #
 
 
+def embs(tables):
+    """The embedding tables as the kernels take them: one tuple of array triples."""
+    return tuple(_tab(t) for t in tables)
+
+
 def random_net(n_users=5, n_items=7, d=4, hidden=(6, 3), density=0.6, seed=0):
     """Tables of a model at ``density`` with random (not small) weights."""
     est = DSLNCF(density=density)
-    emb, net = est._init_params(n_users, n_items, d, hidden, seed)
+    emb, net = est._init_tables(n_users, n_items, d, hidden, seed)
     rng = np.random.default_rng(seed)
     # Random patterns too (the fit's initial pattern is on leading columns).
     for t in emb + net.layers:
@@ -136,15 +144,14 @@ def test_forward_and_backward_match_reference_at_active_weights(density):
     act, dact, pg, qg, eg = buffers(net)
     d = net.d
     for u, i, y in [(0, 0, 1.0), (2, 5, 0.0), (4, 6, 1.0), (1, 3, 0.0)]:
-        x = KN.forward(u, i, d, act, pg, qg, *[_tab(t) for t in emb], *net.kernel_args())
+        x = KN.forward(u, i, d, act, pg, qg, embs(emb), net.kernel_net())
         x_ref, _ = ref_forward(P, u, i)
         assert x == pytest.approx(x_ref, rel=1e-5, abs=1e-6)
         gm = np.zeros(net.m_w.shape[0], np.float32)
         gd = np.zeros(net.dense_v.shape[0], np.float32)
         slope = 1.0 / (1.0 + np.exp(-x)) - y
-        KN.backward(np.float32(slope), u, i, d, act, dact, pg, qg, eg, _tab(emb[2]),
-                    _tab(emb[3]), *net.kernel_args()[:-1], gm, gd, True, False, act[:0],
-                    net.w_row0[:0])
+        KN.backward(np.float32(slope), u, i, d, act, dact, pg, qg, eg, embs(emb),
+                    net.kernel_net(), gm, gd, True, False, act[:0], net.w_row0[:0])
         R = ref_grads(P, u, i, y)
         np.testing.assert_allclose(eg[:d], R["ug"], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(eg[d: 2 * d], R["ig"], rtol=1e-4, atol=1e-6)
@@ -169,11 +176,11 @@ def test_backward_gives_gradients_at_inactive_coordinates_for_growth():
     sizes = [int(a * b) for a, b in zip(net.n_in, net.n_out, strict=True)]
     w_off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
     u, i, y = 3, 2, 1.0
-    x = KN.forward(u, i, d, act, pg, qg, *[_tab(t) for t in emb], *net.kernel_args())
+    x = KN.forward(u, i, d, act, pg, qg, embs(emb), net.kernel_net())
     gw = np.zeros(sum(sizes), np.float32)
     slope = 1.0 / (1.0 + np.exp(-x)) - y
-    KN.backward(np.float32(slope), u, i, d, act, dact, pg, qg, eg, _tab(emb[2]), _tab(emb[3]),
-                *net.kernel_args()[:-1], act[:0], act[:0], False, True, gw, w_off)
+    KN.backward(np.float32(slope), u, i, d, act, dact, pg, qg, eg, embs(emb), net.kernel_net(),
+                act[:0], act[:0], False, True, gw, w_off)
     R = ref_grads(P, u, i, y)
     # Every coordinate of the MLP rows, active or not.
     np.testing.assert_allclose(eg[2 * d: 3 * d], R["um"], rtol=1e-4, atol=1e-6)
@@ -215,10 +222,8 @@ def test_growth_gradients_of_embedding_rows_match_reference():
         n_rows = emb[which].n_rows
         G = np.zeros((n_rows, d), np.float32)
         KN.grad_embedding_rows(
-            which, 0, n_rows, G, m, key, float(k_neg), neg_per_item,
-            data.x_indptr, data.x_indices, data.x_weight, data.x_rows, data.xt_indptr,
-            data.xt_indices, data.xt_weight, data.f_indptr, data.f_indices, n_items, d,
-            *[_tab(t) for t in emb], *net.kernel_args(), net.n_act,
+            which, 0, n_rows, G, m, key, float(k_neg), neg_per_item, _interactions(data),
+            n_items, d, embs(emb), net.kernel_net(), net.n_act,
         )
         want = np.zeros((n_rows, d))
         for r in range(n_rows):
@@ -265,9 +270,8 @@ def test_growth_gradient_of_mlp_layers_matches_reference():
     w_off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
     n_s = 40
     out = np.zeros(sum(sizes), np.float32)
-    KN.grad_mlp_dense(n_s, 4, key, n_inst, k1, hb, out, data.x_indices, data.x_weight,
-                      data.x_rows, data.f_indptr, data.f_indices, X.shape[1], net.d,
-                      *[_tab(t) for t in emb], *net.kernel_args(), net.n_act, w_off)
+    KN.grad_mlp_dense(n_s, 4, key, n_inst, k1, hb, out, _interactions(data), X.shape[1],
+                      net.d, embs(emb), net.kernel_net(), net.n_act, w_off)
     want = [np.zeros((a, b)) for a, b in zip(net.n_in, net.n_out, strict=True)]
     for s in range(n_s):
         t = KN.permute(key, s, n_inst, hb)
@@ -372,13 +376,14 @@ def test_serial_epoch_matches_numpy_mini_batch_adam():
         w[:], m[:], v[:] = adam(w, m, v, gD / nb + r * w, step, lr)
     # The kernel.
     gm = np.zeros(net.m_w.shape[0], np.float32)
-    args = (n_inst, k1, batch, key, hb, step0, lr, np.float32(reg), data.x_indices,
-            data.x_weight, data.x_rows, data.f_indptr, data.f_indices, X.shape[1], d,
-            *[_tab(t) for t in emb], *net.kernel_args(with_state=True), net.w_range)
+    args = (n_inst, k1, batch, key, hb, step0, lr, np.float32(reg), _interactions(data),
+            X.shape[1], d, embs(emb), net.kernel_net(), net.m_v, net.w_range)
     act, dact, pg, qg, _ = buffers(net)
-    KN.train_batches(0, 1, *args, act, dact, pg, qg, np.zeros((batch, 4 * d), np.float32),
-                     np.zeros(batch, np.int64), np.zeros(batch, np.int64), gm,
-                     np.zeros(net.dense_v.shape[0], np.float32), np.zeros(d, np.float32))
+    work = KN.Work(*(a[None] for a in (
+        act, dact, pg, qg, np.zeros((batch, 4 * d), np.float32), np.zeros(batch, np.int64),
+        np.zeros(batch, np.int64), gm, np.zeros(net.dense_v.shape[0], np.float32),
+        np.zeros(d, np.float32))))
+    KN.train_batches(0, 1, *args, work, 0)
     net.unpack()
     for n, t in zip(("ug", "ig", "um", "im"), emb, strict=True):
         np.testing.assert_allclose(t.dense_rows(np.arange(t.n_rows)), state[n][0],
@@ -392,13 +397,13 @@ def test_serial_epoch_matches_numpy_mini_batch_adam():
 def test_scoring_kernels_match_forward():
     X = small_data(seed=3, n_users=6, n_items=8)
     est = fast(density=0.5, max_iter=2).fit(X)
-    from sparse_rec._ncf import _Net
+    from sparse_rec._ncf.scoring import _Net
 
     net = _Net.from_fitted(est)
     emb = [est.user_gmf_table_, est.item_gmf_table_, est.user_mlp_table_, est.item_mlp_table_]
     act, _, pg, qg, _ = buffers(net)
-    want = np.array([[KN.forward(u, i, net.d, act, pg, qg, *[_tab(t) for t in emb],
-                                 *net.kernel_args()) for i in range(8)] for u in range(6)])
+    want = np.array([[KN.forward(u, i, net.d, act, pg, qg, embs(emb), net.kernel_net())
+                      for i in range(8)] for u in range(6)])
     users = np.arange(6)
     got = est.score_items(users, np.tile(np.arange(8), (6, 1)))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -423,9 +428,10 @@ def test_prune_grow_moves_optimiser_state_with_the_weights():
         t.values_buf[: t.nnz, 2] = 3 * t.values_buf[: t.nnz, 0] ** 2
     before = [t.to_csr() for t in tables]
     budget = sum(t.nnz for t in tables)
-    est = DSLNCF(n_negatives=4)
-    fns = est._grad_fns(data, emb, net, np.uint64(5), 5, data.nnz * 5, _half_bits(data.nnz * 5))
-    pruned, grown = PruneGrow(tables, fns, budget="global").step(0.3, 1)
+    engine = NCFEngine(data, emb, net, learning_rate=0.003, alpha=0.0, n_negatives=4,
+                       batch_size=256)
+    fns = engine.grow_fns(np.uint64(5))
+    pruned, grown = PruneGrow(tables, budget="global").step(0.3, 1, grow_fns=fns)
     assert pruned.sum() == grown.sum() == round(0.3 * budget)
     assert sum(t.nnz for t in tables) == budget
     for t, old in zip(tables, before, strict=True):

@@ -81,7 +81,7 @@ def test_kth_smallest_magnitude_is_exact_across_tables_and_ties():
     for t in tabs:
         t.values_buf[: t.nnz, 0] = rng.choice(pool, t.nnz)
     mags = np.sort(np.abs(np.concatenate([t.weights for t in tabs])))
-    pg = PruneGrow(tabs, [None, None])
+    pg = PruneGrow(tabs)
     for k in range(1, len(mags) + 1):
         assert pg._kth_smallest_magnitude([0, 1], k) == mags[k - 1]
     masks = pg._prune_smallest([0, 1], 77, np.random.default_rng(0))
@@ -97,12 +97,12 @@ def test_coverage_counts_every_coordinate_ever_active():
     seen = [active(t) for t in tabs]
     fns = [lambda r0, r1, G: G.__setitem__(slice(None), rng.random(G.shape))] * 2
     # The scores must repeat when recomputed: a table in one chunk is scored once.
-    pg = PruneGrow(tabs, fns)
+    pg = PruneGrow(tabs)
     assert pg.coverage == sum(len(s) for s in seen) / (12 * 6 + 9 * 6)
     for step in range(5):
         for t in tabs:
             t.values_buf[: t.nnz, 0] = rng.standard_normal(t.nnz)
-        pg.step(0.4, seed=step)
+        pg.step(0.4, seed=step, grow_fns=fns)
         for s, t in zip(seen, tabs, strict=True):
             s |= active(t)
         assert pg.coverage == sum(len(s) for s in seen) / (12 * 6 + 9 * 6)
@@ -129,8 +129,8 @@ def test_prune_drops_smallest_magnitudes_and_grow_takes_largest_gradient():
 
     old_active = active(t)
     old_w = dense(t)
-    pg = PruneGrow([t], [grad], budget="table", chunk_bytes=4 * 12 * 7)  # 7-row chunks
-    pruned, grown = pg.step(0.25, seed=0)
+    pg = PruneGrow([t], budget="table", chunk_bytes=4 * 12 * 7)  # 7-row chunks
+    pruned, grown = pg.step(0.25, seed=0, grow_fns=[grad])
     t.check()
     assert t.nnz == 120 and pruned[0] == grown[0] == 30
     gone = old_active - active(t)
@@ -157,10 +157,10 @@ def test_count_is_constant_over_many_steps(budget, grow):
         G[:] = np.random.default_rng([r0, salt, step]).random(G.shape)
 
     fns = [lambda r0, r1, G: fn(r0, r1, G, 0), lambda r0, r1, G: fn(r0, r1, G, 1)]
-    pg = PruneGrow(tabs, fns, budget=budget, grow=grow)
+    pg = PruneGrow(tabs, budget=budget, grow=grow)
     step = 0
     for step in range(6):  # noqa: B007 (read by fn)
-        pg.step(update_ratio_at(step, 6, 0.5), seed=step)
+        pg.step(update_ratio_at(step, 6, 0.5), seed=step, grow_fns=fns)
         for t in tabs:
             t.check()
         assert tabs[0].nnz + tabs[1].nnz == 104
@@ -174,17 +174,17 @@ def test_global_budget_moves_weights_towards_larger_gradients():
     tabs = [SparseEmbeddingTable.random(10, 6, 20, seed=0),
             SparseEmbeddingTable.random(10, 6, 20, seed=1)]
     fns = [lambda r0, r1, G: G.fill(0.001), lambda r0, r1, G: G.fill(5.0)]
-    pg = PruneGrow(tabs, fns, budget="global")
-    pg.step(0.5, seed=0)
+    pg = PruneGrow(tabs, budget="global")
+    pg.step(0.5, seed=0, grow_fns=fns)
     assert tabs[0].nnz + tabs[1].nnz == 40
     assert tabs[1].nnz > tabs[0].nnz
 
 
 def test_zero_gradients_fall_back_to_random_growth_with_exact_count():
     t = SparseEmbeddingTable.random(50, 10, 100, seed=0)
-    pg = PruneGrow([t], [lambda r0, r1, G: G.fill(0.0)], budget="table")
+    pg = PruneGrow([t], budget="table")
     before = active(t)
-    pg.step(0.3, seed=4)
+    pg.step(0.3, seed=4, grow_fns=[lambda r0, r1, G: G.fill(0.0)])
     t.check()
     assert t.nnz == 100
     assert len(active(t) - before) == 30
@@ -214,13 +214,13 @@ def test_pickle_keeps_only_active_part():
 # The parts (one per thread) are scanned in parallel; 50 parts: more than rows.
 @pytest.mark.parametrize("n_parts", [1, 3, 50])
 def test_collect_at_least_keeps_row_major_order_after_earlier_chunks(n_parts):
-    from sparse_rec._kernels import _table as K
+    from sparse_rec._kernels import _prune_grow as K
 
     rng = np.random.default_rng(3)
     G = rng.random((23, 9)).astype(np.float32)
     G[rng.random(G.shape) < 0.3] = -1.0  # masked (active) coordinates
     G[4] = 0.0  # a row with nothing to collect
-    bins = np.where(G >= 0, G.view(np.int32) >> K._SHIFT, -1)
+    bins = np.where(G >= 0, G.view(np.int32) >> K.BIN_SHIFT, -1)
     lo = int(np.sort(bins[bins >= 0])[-40])
     want = np.argwhere(bins >= lo)
     # Lists already holding 2 entries, as after an earlier chunk.
@@ -257,9 +257,9 @@ def test_growth_in_one_pass_equals_two_passes(monkeypatch, chunk_rows):
             t.values_buf[: t.nnz, 0] = rng.standard_normal(t.nnz)
         scores = [np.round(rng.random((t.n_rows, 8)) * 4).astype(np.float32) / 4 for t in tabs]
         fns = [lambda r0, r1, G, s=s: G.__setitem__(slice(None), s[r0:r1]) for s in scores]
-        pg = PruneGrow(tabs, fns, chunk_bytes=4 * 8 * chunk_rows)
+        pg = PruneGrow(tabs, chunk_bytes=4 * 8 * chunk_rows)
         for step in range(3):
-            pg.step(0.3, seed=step)
+            pg.step(0.3, seed=step, grow_fns=fns)
         return [active(t) for t in tabs]
 
     one_pass = run(1 << 16)
@@ -267,3 +267,27 @@ def test_growth_in_one_pass_equals_two_passes(monkeypatch, chunk_rows):
     # Slack -300 leaves no room for candidates: every step takes the second pass.
     assert run(-300) == one_pass
     assert passes
+
+
+def test_step_prunes_by_given_scores_and_calls_the_rebuild_hook():
+    # A loss with its own prune score (e.g. w**2 * H_jj) replaces |w|.
+    rng = np.random.default_rng(3)
+    t = SparseEmbeddingTable.random(20, 6, 60, seed=2)
+    t.values_buf[: t.nnz, 0] = rng.standard_normal(t.nnz)
+    before = t.to_csr().toarray()
+    scores = (1.0 / (np.abs(t.weights) + 1e-3)).astype(np.float32)  # prune the largest |w|
+    calls = []
+    pruned, grown = PruneGrow([t], budget="table").step(
+        0.2, seed=0, grow_fns=[lambda r0, r1, G: G.fill(1.0)], prune_scores=[scores],
+        rebuild=lambda: calls.append(t.nnz))
+    assert calls == [60] and pruned[0] == grown[0] == 12
+    after = t.to_csr().toarray()
+    gone = (before != 0) & (after == 0)
+    kept = (before != 0) & (after != 0)
+    assert gone.sum() == 12 and np.abs(before[gone]).min() >= np.abs(before[kept]).max()
+
+
+def test_gradient_growth_without_callbacks_is_refused():
+    t = SparseEmbeddingTable.random(5, 4, 8, seed=0)
+    with pytest.raises(ValueError, match="needs grow_fns"):
+        PruneGrow([t]).step(0.25, seed=0)

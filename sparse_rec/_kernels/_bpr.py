@@ -86,7 +86,7 @@ def _apply(v, p, grad, lr, optimizer):
 
 
 @njit(cache=True, inline="always")
-def score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v):
+def bpr_margin_diff(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v):
     """x_uij = b_i - b_j + <p_u, q_i - q_j>; fills ``diff`` with q_i - q_j.
 
     ``pu`` must hold the user's row scattered densely. Positions and
@@ -124,7 +124,7 @@ def bpr_step(
     u1 = np.uint64(u_indptr[u + 1])
     for p in range(u0, u1):
         pu[np.uint32(u_indices[p])] = u_v[p, 0]
-    x = score_pair(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
+    x = bpr_margin_diff(i, j, pu, diff, i_indptr, i_indices, i_v, bias_v)
     sample_loss, g = log_sigmoid_grad(x)
     g = np.float32(c * g)
     # d(-log sigmoid(x))/dx = -g. ``pu`` and ``diff`` keep the pre-step
@@ -147,8 +147,8 @@ def bpr_step(
 
 
 @njit(cache=True, inline="always")
-def pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v):
-    """x_uij as :func:`score_pair` without filling ``diff`` (growth needs no step)."""
+def bpr_margin(i, j, pu, i_indptr, i_indices, i_v, bias_v):
+    """x_uij as :func:`bpr_margin_diff` without filling ``diff`` (growth needs no step)."""
     x = np.float64(bias_v[i, 0]) - bias_v[j, 0]
     for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
         x += pu[np.uint32(i_indices[p])] * i_v[p, 0]
@@ -390,7 +390,7 @@ def grad_users_chunk(
                 j = s_j[t]
                 if j < 0:
                     continue
-                x = pair_score(i, j, pu, i_indptr, i_indices, i_v, bias_v)
+                x = bpr_margin(i, j, pu, i_indptr, i_indices, i_v, bias_v)
                 g = np.float32(sigmoid_neg(x) * x_weight[pos] * scale)
                 for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
                     g_row[np.uint32(i_indices[p])] -= g * i_v[p, 0]
@@ -406,7 +406,7 @@ def _add_user_term(g_row, pu, a, b, u, w, scale, sign, u_indptr, u_indices, u_v,
     # g_row += sign * sigmoid(-x_uab) * w * scale * p_u for the pair (a, b) of user u.
     for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
         pu[np.uint32(u_indices[p])] = u_v[p, 0]
-    x = pair_score(a, b, pu, i_indptr, i_indices, i_v, bias_v)
+    x = bpr_margin(a, b, pu, i_indptr, i_indices, i_v, bias_v)
     g = np.float32(sigmoid_neg(x) * w * scale)
     for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
         k = np.uint32(u_indices[p])
@@ -418,7 +418,7 @@ def _add_user_term(g_row, pu, a, b, u, w, scale, sign, u_indptr, u_indices, u_v,
 
 
 @njit(cache=True, inline="always")
-def _row_dot(r, pu, indptr, indices, v):
+def _dot_row(r, pu, indptr, indices, v):
     # <row r, pu> in float64, pu holding a user row scattered densely.
     x = 0.0
     for p in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
@@ -534,11 +534,11 @@ def grad_items_chunk(
                 i = s_i[q]
                 for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
                     pu[np.uint32(u_indices[p])] = u_v[p, 0]
-                x_ui = np.float64(bias_v[i, 0]) + _row_dot(i, pu, i_indptr, i_indices, i_v)
+                x_ui = np.float64(bias_v[i, 0]) + _dot_row(i, pu, i_indptr, i_indices, i_v)
                 for c in range(g0, g1):
                     if c == i or in_row(f_indptr, f_indices, u, c):
                         continue
-                    x = x_ui - bias_v[c, 0] - _row_dot(c, pu, i_indptr, i_indices, i_v)
+                    x = x_ui - bias_v[c, 0] - _dot_row(c, pu, i_indptr, i_indices, i_v)
                     g = np.float32(sigmoid_neg(x) * s_w[q] * w_neg)
                     g_row = G[c - c0]
                     for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):

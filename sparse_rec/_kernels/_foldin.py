@@ -17,7 +17,7 @@ _EPS = np.float32(1e-8)
 
 
 @njit(cache=True, inline="always")
-def _row_dot(u, indptr, indices, w, i):
+def _dot_row_f32(u, indptr, indices, w, i):
     s = np.float32(0.0)
     for p in range(indptr[i], indptr[i + 1]):
         s += u[indices[p]] * w[p]
@@ -66,8 +66,8 @@ def _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, bias,
                     break
             if j < 0:
                 continue
-            x = (_row_dot(u, i_indptr, i_indices, i_w, i)
-                 - _row_dot(u, i_indptr, i_indices, i_w, j) + bias[i] - bias[j])
+            x = (_dot_row_f32(u, i_indptr, i_indices, i_w, i)
+                 - _dot_row_f32(u, i_indptr, i_indices, i_w, j) + bias[i] - bias[j])
             _, sg = log_sigmoid_grad(x)
             sg = np.float32(sg * x_data[h0 + t] * inv_mean)
             for c in range(d):

@@ -1,6 +1,9 @@
 """NeuMF kernels: forward, backward and lazy Adam over CSR layers.
 
-Layout shared by every kernel here (``_ncf.py`` builds it):
+Layout shared by every kernel here (``sparse_rec._ncf.scoring._Net`` builds it). Kernels
+take it bundled: ``emb`` = ``(ug, ig, um, im)``, ``net`` a :data:`Net`, the
+interactions a :data:`Interactions` and the training threads' buffers a
+:data:`Work` (named tuples, which Numba passes as one argument each):
 
 * four embedding tables, each ``(indptr, indices, v)`` with ``v[p]`` =
   (weight, Adam m, Adam v): GMF users ``ug``, GMF items ``ig``, MLP users
@@ -43,6 +46,7 @@ another inside an epoch.
 """
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
@@ -50,6 +54,15 @@ from numba import njit, prange
 from ._bpr import in_row, sample_negative
 from ._rng import draw, randint, splitmix64
 from ._topk import _exclude_and_select
+
+#: The arrays of an NCF network as the kernels read them (see above):
+#: packed MLP weights, dense parameters and offsets.
+Net = namedtuple("Net", "m_indptr m_indices m_w dense_v n_in n_out w_row0 b_off a_off h_off o_off")
+#: The interaction arrays of one fit (``sparse_rec._base.TrainData``).
+Interactions = namedtuple("Interactions", "x_indptr x_indices x_weight x_rows xt_indptr "
+                                          "xt_indices xt_weight f_indptr f_indices")
+#: Work buffers of the training threads, one row per thread.
+Work = namedtuple("Work", "act dact pg qg sg su si gm gd acc")
 
 BETA1 = 0.9
 BETA2 = 0.999
@@ -140,17 +153,17 @@ def _row_gather(dact, dst, x, start, stop, n_out, m_indices, m_w, gm, acc_params
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
-def forward(
-    u, i, d, act, pg, qg,
-    ug, ig, um, im,
-    m_indptr, m_indices, m_w, dense_v,
-    n_in, n_out, w_row0, b_off, a_off, h_off, o_off,
-):
+def forward(u, i, d, act, pg, qg, emb, net):
     """Logit of pair ``(u, i)``; fills ``act`` and the dense GMF rows ``pg, qg``.
 
-    ``m_w`` holds the packed MLP weights alone (contiguous). ``act``, ``pg``
-    and ``qg`` are zeroed here first.
+    ``emb`` is ``(ug, ig, um, im)``, ``net`` a :data:`Net` (``m_w``: the
+    packed MLP weights alone, contiguous). ``act``, ``pg`` and ``qg`` are
+    zeroed here first.
     """
+    ug, ig, um, im = emb
+    m_indptr, m_indices, m_w, dense_v = net.m_indptr, net.m_indices, net.m_w, net.dense_v
+    n_in, n_out, w_row0, b_off = net.n_in, net.n_out, net.w_row0, net.b_off
+    a_off, h_off, o_off = net.a_off, net.h_off, net.o_off
     n_layers = n_in.shape[0]
     for k in range(d):
         pg[k] = 0.0
@@ -191,13 +204,8 @@ def forward(
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
-def backward(
-    g, u, i, d, act, dact, pg, qg, emb_grad,
-    um, im,
-    m_indptr, m_indices, m_w, dense_v,
-    n_in, n_out, w_row0, b_off, a_off, h_off,
-    gm, gd, acc_params, dense_z0, gw_dense, w_dense_off,
-):
+def backward(g, u, i, d, act, dact, pg, qg, emb_grad, emb, net, gm, gd, acc_params, dense_z0,
+             gw_dense, w_dense_off):
     """Back-propagate the slope ``g`` = dloss/dlogit of the last :func:`forward`.
 
     Writes ``emb_grad`` (4d): dL/d(GMF user row), dL/d(GMF item row) (both
@@ -209,6 +217,10 @@ def backward(
     ``gw_dense`` the gradient of *every* MLP weight, active or not, is added
     to it (layer ``l`` as a dense row-major block at ``w_dense_off[l]``).
     """
+    um, im = emb[2], emb[3]
+    m_indptr, m_indices, m_w, dense_v = net.m_indptr, net.m_indices, net.m_w, net.dense_v
+    n_in, n_out, w_row0, b_off = net.n_in, net.n_out, net.w_row0, net.b_off
+    a_off, h_off = net.a_off, net.h_off
     n_layers = n_in.shape[0]
     want_dense_w = gw_dense.shape[0] > 0
     for k in range(d):
@@ -332,17 +344,23 @@ def _apply_dense(gm, gd, m_v, m_w, dense_v, w_range, inv_b, lr1, bc2_sqrt, reg):
 @njit(cache=True, fastmath=True, error_model="numpy")
 def train_batches(
     first, stride, n_inst, k1, batch, key, half_bits, step0, lr, reg,
-    x_indices, x_weight, x_rows, f_indptr, f_indices, n_items, d,
-    ug, ig, um, im, m_indptr, m_indices, m_v, m_w, dense_v,
-    n_in, n_out, w_row0, b_off, a_off, h_off, o_off, w_range,
-    act, dact, pg, qg, sg, su, si, gm, gd, acc,
+    data, n_items, d, emb, net, m_v, w_range, work, row,
 ):
     """Mini-batches ``first, first + stride, ...`` of the epoch; returns their loss sum.
 
     Batch ``b`` holds the instances at positions ``[b * batch, (b + 1) *
     batch)`` of the epoch's order and takes Adam step ``step0 + b + 1``.
     The gradients are averaged over the batch (as a mean loss would give).
+    ``data`` is an :data:`Interactions`, ``m_v`` the packed MLP weights
+    with their Adam state (``net.m_w`` is kept equal to ``m_v[:, 0]``) and
+    ``work`` a :data:`Work` whose row ``row`` this call uses.
     """
+    x_indices, x_weight, x_rows = data.x_indices, data.x_weight, data.x_rows
+    f_indptr, f_indices = data.f_indptr, data.f_indices
+    ug, ig, um, im = emb
+    m_w, dense_v = net.m_w, net.dense_v
+    act, dact, pg, qg, sg = work.act[row], work.dact[row], work.pg[row], work.qg[row], work.sg[row]
+    su, si, gm, gd, acc = work.su[row], work.si[row], work.gm[row], work.gd[row], work.acc[row]
     n_batches = (n_inst + batch - 1) // batch
     loss = 0.0
     for b in range(first, n_batches, stride):
@@ -359,13 +377,11 @@ def train_batches(
             si[s - b0] = i
             if i < 0:
                 continue
-            x = forward(u, i, d, act, pg, qg, ug, ig, um, im, m_indptr, m_indices, m_w,
-                        dense_v, n_in, n_out, w_row0, b_off, a_off, h_off, o_off)
+            x = forward(u, i, d, act, pg, qg, emb, net)
             sample_loss, slope = _bce(x, y)
             loss += c_w * sample_loss
-            backward(np.float32(c_w * slope), u, i, d, act, dact, pg, qg, sg[s - b0], um, im,
-                     m_indptr, m_indices, m_w, dense_v, n_in, n_out, w_row0, b_off, a_off,
-                     h_off, gm, gd, True, False, act[:0], w_row0[:0])
+            backward(np.float32(c_w * slope), u, i, d, act, dact, pg, qg, sg[s - b0], emb, net,
+                     gm, gd, True, False, act[:0], net.w_row0[:0])
         step = step0 + b + 1
         lr1 = np.float32(lr / (1.0 - BETA1 ** step))
         bc2_sqrt = np.float32(math.sqrt(1.0 - BETA2 ** step))
@@ -381,26 +397,22 @@ def train_batches(
 @njit(cache=True, parallel=True)
 def ncf_epoch_parallel(
     n_inst, k1, batch, key, half_bits, step0, lr, reg,
-    x_indices, x_weight, x_rows, f_indptr, f_indices, n_items, d,
-    ug, ig, um, im, m_indptr, m_indices, m_v, m_w, dense_v,
-    n_in, n_out, w_row0, b_off, a_off, h_off, o_off, w_range,
-    act, dact, pg, qg, sg, su, si, gm, gd, acc,
+    data, n_items, d, emb, net, m_v, w_range, work,
 ):
     """Hogwild epoch: thread ``t`` trains batches ``t, t + T, ...`` with no locks.
 
-    Work buffers have one row per thread (``act.shape[0]`` threads). Threads
+    Work buffers have one row per thread (``work.act.shape[0]`` threads). Threads
     never wait for each other during the epoch; their Adam steps on shared
     rows and MLP weights may interleave (as in Hogwild SGD).
     """
-    n_threads = act.shape[0]
+    n_threads = work.act.shape[0]
     losses = np.zeros(n_threads)
+    # A parallel loop cannot capture a tuple of tuples: rebuild ``emb`` inside.
+    ug, ig, um, im = emb
     for t in prange(n_threads):
         losses[t] = train_batches(
             t, n_threads, n_inst, k1, batch, key, half_bits, step0, lr, reg,
-            x_indices, x_weight, x_rows, f_indptr, f_indices, n_items, d,
-            ug, ig, um, im, m_indptr, m_indices, m_v, m_w, dense_v,
-            n_in, n_out, w_row0, b_off, a_off, h_off, o_off, w_range,
-            act[t], dact[t], pg[t], qg[t], sg[t], su[t], si[t], gm[t], gd[t], acc[t],
+            data, n_items, d, (ug, ig, um, im), net, m_v, w_range, work, t,
         )
     return losses.sum()
 
@@ -414,13 +426,8 @@ def ncf_epoch_parallel(
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def grad_embedding_rows(
-    which, r0, r1, G, m, key, k_neg, neg_per_item,
-    x_indptr, x_indices, x_weight, x_rows, xt_indptr, xt_indices, xt_weight,
-    f_indptr, f_indices, n_items, d,
-    ug, ig, um, im, m_indptr, m_indices, m_w, dense_v,
-    n_in, n_out, w_row0, b_off, a_off, h_off, o_off, n_act,
-):
+def grad_embedding_rows(which, r0, r1, G, m, key, k_neg, neg_per_item, data, n_items, d, emb,
+                        net, n_act):
     """Fill ``G[r - r0]`` with the dense gradient of row ``r`` of table ``which``.
 
     ``which``: 0 GMF users, 1 GMF items, 2 MLP users, 3 MLP items. A user
@@ -430,13 +437,19 @@ def grad_embedding_rows(
     from random interactions and weighted to the ``neg_per_item`` times an
     item is drawn as a negative in one epoch.
     """
+    x_indptr, x_indices, x_weight, x_rows = (data.x_indptr, data.x_indices, data.x_weight,
+                                             data.x_rows)
+    xt_indptr, xt_indices, xt_weight = data.xt_indptr, data.xt_indices, data.xt_weight
+    f_indptr, f_indices = data.f_indptr, data.f_indices
     is_item = which % 2 == 1
     col0 = which * d
     nnz = x_indices.shape[0]
     n_rows = r1 - r0
     n_blocks = min(n_rows, 256)
     per = (n_rows + n_blocks - 1) // max(n_blocks, 1)
+    ug, ig, um, im = emb  # rebuilt per block: a parallel loop cannot capture it
     for blk in prange(n_blocks):
+        emb_b = (ug, ig, um, im)
         act = np.zeros(n_act, np.float32)
         dact = np.zeros(n_act, np.float32)
         pg = np.zeros(d, np.float32)
@@ -481,33 +494,31 @@ def grad_embedding_rows(
                         continue
                     weight = neg_per_item / m
                     y = 0.0
-                x = forward(u, i, d, act, pg, qg, ug, ig, um, im, m_indptr, m_indices, m_w,
-                            dense_v, n_in, n_out, w_row0, b_off, a_off, h_off, o_off)
+                x = forward(u, i, d, act, pg, qg, emb_b, net)
                 _, slope = _bce(x, y)
-                backward(np.float32(weight * slope), u, i, d, act, dact, pg, qg, eg, um, im,
-                         m_indptr, m_indices, m_w, dense_v, n_in, n_out, w_row0, b_off, a_off,
-                         h_off, act[:0], act[:0], False, which >= 2, act[:0], w_row0[:0])
+                backward(np.float32(weight * slope), u, i, d, act, dact, pg, qg, eg, emb_b, net,
+                         act[:0], act[:0], False, which >= 2, act[:0], net.w_row0[:0])
                 for k in range(d):
                     g_row[k] += eg[col0 + k]
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def grad_mlp_dense(
-    n_samples, n_blocks, key, n_inst, k1, half_bits, out,
-    x_indices, x_weight, x_rows, f_indptr, f_indices, n_items, d,
-    ug, ig, um, im, m_indptr, m_indices, m_w, dense_v,
-    n_in, n_out, w_row0, b_off, a_off, h_off, o_off, n_act, w_dense_off,
-):
+def grad_mlp_dense(n_samples, n_blocks, key, n_inst, k1, half_bits, out, data, n_items, d, emb,
+                   net, n_act, w_dense_off):
     """Add to ``out`` the gradient of every MLP weight (dense, per layer blocks).
 
     ``n_samples`` instances of the epoch (the first ones of a keyed order),
     in ``n_blocks`` fixed blocks summed in block order, scaled to the
     epoch's ``n_inst`` instances.
     """
+    x_indices, x_weight, x_rows = data.x_indices, data.x_weight, data.x_rows
+    f_indptr, f_indices = data.f_indptr, data.f_indices
     per = (n_samples + n_blocks - 1) // n_blocks
     part = np.zeros((n_blocks, out.shape[0]), np.float32)
     scale = n_inst / max(n_samples, 1)
+    ug, ig, um, im = emb  # rebuilt per block: a parallel loop cannot capture it
     for blk in prange(n_blocks):
+        emb_b = (ug, ig, um, im)
         act = np.zeros(n_act, np.float32)
         dact = np.zeros(n_act, np.float32)
         pg = np.zeros(d, np.float32)
@@ -519,12 +530,10 @@ def grad_mlp_dense(
                                     f_indices, n_items)
             if i < 0:
                 continue
-            x = forward(u, i, d, act, pg, qg, ug, ig, um, im, m_indptr, m_indices, m_w,
-                        dense_v, n_in, n_out, w_row0, b_off, a_off, h_off, o_off)
+            x = forward(u, i, d, act, pg, qg, emb_b, net)
             _, slope = _bce(x, y)
-            backward(np.float32(c_w * slope * scale), u, i, d, act, dact, pg, qg, eg, um, im,
-                     m_indptr, m_indices, m_w, dense_v, n_in, n_out, w_row0, b_off, a_off,
-                     h_off, act[:0], act[:0], False, False, part[blk], w_dense_off)
+            backward(np.float32(c_w * slope * scale), u, i, d, act, dact, pg, qg, eg, emb_b,
+                     net, act[:0], act[:0], False, False, part[blk], w_dense_off)
     for blk in range(n_blocks):
         out += part[blk]
 
@@ -620,9 +629,8 @@ def score_candidates(
 # --- fold-in of new users ------------------------------------------------------
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def fold_in_users(
-    x_indptr, x_indices, n_passes, k_neg, lr, reg, key, step0,
-    ug, um, ig, im, m_indptr, m_indices, m_w, dense_v,
-    n_in, n_out, w_row0, b_off, a_off, h_off, o_off, n_act, n_items, d,
+    x_indptr, x_indices, n_passes, k_neg, lr, reg, key, step0, ug, um, ig, im, net, n_act,
+    n_items, d,
 ):
     """Train row ``r`` of the new-user tables ``ug, um`` on history row ``r``.
 
@@ -659,12 +667,11 @@ def fold_in_users(
                     if i < 0:
                         continue
                     y = 0.0
-                x = forward(r, i, d, act, pg, qg, ug, ig, um, im, m_indptr, m_indices, m_w,
-                            dense_v, n_in, n_out, w_row0, b_off, a_off, h_off, o_off)
+                emb = (ug, ig, um, im)
+                x = forward(r, i, d, act, pg, qg, emb, net)
                 _, slope = _bce(x, y)
-                backward(np.float32(slope), r, i, d, act, dact, pg, qg, eg, um, im,
-                         m_indptr, m_indices, m_w, dense_v, n_in, n_out, w_row0, b_off, a_off,
-                         h_off, act[:0], act[:0], False, False, act[:0], w_row0[:0])
+                backward(np.float32(slope), r, i, d, act, dact, pg, qg, eg, emb, net,
+                         act[:0], act[:0], False, False, act[:0], net.w_row0[:0])
                 step += 1
                 lr1 = np.float32(lr / (1.0 - BETA1 ** step))
                 bc2_sqrt = np.float32(math.sqrt(1.0 - BETA2 ** step))

@@ -14,7 +14,6 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
-_S11 = np.uint64(11)
 _ONE = np.uint64(1)
 _STREAMS = np.uint64(16)
 
@@ -45,8 +44,3 @@ def randint(bits, n):
     """Map 64 random bits to an integer in ``[0, n)`` (bias below 2**-40)."""
     return np.int64(bits >> _ONE) % n
 
-
-@njit(cache=True, inline="always")
-def uniform(bits):
-    """Map 64 random bits to a float in ``[0, 1)``."""
-    return np.float64(bits >> _S11) * (1.0 / 9007199254740992.0)

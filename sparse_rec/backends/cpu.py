@@ -1,12 +1,28 @@
-"""CPU backend: chooses the serial or the parallel kernel and sizes blocks."""
+"""CPU engines (DSL-MF's BPR, NCF) and MF scoring: serial or parallel kernels, block sizes."""
 
 import numba
 import numpy as np
 
 from .._kernels import _bpr, _topk
+from .._kernels import _ncf as KN
+from ._engine import Engine
 
 SGD = _bpr.SGD
 ADAGRAD = _bpr.ADAGRAD
+OPTIMIZERS = {"sgd": SGD, "adagrad": ADAGRAD}
+
+# Interactions per row that MF growth looks at (reweighted to a full epoch).
+# An item's sample costs more than a user's (positive and negative draws,
+# more scattered reads), so items look at fewer: prune/grow then stays
+# below a tenth of the fit time at the default update_interval.
+_GROW_SAMPLES_USER = 8
+_GROW_SAMPLES_ITEM = 4
+_GROW_SAMPLES_ITEM_NEG = 4
+# NCF growth: interactions per embedding row, and instances that estimate
+# the MLP layers' dense gradients.
+_NCF_GROW_SAMPLES = 8
+_NCF_GROW_MLP_INSTANCES = 4096
+_NCF_GROW_MLP_BLOCKS = 16
 
 
 def _n_blocks(n_samples, n_threads):
@@ -52,6 +68,149 @@ def grad_items(data, users, items, bias_v, m, key, m_neg=None):
             items.indptr, items.indices, items.values_buf, bias_v,
         )
     return fill
+
+
+class MFEngine(Engine):
+    """BPR epochs and growth gradients of DSL-MF on the CPU.
+
+    Trains ``users``, ``items`` (tables with weight and Adagrad slots) and
+    ``bias_v`` (item bias and its state, shape ``(n_items, 2)``) in place.
+    """
+
+    def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, optimizer):
+        self.data, self.users, self.items, self.bias_v = data, users, items, bias_v
+        self.learning_rate, self.alpha = learning_rate, alpha
+        self.optimizer = OPTIMIZERS[optimizer]
+        self.n_samples = data.nnz
+
+    def epoch(self, key):
+        return bpr_epoch(self.data, self.users, self.items, self.bias_v, self.n_samples, key,
+                         self.learning_rate, self.alpha, self.optimizer)
+
+    def grow_fns(self, key):
+        args = (self.data, self.users, self.items, self.bias_v)
+        return [
+            grad_users(*args, _GROW_SAMPLES_USER, key),
+            grad_items(*args, _GROW_SAMPLES_ITEM, key, _GROW_SAMPLES_ITEM_NEG),
+        ]
+
+
+def half_bits(n):
+    """Smallest ``h`` with ``4**h >= n`` (the Feistel permutation's domain)."""
+    h = 1
+    while 4**h < n:
+        h += 1
+    return h
+
+
+def _arrays(t):
+    return t.indptr, t.indices, t.values_buf
+
+
+def _interactions(data):
+    return KN.Interactions(data.x_indptr, data.x_indices, data.x_weight, data.x_rows,
+                           data.xt_indptr, data.xt_indices, data.xt_weight, data.f_indptr,
+                           data.f_indices)
+
+
+class NCFEngine(Engine):
+    """NeuMF epochs (mini-batch Adam, Hogwild over threads) and growth gradients.
+
+    Trains the four embedding tables and the network ``net`` (a
+    :class:`sparse_rec._ncf.scoring._Net`: layer tables, their packed copy and
+    the dense parameters, all with Adam slots) in place. Work buffers have
+    one row per Numba thread at construction; one thread runs the serial
+    kernel, so a fit is bitwise reproducible.
+    """
+
+    def __init__(self, data, embeddings, net, *, learning_rate, alpha, n_negatives,
+                 batch_size):
+        self.data, self.embeddings, self.net = data, list(embeddings), net
+        self.interactions = _interactions(data)
+        self.learning_rate, self.alpha = learning_rate, alpha
+        self.k1 = int(n_negatives) + 1
+        self.n_samples = data.nnz * self.k1
+        self.half_bits = half_bits(self.n_samples)
+        self.batch = int(min(batch_size, max(self.n_samples, 1)))
+        self.adam_step = 0
+        d, T, batch = net.d, numba.get_num_threads(), self.batch
+        # Work buffers, one row per thread.
+        self.work = (
+            np.zeros((T, net.n_act), np.float32), np.zeros((T, net.n_act), np.float32),
+            np.zeros((T, d), np.float32), np.zeros((T, d), np.float32),
+            np.zeros((T, batch, 4 * d), np.float32), np.zeros((T, batch), np.int64),
+            np.zeros((T, batch), np.int64),
+        )
+        self.dense_grad = np.zeros((T, net.dense_v.shape[0]), np.float32)
+        self.acc = np.zeros((T, d), np.float32)
+
+    def epoch(self, key):
+        net = self.net
+        net.pack()
+        T = self.acc.shape[0]
+        # The MLP gradient buffer follows the packed weights (their count moves).
+        gm = np.zeros((T, net.m_w.shape[0]), np.float32)
+        work = KN.Work(*self.work, gm, self.dense_grad, self.acc)
+        args = (
+            self.n_samples, self.k1, self.batch, key, self.half_bits, self.adam_step,
+            float(self.learning_rate), np.float32(self.alpha), self.interactions,
+            self.embeddings[1].n_rows, net.d, tuple(_arrays(t) for t in self.embeddings),
+            net.kernel_net(), net.m_v, net.w_range,
+        )
+        if T == 1:
+            loss = KN.train_batches(0, 1, *args, work, 0)
+        else:
+            loss = KN.ncf_epoch_parallel(*args, work)
+        self.adam_step += (self.n_samples + self.batch - 1) // self.batch
+        net.unpack()
+        return loss
+
+    def rebuild(self):
+        self.net.pack()
+
+    def grow_fns(self, key):
+        """Dense-gradient callbacks, one per table (embeddings, then MLP layers)."""
+        data, net, k1 = self.data, self.net, self.k1
+        d = net.d
+        n_items = self.embeddings[1].n_rows
+        neg_per_item = (k1 - 1) * data.nnz / max(n_items, 1)
+        net.m_w[:] = net.m_v[:, 0]
+        emb = tuple(_arrays(t) for t in self.embeddings)
+        inter, knet = self.interactions, net.kernel_net()
+
+        def rows_fn(which):
+            def fill(r0, r1, G):
+                KN.grad_embedding_rows(
+                    which, r0, r1, G, _NCF_GROW_SAMPLES, key, float(k1 - 1), neg_per_item,
+                    inter, n_items, d, emb, knet, net.n_act,
+                )
+            return fill
+
+        sizes = [int(a * b) for a, b in zip(net.n_in, net.n_out, strict=True)]
+        w_off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        cache = {}
+
+        def mlp_grads():
+            # All layers come from one pass over a sample of the epoch's
+            # instances; computed once per update, served row by row.
+            if "G" not in cache:
+                out = np.zeros(sum(sizes), np.float32)
+                n_s = int(min(self.n_samples, _NCF_GROW_MLP_INSTANCES))
+                KN.grad_mlp_dense(
+                    n_s, min(_NCF_GROW_MLP_BLOCKS, max(n_s, 1)), key, self.n_samples, k1,
+                    self.half_bits, out, inter, n_items, d, emb, knet, net.n_act, w_off,
+                )
+                cache["G"] = out
+            return cache["G"]
+
+        def layer_fn(layer):
+            def fill(r0, r1, G):
+                no = int(net.n_out[layer])
+                block = mlp_grads()[w_off[layer]: w_off[layer] + sizes[layer]]
+                G[:] = block.reshape(-1, no)[r0:r1]
+            return fill
+
+        return [rows_fn(w) for w in range(4)] + [layer_fn(t) for t in range(len(net.layers))]
 
 
 # Above this item-table density scoring uses dense blocks and BLAS: CSR

@@ -6,9 +6,9 @@ of :mod:`sparse_rec.serving`; imports numpy, scipy and numba only.
 
 import numpy as np
 
-from . import backends
-from ._table import SparseEmbeddingTable
-from ._threads import numba_threads
+from .. import backends
+from .._table import SparseEmbeddingTable
+from .._threads import numba_threads
 
 # Fold-in of new users: passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 30
@@ -49,8 +49,13 @@ class MFModel:
         "best_validation_score_", "validation_scores_",
     )
 
-    def _clear_caches(self):
-        self._cache = {}
+    # Shapes checked on load (sparse_rec._io), before _check_loaded.
+    _loaded_shapes = (
+        ("user_table_", ("n_users_", "n_components")),
+        ("item_table_", ("n_items_", "n_components")),
+        ("item_bias_", ("n_items_",)),
+        ("seen_", ("n_users_", "n_items_")),
+    )
 
     def _check_loaded(self):
         """Raise ValueError unless a loaded model is safe for the kernels."""
@@ -59,15 +64,8 @@ class MFModel:
         if missing:
             raise ValueError(f"the model file lacks {missing}.")
         u, i, b = self.user_table_, self.item_table_, self.item_bias_
-        if u.n_cols != i.n_cols or u.n_cols != self.n_components:
-            raise ValueError(
-                f"the user and item tables must both have n_components={self.n_components} "
-                f"columns; got {u.n_cols} and {i.n_cols}."
-            )
-        if (u.n_rows, i.n_rows) != (self.n_users_, self.n_items_):
-            raise ValueError("the table rows do not match n_users_ and n_items_.")
-        if b.dtype != np.float32 or b.shape != (self.n_items_,):
-            raise ValueError(f"item_bias_ must be float32 of shape ({self.n_items_},).")
+        if b.dtype != np.float32:
+            raise ValueError(f"item_bias_ must be float32; got {b.dtype}.")
         for tab in (u, i):
             if tab.values_buf.dtype != np.float32:
                 raise ValueError("factor weights must be float32.")
@@ -99,7 +97,7 @@ class MFModel:
         ``_FOLD_IN_REFINE`` passes. Random draws are keyed by the row's items,
         so a row's result does not depend on the other rows.
         """
-        from ._kernels import _foldin
+        from .._kernels import _foldin
 
         d = self.user_table_.n_cols
         k_keep = int(min(d, max(1, round(self.user_table_.nnz / max(self.n_users_, 1)))))

@@ -15,7 +15,7 @@ from ._rng import splitmix64
 # 2**15 bins of 2**16 bit patterns (a relative width of 2**-7): the counts
 # of a thread fit its cache; the boundary bin is resolved exactly later.
 N_BINS = 1 << 15
-_SHIFT = 16
+BIN_SHIFT = 16
 
 
 @njit(cache=True, parallel=True)
@@ -58,7 +58,7 @@ def bin_counts(bits, n, hist, local, align, magnitude):
             if magnitude:
                 b &= 0x7FFFFFFF
             if b >= 0:
-                counts[b >> _SHIFT] += 1
+                counts[b >> BIN_SHIFT] += 1
     for part in range(n_parts):
         for k in range(hist.shape[0]):
             hist[k] += local[part, k]
@@ -69,7 +69,7 @@ def magnitudes_in_bin(bits, n, b, out, n_out):
     """Append the |x| patterns of ``bits[:n, 0]`` that fall in bin ``b``; return the fill."""
     for t in range(n):
         m = bits[t, 0] & 0x7FFFFFFF
-        if m >> _SHIFT == b and n_out < out.shape[0]:
+        if m >> BIN_SHIFT == b and n_out < out.shape[0]:
             out[n_out] = np.int32(m)
             n_out += 1
     return n_out
@@ -108,7 +108,7 @@ def _collect_rows(G, r0, lo, a, b, rows, cols, vals, n, end):
     # Rows a:b of collect_at_least, written from position n up to end.
     d = G.shape[1]
     bits = G.reshape(-1).view(np.int32)
-    lowest = np.int32(lo << _SHIFT)
+    lowest = np.int32(lo << BIN_SHIFT)
     for r in range(a, b):
         row = bits[r * d:(r + 1) * d]
         # Most rows hold nothing this high, and their maximum is a
@@ -132,7 +132,7 @@ def split_at_bin(rows, cols, vals, bits, bstar):
     n_hi = 0
     n_bd = 0
     for t in range(vals.shape[0]):
-        b = bits[t] >> _SHIFT
+        b = bits[t] >> BIN_SHIFT
         if b > bstar:
             n_hi += 1
         elif b == bstar:
@@ -145,7 +145,7 @@ def split_at_bin(rows, cols, vals, bits, bstar):
     i = 0
     j = 0
     for t in range(vals.shape[0]):
-        b = bits[t] >> _SHIFT
+        b = bits[t] >> BIN_SHIFT
         if b > bstar:
             hi_rows[i] = rows[t]
             hi_cols[i] = cols[t]

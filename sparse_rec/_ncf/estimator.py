@@ -1,36 +1,19 @@
 """DSLNCF: neural collaborative filtering (NeuMF) trained sparse end to end."""
 
 import numbers
-import time
 
-import numba
 import numpy as np
 
-from ._base import BaseDSLEstimator, TrainData, check_random_seed
-from ._dsl import PruneGrow, update_ratio_at
-from ._kernels import _ncf as KN
-from ._kernels import _rng
-from ._ncf_model import NCFModel, _Net, _tab
-from ._table import SparseEmbeddingTable
-from ._threads import numba_threads
-from .exceptions import DivergenceError
+from .. import backends
+from .._table import SparseEmbeddingTable
+from .._training import DSLEstimator, Params
+from .scoring import NCFModel, _Net
 
 #: Names of the sparse tables, in PruneGrow order (the MLP layers follow).
 EMBEDDINGS = ("user_gmf", "item_gmf", "user_mlp", "item_mlp")
 # Embedding weights start uniform with this standard deviation (NCF's
 # N(0, 0.01)), whatever the density: Adam rescales steps anyway.
 _INIT_STD = 0.01
-# Interactions per row that growth looks at (reweighted to a full epoch),
-# and instances that estimate the MLP layers' dense gradients.
-_GROW_SAMPLES = 8
-_GROW_MLP_INSTANCES = 4096
-_GROW_MLP_BLOCKS = 16
-def _half_bits(n):
-    """Smallest ``h`` with ``4**h >= n`` (the Feistel permutation's domain)."""
-    h = 1
-    while 4**h < n:
-        h += 1
-    return h
 
 
 def _split_budget(total, weights, caps):
@@ -74,7 +57,7 @@ def _leading_columns_table(n_rows, n_cols, nnz, rng, seed):
     return tab
 
 
-class DSLNCF(NCFModel, BaseDSLEstimator):
+class DSLNCF(NCFModel, DSLEstimator):
     """Neural collaborative filtering (NeuMF), trained sparse from scratch (DSL).
 
     The model of He et al. (WWW 2017) without pre-training: a GMF branch
@@ -149,6 +132,9 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         trains its own mini-batches and steps the shared weights without
         locks (Hogwild); with 1 thread and a fixed ``random_state`` a fit is
         bitwise reproducible.
+    backend : {"cpu"}, default="cpu"
+        Where training runs (an engine per device; only the CPU has one so
+        far).
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable, optional
@@ -164,7 +150,9 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
     tol : float, default=1e-4
     warm_start : bool, default=False
         Refitting on data of the same shape continues from the fitted
-        weights and pattern (optimiser state restarts at zero).
+        weights and pattern (optimiser state restarts at zero); another
+        ``n_components`` or ``hidden_layer_sizes`` than fitted raises
+        ValueError. Data of another shape starts a new model.
 
     Attributes
     ----------
@@ -242,6 +230,9 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
     (2, 5)
     """
 
+    _engine_model = "ncf"
+    _progress_name = "DSL-NCF"
+
     def __init__(
         self,
         n_components=16,
@@ -259,6 +250,7 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         budget="global",
         random_state=None,
         n_threads=None,
+        backend="cpu",
         verbose=0,
         callbacks=None,
         early_stopping=False,
@@ -282,6 +274,7 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         self.budget = budget
         self.random_state = random_state
         self.n_threads = n_threads
+        self.backend = backend
         self.verbose = verbose
         self.callbacks = callbacks
         self.early_stopping = early_stopping
@@ -310,83 +303,49 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         return tuple(int(s) for s in sizes)
 
     def _validate(self):
-        from ._validation import check_positive_int
+        from .._validation import check_positive_int
 
-        self._validate_common()
+        self._validate_common(backend=backends.devices(self._engine_key()))
         hidden = self._check_hidden()
         check_positive_int(self.n_negatives, "n_negatives",
                            hint="Binary cross-entropy needs negatives: use e.g. 4.")
         check_positive_int(self.batch_size, "batch_size", hint="Use for example 256.")
         return hidden
 
-    # --- fitting ---------------------------------------------------------------
-    def fit(self, X, y=None, exclude=None):
-        """Train on a users x items interaction matrix.
+    # --- model hooks of the shared fit (sparse_rec._training) -------------------
+    def _structure(self):
+        return {"n_components": int(self.n_components),
+                "hidden_layer_sizes": self._check_hidden()}
 
-        Parameters
-        ----------
-        X : sparse matrix or array-like of shape (n_users, n_items)
-            Non-negative interactions; values weight the positives' loss
-            (scaled to mean 1).
-        y : ignored
-        exclude : sparse matrix of shape (n_users, n_items), optional
-            Pairs never drawn as negatives (for example held-out candidates).
+    def _fitted_structure(self):
+        return {"n_components": self.user_gmf_table_.n_cols,
+                "hidden_layer_sizes": tuple(int(h) for h in self.hidden_layer_sizes_)}
 
-        Returns
-        -------
-        self
-        """
-        hidden = self._validate()
-        X, exclude = self._prepare_X(X, exclude)
-        seed = check_random_seed(self.random_state)
-        n_users, n_items = X.shape
-        d = int(self.n_components)
-        warm = (
-            self._can_warm_start(X)
-            and tuple(getattr(self, "hidden_layer_sizes_", ())) == hidden
-            and self.user_gmf_table_.n_cols == d
-        )
-        first_epoch = self.n_iter_ if warm else 0
-        X_fit, X_val = self._validation_split(X, seed)
-        data = TrainData.from_matrix(X_fit, exclude)
-        try:
-            with numba_threads(self.n_threads):
-                if warm:
-                    # Keep the patterns and weights; Adam's state restarts.
-                    embeddings = [getattr(self, f"{name}_table_") for name in EMBEDDINGS]
-                    for tab in embeddings:
-                        tab.add_state(3)
-                    net = _Net.from_fitted(self, n_slots=3)
-                else:
-                    embeddings, net = self._init_params(n_users, n_items, d, hidden, seed)
-                # Live fitted state: early stopping and callbacks read it mid-fit.
-                for name, tab in zip(EMBEDDINGS, embeddings, strict=True):
-                    setattr(self, f"{name}_table_", tab)
-                self.hidden_layer_sizes_ = np.array(hidden, np.int64)
-                self.n_users_, self.n_items_ = n_users, n_items
-                self.seen_, self.n_features_in_ = X, n_items
-                self._publish(net)
-                self._train(data, embeddings, net, seed, X_fit, X_val, first_epoch)
-        except BaseException:
-            # A failed fit leaves no half-trained model behind.
-            self._discard_fit()
-            raise
-        # Optimiser state is only needed while training: keep the weights.
-        # (After early stopping these are the best epoch's tables.)
-        tables = [getattr(self, f"{name}_table_") for name in EMBEDDINGS]
-        for tab in tables:
-            tab.drop_state()
-        self.mlp_table_.drop_state()
-        self.n_active_ = sum(t.nnz for t in tables) + self.mlp_table_.nnz
-        dense_bytes = self.intercepts_.nbytes + self.fusion_weights_.nbytes + 4
-        self.nbytes_ = sum(t.nbytes for t in tables) + self.mlp_table_.nbytes + dense_bytes
-        n_in = (2 * d,) + hidden[:-1]
-        total = 2 * d * (n_users + n_items) + sum(a * b for a, b in zip(n_in, hidden, strict=True))
-        self.dense_nbytes_ = 4 * total + dense_bytes
-        self._cache = {}
-        return self
+    def _init_params(self, n_users, n_items, seed):
+        embeddings, net = self._init_tables(n_users, n_items, int(self.n_components),
+                                            self._check_hidden(), seed)
+        return self._params(embeddings, net)
 
-    def _init_params(self, n_users, n_items, d, hidden, seed):
+    def _warm_params(self):
+        # Keep the patterns and weights; Adam's state restarts.
+        embeddings = [getattr(self, f"{name}_table_") for name in EMBEDDINGS]
+        for tab in embeddings:
+            tab.add_state(3)
+        return self._params(embeddings, _Net.from_fitted(self, n_slots=3))
+
+    @staticmethod
+    def _params(embeddings, net):
+        names = list(EMBEDDINGS) + [f"layer_{t + 1}" for t in range(len(net.layers))]
+        return Params(list(embeddings) + list(net.layers), names, user_tables=[0, 2],
+                      item_tables=[1, 3], dense=[net.dense_v[:, 0]], layout=net)
+
+    def _make_engine(self, data, params):
+        engine = backends.engine_class(self._engine_key(), self.backend)
+        return engine(data, params.tables[:4], params.layout, learning_rate=self.learning_rate,
+                      alpha=self.alpha, n_negatives=self.n_negatives,
+                      batch_size=self.batch_size)
+
+    def _init_tables(self, n_users, n_items, d, hidden, seed):
         """The initial pattern and weights (see the class notes)."""
         rng = np.random.default_rng(seed)
         n_in = (2 * d,) + hidden[:-1]
@@ -425,155 +384,15 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         dense[net.h_off: net.h_off + fan_in, 0] = rng.uniform(-lim, lim, fan_in)
         return tables[:4], net
 
-    def _publish(self, net):
-        """Expose the network's current weights as fitted attributes."""
+    def _publish(self, params):
+        """Expose the current weights as fitted attributes."""
+        net = params.layout
+        for name, tab in zip(EMBEDDINGS, params.tables[:4], strict=True):
+            setattr(self, f"{name}_table_", tab)
+        self.hidden_layer_sizes_ = np.array(net.hidden, np.int64)
         self.mlp_table_ = net.packed_table()
         w = net.dense_v[:, 0]
         self.intercepts_ = w[: net.h_off].copy()
         self.fusion_weights_ = w[net.h_off: net.o_off].copy()
         self.fusion_bias_ = float(w[net.o_off])
-        self._cache = {}
-
-    def _train(self, data, embeddings, net, seed, X_fit, X_val, first_epoch):
-        d = net.d
-        tables = list(embeddings) + list(net.layers)
-        names = list(EMBEDDINGS) + [f"layer_{t + 1}" for t in range(len(net.layers))]
-        chunk = int(min(32 << 20, max(4 << 20, 16 * sum(t.nnz for t in tables))))
-        pgrow = PruneGrow(tables, [None] * len(tables), budget=self.budget, grow=self.grow,
-                          chunk_bytes=chunk)
-        total = sum(t.n_rows * t.n_cols for t in tables)
-        dynamic = self.update_ratio > 0 and sum(t.nnz for t in tables) < total
-        k1 = int(self.n_negatives) + 1
-        n_inst = data.nnz * k1
-        half_bits = _half_bits(n_inst)
-        batch = int(min(self.batch_size, max(n_inst, 1)))
-        n_items = embeddings[1].n_rows
-        n_threads = numba.get_num_threads()
-        # Work buffers, one row per thread.
-        T = n_threads
-        work = dict(
-            act=np.zeros((T, net.n_act), np.float32), dact=np.zeros((T, net.n_act), np.float32),
-            pg=np.zeros((T, d), np.float32), qg=np.zeros((T, d), np.float32),
-            sg=np.zeros((T, batch, 4 * d), np.float32), su=np.zeros((T, batch), np.int64),
-            si=np.zeros((T, batch), np.int64),
-            gd=np.zeros((T, net.dense_v.shape[0]), np.float32),
-            acc=np.zeros((T, d), np.float32),
-        )
-        state = {"step": 0}
-
-        def run_epoch(epoch):
-            t0 = time.perf_counter()
-            step = first_epoch + epoch
-            key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step)))
-            net.pack()
-            gm = np.zeros((T, net.m_w.shape[0]), np.float32)
-            args = (
-                n_inst, k1, batch, key, half_bits, state["step"], float(self.learning_rate),
-                np.float32(self.alpha), data.x_indices, data.x_weight, data.x_rows,
-                data.f_indptr, data.f_indices, n_items, d, *[_tab(t) for t in embeddings],
-                *net.kernel_args(with_state=True), net.w_range,
-            )
-            w = work
-            if T == 1:
-                loss = KN.train_batches(
-                    0, 1, *args, w["act"][0], w["dact"][0], w["pg"][0], w["qg"][0],
-                    w["sg"][0], w["su"][0], w["si"][0], gm[0], w["gd"][0], w["acc"][0])
-            else:
-                loss = KN.ncf_epoch_parallel(
-                    *args, w["act"], w["dact"], w["pg"], w["qg"], w["sg"], w["su"], w["si"],
-                    gm, w["gd"], w["acc"])
-            state["step"] += (n_inst + batch - 1) // batch
-            net.unpack()
-            mean_loss = loss / max(n_inst, 1)
-            if not np.isfinite(mean_loss) or not all(
-                np.isfinite(t.weights).all() for t in tables
-            ) or not np.isfinite(net.dense_v[:, 0]).all():
-                raise DivergenceError(
-                    f"training diverged at epoch {step + 1}: the loss or the weights are not "
-                    f"finite (learning_rate={self.learning_rate}). Lower learning_rate (for "
-                    "example by 10x) or raise alpha."
-                )
-            t1 = time.perf_counter()
-            done = epoch + 1
-            update = dynamic and done % self.update_interval == 0 and done < self.max_iter
-            pruned = grown = np.zeros(len(tables), np.int64)
-            rho = 0.0
-            if update:
-                rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
-                gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step + 1)))
-                pgrow.grad_fns = self._grad_fns(data, embeddings, net, gkey, k1, n_inst,
-                                                half_bits)
-                pruned, grown = pgrow.step(rho, seed + step + 1)
-                net.pack()
-            self._publish(net)
-            t2 = time.perf_counter()
-            row = {"loss": float(mean_loss)}
-            for name, t in zip(names, tables, strict=True):
-                row[f"nnz_{name}"] = t.nnz
-            empty_u = (embeddings[0].row_nnz() == 0) & (embeddings[2].row_nnz() == 0)
-            empty_i = (embeddings[1].row_nnz() == 0) & (embeddings[3].row_nnz() == 0)
-            row.update({
-                "nnz": sum(t.nnz for t in tables),
-                "empty_users": int(np.count_nonzero(empty_u)),
-                "empty_items": int(np.count_nonzero(empty_i)),
-                "pruned": int(pruned.sum()),
-                "grown": int(grown.sum()),
-                "update_ratio": rho,
-                "coverage": pgrow.coverage,
-                "seconds": t2 - t0,
-                "prune_grow_seconds": t2 - t1,
-            })
-            return row
-
-        self._run_epochs(run_epoch, X_fit, X_val, "DSL-NCF", first_epoch=first_epoch)
-
-    def _grad_fns(self, data, embeddings, net, key, k1, n_inst, half_bits):
-        """Dense-gradient callbacks for PruneGrow, one per table."""
-        d = net.d
-        n_items = embeddings[1].n_rows
-        neg_per_item = (k1 - 1) * data.nnz / max(n_items, 1)
-        net.m_w[:] = net.m_v[:, 0]
-        emb = [_tab(t) for t in embeddings]
-
-        def rows_fn(which):
-            def fill(r0, r1, G):
-                KN.grad_embedding_rows(
-                    which, r0, r1, G, _GROW_SAMPLES, key, float(k1 - 1), neg_per_item,
-                    data.x_indptr, data.x_indices, data.x_weight, data.x_rows,
-                    data.xt_indptr, data.xt_indices, data.xt_weight, data.f_indptr,
-                    data.f_indices, n_items, d, *emb, *net.kernel_args(), net.n_act,
-                )
-            return fill
-
-        sizes = [int(a * b) for a, b in zip(net.n_in, net.n_out, strict=True)]
-        w_off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-        cache = {}
-
-        def mlp_grads():
-            # All layers come from one pass over a sample of the epoch's
-            # instances; computed once per update, served row by row.
-            if "G" not in cache:
-                out = np.zeros(sum(sizes), np.float32)
-                n_s = int(min(n_inst, _GROW_MLP_INSTANCES))
-                KN.grad_mlp_dense(
-                    n_s, min(_GROW_MLP_BLOCKS, max(n_s, 1)), key, n_inst, k1, half_bits, out,
-                    data.x_indices, data.x_weight, data.x_rows, data.f_indptr, data.f_indices,
-                    n_items, d, *emb, *net.kernel_args(), net.n_act, w_off,
-                )
-                cache["G"] = out
-            return cache["G"]
-
-        def layer_fn(layer):
-            def fill(r0, r1, G):
-                no = int(net.n_out[layer])
-                block = mlp_grads()[w_off[layer]: w_off[layer] + sizes[layer]]
-                G[:] = block.reshape(-1, no)[r0:r1]
-            return fill
-
-        return [rows_fn(w) for w in range(4)] + [layer_fn(t) for t in range(len(net.layers))]
-
-    # --- fitted views ----------------------------------------------------------
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_cache"] = {}  # derived data: rebuilt on demand
-        return state
+        self._clear_caches()

@@ -8,10 +8,10 @@ import numbers
 
 import numpy as np
 
-from ._kernels import _ncf as KN
-from ._kernels import _topk
-from ._table import SparseEmbeddingTable
-from ._threads import numba_threads
+from .._kernels import _ncf as KN
+from .._kernels import _topk
+from .._table import SparseEmbeddingTable
+from .._threads import numba_threads
 
 # Fold-in of new users: Adam passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 20
@@ -80,10 +80,10 @@ class _Net:
             np.ascontiguousarray(self.m_v[:, :1]), max(self.hidden),
         )
 
-    def kernel_args(self, with_state=False):
-        weights = (self.m_v, self.m_w) if with_state else (self.m_w,)
-        return (self.m_indptr, self.m_indices, *weights, self.dense_v, self.n_in, self.n_out,
-                self.w_row0, self.b_off, self.a_off, self.h_off, self.o_off)
+    def kernel_net(self):
+        """The arrays the kernels read, as one :data:`sparse_rec._kernels._ncf.Net`."""
+        return KN.Net(self.m_indptr, self.m_indices, self.m_w, self.dense_v, self.n_in,
+                      self.n_out, self.w_row0, self.b_off, self.a_off, self.h_off, self.o_off)
 
     @classmethod
     def from_fitted(cls, est, n_slots=1):
@@ -145,8 +145,8 @@ class NCFModel:
         hidden = tuple(int(h) for h in self.hidden_layer_sizes_)
         return [t.to_csr() for t in _split_layers(self.mlp_table_, d, hidden, 1)]
 
-    def _clear_caches(self):
-        self._cache = {}
+    # Shapes checked on load (sparse_rec._io), before _check_loaded.
+    _loaded_shapes = (("seen_", ("n_users_", "n_items_")),)
 
     def _check_loaded(self):
         """Raise ValueError unless a loaded model's arrays fit together (no kernel
@@ -303,7 +303,7 @@ class NCFModel:
             KN.fold_in_users(
                 x_indptr, x_indices, passes, int(self.n_negatives), args["lr"], args["reg"],
                 np.uint64(_FOLD_IN_KEY), 0, _tab(ug), _tab(um), _tab(items[0]), _tab(items[1]),
-                *net.kernel_args(), net.n_act, self.n_items_, d,
+                net.kernel_net(), net.n_act, self.n_items_, d,
             )
 
         with numba_threads(self.n_threads):

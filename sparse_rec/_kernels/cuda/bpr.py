@@ -16,7 +16,7 @@ import types
 import numpy as np
 from numba import cuda
 
-from . import _bpr, _rng
+from .. import _bpr, _rng
 
 # Helpers in call order: each is rebuilt with globals that point at the
 # device versions of the helpers before it.
@@ -28,7 +28,7 @@ _HELPERS = (
     (_bpr, "sample_negative"),
     (_bpr, "log_sigmoid_grad"),
     (_bpr, "_apply"),
-    (_bpr, "score_pair"),
+    (_bpr, "bpr_margin_diff"),
     (_bpr, "bpr_step"),
 )
 
@@ -82,7 +82,7 @@ def launch_epoch(arrays, n_samples, key, lr, reg, optimizer, n_blocks, n_threads
     """Run one epoch on device arrays; returns the loss sum (a host float).
 
     ``arrays`` maps the kernel's array argument names to device arrays (see
-    :class:`sparse_rec.backends.cuda.DeviceState`), including ``scratch``
+    :class:`sparse_rec.backends.cuda.MFEngine`), including ``scratch``
     and ``losses`` sized for ``n_blocks * n_threads_per_block`` threads.
     """
     a = arrays

@@ -1,0 +1,1 @@
+"""CUDA kernels (numba-cuda); importing a module here needs numba-cuda."""

@@ -1,0 +1,230 @@
+"""DSLMatrixFactorization: BPR matrix factorisation under a fixed sparse budget."""
+
+import numpy as np
+
+from .. import backends
+from .._table import SparseEmbeddingTable
+from .._training import DSLEstimator, Params
+from .scoring import MFModel
+
+# Initial weights are uniform in [-s, s] with s chosen so a user-item score
+# starts near +-_INIT_SCORE whatever the density and n_components.
+_INIT_SCORE = 0.05
+
+
+class DSLMatrixFactorization(MFModel, DSLEstimator):
+    """Matrix factorisation with BPR loss, trained sparse from scratch (DSL).
+
+    User and item factors are CSR tables holding only the active weights.
+    Training starts from a uniformly random pattern with exactly
+    ``round(density * n_components * (n_users + n_items))`` active weights
+    and keeps that count after every epoch. Every ``update_interval`` epochs
+    the ``rho_t`` fraction of smallest-magnitude weights is pruned and as many
+    inactive coordinates with the largest loss gradient are grown (at zero),
+    with ``rho_t`` decaying from ``update_ratio`` on ``schedule``.
+
+    Each epoch draws ``nnz(X)`` BPR samples: a positive interaction uniformly
+    at random (weighted by its value, scaled to mean 1) and a negative item
+    uniformly among the items the user did not interact with. Steps use
+    Adagrad with L2 penalty ``alpha`` on the touched weights and a dense item
+    bias.
+
+    Parameters
+    ----------
+    n_components : int, default=64
+        Columns of the user and item factor tables.
+    density : float in (0, 1], default=0.2
+        Fraction of the ``n_components * (n_users + n_items)`` weights that
+        are active. 1.0 trains a dense model (no prune/grow).
+    max_iter : int, default=100
+        Epochs.
+    learning_rate : float, default=0.05
+        Step size (Adagrad: the largest step of a weight).
+    alpha : float, default=0.03
+        L2 penalty on each weight touched by a step. Strong by habit of
+        dense BPR: sparse models overfit popular items' rows otherwise.
+    optimizer : {"adagrad", "sgd"}, default="adagrad"
+        Step rule. Adagrad keeps one accumulator per active weight (stored
+        on the same pattern, dropped after ``fit``); plain SGD keeps none.
+    update_ratio : float in [0, 1), default=0.5
+        Initial fraction of active weights pruned and regrown per update.
+        0 gives static sparse training (the pattern never changes).
+    update_interval : int, default=5
+        Epochs between prune/grow updates. Updates happen after epochs
+        ``update_interval, 2 * update_interval, ...`` but never after the
+        last one, so a fit with ``max_iter <= update_interval`` is static.
+    schedule : {"cosine", "linear", "constant"}, default="cosine"
+        How the update ratio decays over the run (to 0.005).
+    grow : {"gradient", "random"}, default="gradient"
+        Grow where the loss gradient is largest, or at random (ablation).
+    budget : {"global", "table"}, default="global"
+        ``"global"``: one budget across the user and item tables, so the
+        split between users, items and dimensions is learned; ``"table"``:
+        each table keeps its own count.
+    random_state : int, numpy Generator or None, default=None
+        Seed of the pattern, the initial weights and the sampler.
+    n_threads : int or None, default=None
+        Numba threads during ``fit`` and scoring (None: all). With 1 thread
+        and a fixed ``random_state`` a fit is bitwise reproducible.
+    backend : {"cpu", "cuda"}, default="cpu"
+        Where training epochs run. ``"cuda"`` needs numba-cuda and a GPU
+        (``pip install sparse-rec[cuda]``); prune/grow and scoring stay on
+        the CPU, and the tables travel to the host at each update.
+    verbose : int, default=0
+        1 shows a progress bar with the loss.
+    callbacks : list of callable or None, default=None
+        Each is called after every epoch as ``cb(estimator, info)`` with the
+        epoch's ``history_`` row; returning True stops training.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of each user's interactions, score
+        NDCG@10 on them after every epoch, stop after ``n_iter_no_change``
+        epochs without an improvement above ``tol`` and keep the best
+        epoch's weights. The held-out part is not trained on.
+    validation_fraction : float in (0, 1), default=0.1
+    n_iter_no_change : int, default=5
+    tol : float, default=1e-4
+    warm_start : bool, default=False
+        Refit from the current weights and pattern when ``X`` has the fitted
+        shape: ``max_iter`` more epochs, the update-ratio schedule starting
+        again (lower ``update_ratio`` for a gentle continuation) and the
+        optimiser state from zero; ``history_`` and ``n_iter_`` continue.
+        Another ``n_components`` than fitted raises ValueError.
+
+    Attributes
+    ----------
+    user_factors_ : scipy.sparse.csr_matrix of shape (n_users, n_components)
+    item_factors_ : scipy.sparse.csr_matrix of shape (n_items, n_components)
+    item_bias_ : ndarray of shape (n_items,)
+    n_iter_ : int
+        Epochs run (over all warm-started fits).
+    validation_scores_ : list of float or None
+        NDCG@10 on the validation split after each epoch (early stopping).
+    best_validation_score_ : float or None
+    history_ : list of dict
+        One entry per epoch: ``loss`` (mean per sample), ``nnz_user``,
+        ``nnz_item``, ``nnz``, ``empty_users`` and ``empty_items`` (rows
+        with no active weight), ``pruned``, ``grown``, ``update_ratio``,
+        ``coverage`` (fraction of coordinates ever active), ``seconds`` and
+        ``prune_grow_seconds``.
+    n_active_ : int
+        Active weights (the budget).
+    nbytes_ : int
+        Bytes of the stored factors (indptr, indices, weights) and bias.
+    dense_nbytes_ : int
+        Bytes of the same model as dense float32 tables and bias.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparse_rec import DSLMatrixFactorization
+    >>> from sparse_rec.datasets import make_interactions
+    >>> X = make_interactions(200, 100, 3000, random_state=0)
+    >>> mf = DSLMatrixFactorization(n_components=16, density=0.25, max_iter=10,
+    ...                             random_state=0, n_threads=1).fit(X)
+    >>> mf.n_active_ == round(0.25 * 16 * (200 + 100))
+    True
+    >>> ids, scores = mf.recommend([0, 1], n=5)
+    >>> ids.shape
+    (2, 5)
+    """
+
+    _engine_model = "mf"
+    _progress_name = "DSL-MF"
+
+    def __init__(
+        self,
+        n_components=64,
+        density=0.2,
+        max_iter=100,
+        learning_rate=0.05,
+        alpha=0.03,
+        optimizer="adagrad",
+        update_ratio=0.5,
+        update_interval=5,
+        schedule="cosine",
+        grow="gradient",
+        budget="global",
+        random_state=None,
+        n_threads=None,
+        backend="cpu",
+        verbose=0,
+        callbacks=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        tol=1e-4,
+        warm_start=False,
+    ):
+        self.n_components = n_components
+        self.density = density
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.alpha = alpha
+        self.optimizer = optimizer
+        self.update_ratio = update_ratio
+        self.update_interval = update_interval
+        self.schedule = schedule
+        self.grow = grow
+        self.budget = budget
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.backend = backend
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+
+    # --- model hooks of the shared fit (sparse_rec._training) -------------------
+    def _validate(self):
+        self._validate_common(optimizer=("adagrad", "sgd"),
+                              backend=backends.devices(self._engine_key()))
+
+    def _structure(self):
+        return {"n_components": int(self.n_components)}
+
+    def _fitted_structure(self):
+        return {"n_components": self.user_table_.n_cols}
+
+    def _init_params(self, n_users, n_items, seed):
+        users, items = self._init_tables(n_users, n_items, int(self.n_components), seed)
+        # Bias and its optimiser state side by side, as in the tables.
+        return self._params(users, items, np.zeros((n_items, 2), np.float32))
+
+    def _warm_params(self):
+        # Keep the pattern and weights; optimiser state restarts.
+        users, items = self.user_table_, self.item_table_
+        for tab in (users, items):
+            tab.add_state(2)
+        bias_v = np.zeros((self.n_items_, 2), np.float32)
+        bias_v[:, 0] = self.item_bias_
+        return self._params(users, items, bias_v)
+
+    @staticmethod
+    def _params(users, items, bias_v):
+        return Params([users, items], ["user", "item"], user_tables=[0], item_tables=[1],
+                      dense=[bias_v[:, 0]], layout=bias_v)
+
+    def _make_engine(self, data, params):
+        engine = backends.engine_class(self._engine_key(), self.backend)
+        return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
+                      alpha=self.alpha, optimizer=self.optimizer)
+
+    def _publish(self, params):
+        self.user_table_, self.item_table_ = params.tables
+        self.item_bias_ = params.layout[:, 0].copy()
+        self._clear_caches()
+
+    def _init_tables(self, n_users, n_items, d, seed):
+        total = d * (n_users + n_items)
+        nnz = int(round(self.density * total))
+        rng = np.random.default_rng(seed)
+        # One uniform pattern over both tables: split the budget as a
+        # hypergeometric draw, then each table draws its rows.
+        n_u = int(rng.hypergeometric(d * n_users, d * n_items, nnz)) if nnz < total else d * n_users
+        scale = np.sqrt(_INIT_SCORE / (self.density * d)) if d else 0.0
+        users = SparseEmbeddingTable.random(n_users, d, n_u, scale=scale, seed=seed)
+        items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, scale=scale, seed=seed + 1)
+        return users, items
