@@ -11,6 +11,7 @@ from ._kernels import _rng
 from ._mf_model import MFModel
 from ._table import SparseEmbeddingTable
 from ._threads import numba_threads
+from ._validation import check_budget
 from .exceptions import DivergenceError
 
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
@@ -186,6 +187,10 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
         self.tol = tol
         self.warm_start = warm_start
 
+    def _validate(self):
+        # Also run on every loaded model file (sparse_rec._io).
+        self._validate_common(optimizer=("adagrad", "sgd"), backend=("cpu", "cuda"))
+
     # --- fitting ---------------------------------------------------------------
     def fit(self, X, y=None, exclude=None):
         """Train on a users x items interaction matrix.
@@ -202,7 +207,7 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
         -------
         self
         """
-        self._validate_common(optimizer=("adagrad", "sgd"), backend=("cpu", "cuda"))
+        self._validate()
         X, exclude = self._prepare_X(X, exclude)
         seed = check_random_seed(self.random_state)
         n_users, n_items = X.shape
@@ -257,7 +262,7 @@ class DSLMatrixFactorization(MFModel, BaseDSLEstimator):
 
     def _init_tables(self, n_users, n_items, d, seed):
         total = d * (n_users + n_items)
-        nnz = int(round(self.density * total))
+        nnz = check_budget(int(round(self.density * total)), total, n_users + n_items)
         rng = np.random.default_rng(seed)
         # One uniform pattern over both tables: split the budget as a
         # hypergeometric draw, then each table draws its rows.

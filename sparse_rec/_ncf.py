@@ -13,6 +13,7 @@ from ._kernels import _rng
 from ._ncf_model import NCFModel, _Net, _tab
 from ._table import SparseEmbeddingTable
 from ._threads import numba_threads
+from ._validation import check_budget
 from .exceptions import DivergenceError
 
 #: Names of the sparse tables, in PruneGrow order (the MLP layers follow).
@@ -393,7 +394,8 @@ class DSLNCF(NCFModel, BaseDSLEstimator):
         shapes = [(n_users, d), (n_items, d), (n_users, d), (n_items, d)] + list(
             zip(n_in, hidden, strict=True))
         sizes = np.array([r * c for r, c in shapes], np.int64)
-        nnz = int(round(self.density * sizes.sum()))
+        nnz = check_budget(int(round(self.density * sizes.sum())), int(sizes.sum()),
+                           2 * (n_users + n_items))
         n_mlp = int(sizes[4:].sum())
         counts = sizes.copy()
         if nnz < sizes.sum():
