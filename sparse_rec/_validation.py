@@ -125,6 +125,18 @@ def _coo_arrays(X, name):
     return (major, idx, data, None) if fmt == "csr" else (idx, major, data, None)
 
 
+def check_structure(X, name="X"):
+    """Raise ValueError unless scipy sparse ``X``'s index arrays fit its shape.
+
+    For matrices that scipy operates on before they are converted (values
+    untouched); :func:`check_interactions` and :func:`check_pattern` do
+    this themselves.
+    """
+    if sp.issparse(X) and X.ndim == 2:
+        _coo_arrays(X, name)
+    return X
+
+
 def _check_dtype(dtype, name):
     if np.issubdtype(dtype, np.complexfloating):
         raise ValueError(
@@ -301,12 +313,16 @@ def check_n_threads(value):
     return value
 
 
+# Negatives per positive: NCF uses a handful; more than this (or than the
+# items, if there are more) only multiplies the cost, and 10**9 would hang.
+_MAX_NEGATIVES = 1000
+
+
 def check_n_negatives(value, n_items):
-    """An integer in ``[1, n_items]``: more negatives per positive than items is absurd."""
+    """An integer in ``[1, max(1000, n_items)]``."""
     return check_positive_int(
-        value, "n_negatives", maximum=max(int(n_items), 1),
-        hint=f"It is the number of negatives drawn per positive; with {n_items} items use "
-             "for example 4.",
+        value, "n_negatives", maximum=max(_MAX_NEGATIVES, int(n_items)),
+        hint="It is the number of negatives drawn per positive; use for example 4.",
     )
 
 

@@ -50,15 +50,15 @@ def _int_arg(minimum, maximum=None):
     return parse
 
 
-def _fraction_arg(high_closed):
+def _fraction_arg(name, high_closed):
     def parse(text):
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
         if not (0 < value < 1 or (high_closed and value == 1)):
             raise argparse.ArgumentTypeError(
-                f"must be in (0, {'1]' if high_closed else '1)'}; got {text}")
+                f"{name} must be in (0, {'1]' if high_closed else '1)'}; got {text}")
         return value
 
     return parse
@@ -297,7 +297,7 @@ def _data_options(p, with_split=True):
                    help="MovieLens folder (100K, 1M or latest) or LightGCN folder with "
                         "train.txt/test.txt; default: the built-in MovieLens latest-small")
     if with_split:
-        p.add_argument("--test-size", type=_fraction_arg(False), default=0.2,
+        p.add_argument("--test-size", type=_fraction_arg("test size", False), default=0.2,
                        help="fraction of each user's interactions held out (default 0.2)")
         p.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=0,
                        help="seed of the split (and the fit), in [0, 2**32 - 1]")
@@ -308,7 +308,7 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="train DSL-MF, evaluate on a hold-out split, save the model")
     _data_options(f)
-    f.add_argument("--density", type=_fraction_arg(True), default=0.2)
+    f.add_argument("--density", type=_fraction_arg("density", True), default=0.2)
     f.add_argument("--n-components", type=_int_arg(1), default=64)
     f.add_argument("--epochs", type=_int_arg(1), default=100)
     f.add_argument("--threads", type=_threads_arg, default=None)

@@ -409,7 +409,7 @@ def test_budget_zero_is_refused_and_below_one_per_row_warns():
         DSLMatrixFactorization(n_components=4, density=0.1, max_iter=1, n_threads=1).fit(X)
 
 
-def test_n_negatives_beyond_the_items_is_refused():
+def test_absurd_n_negatives_is_refused():
     X = make_interactions(30, 20, 250, random_state=0)
     with pytest.raises(ValueError, match="n_negatives"):
         DSLNCF(n_negatives=10**9, max_iter=1).fit(X)
