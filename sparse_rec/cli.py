@@ -232,6 +232,9 @@ def cmd_evaluate(args):
     _check_model_file(args.model)
     _check_data_folder(args.data)
     model = _load_model(args.model)
+    if args.k > model.n_items_:
+        raise UsageError(f"-k {args.k} is more than the model's {model.n_items_} items; give "
+                         f"a cut-off of at most {model.n_items_}.")
     X_train, X_test, name, ds = _split(args)
     _check_same_items(model, X_train, ds)
     if ds is not None:

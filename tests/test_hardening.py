@@ -336,6 +336,7 @@ def test_cli_user_errors_exit_2_with_one_line(cli_model, model_without_ids, tmp_
         (["fit", "--threads", "0"], "--threads"),
         (["fit", "--test-size", "nan"], "--test-size"),
         (["evaluate", "--model", str(cli_model), "-k", "x"], "-k"),
+        (["evaluate", "--model", str(cli_model), "-k", str(10**10)], "-k"),
     ]
     for argv, match in cases:
         if argv[1:2] == ["1"] and match is None:
