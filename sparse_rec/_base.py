@@ -48,7 +48,9 @@ class TrainData:
         Weights are scaled to mean 1, so binary data trains exactly as
         unweighted BPR and the learning rate keeps its meaning.
         """
-        w = (X.data / X.data.mean()).astype(np.float32)
+        # The mean accumulates in float64: a float32 sum of large weights
+        # overflows to inf (and every weight would become 0).
+        w = (X.data / np.float32(X.data.mean(dtype=np.float64))).astype(np.float32)
         # asarray: no copy when the dtype already fits (these arrays are as
         # large as the input).
         x_indptr = np.asarray(X.indptr, np.int64)

@@ -167,12 +167,24 @@ def _check_values(data, name):
 
 
 def _check_float32_range(data, name):
-    if data.size and float(data.max()) > _F32_MAX:
+    """Values (non-negative) must survive the cast to float32 the models train in."""
+    if not data.size:
+        return
+    if float(data.max()) > _F32_MAX:
         raise ValueError(
             f"{name} has an interaction weight of {float(data.max()):g} (after summing "
             f"duplicate entries), beyond float32's largest value {_F32_MAX:g}, the precision "
             "the models train in. Rescale the weights (e.g. np.log1p or divide by the maximum)."
         )
+    if data.dtype.kind == "f" and data.dtype.itemsize > 4:
+        lost = (data > 0) & (data.astype(np.float32) == 0)
+        if lost.any():
+            raise ValueError(
+                f"{name} has {int(lost.sum())} positive weights (smallest "
+                f"{float(data[lost].min()):g}) that round to zero in float32, which would "
+                "silently drop those interactions. Rescale the weights (e.g. divide by their "
+                "minimum) or binarise them."
+            )
 
 
 def check_interactions(X, *, name="X", allow_empty=False, copy=False):
@@ -229,7 +241,6 @@ def check_interactions(X, *, name="X", allow_empty=False, copy=False):
         Xc.sum_duplicates()
         _check_float32_range(Xc.data, name)
         Xc = Xc.astype(np.float32)
-    # Values below float32's smallest become zeros: dropped with the others.
     Xc.eliminate_zeros()
     Xc.sort_indices()
     Xc.has_canonical_format = True

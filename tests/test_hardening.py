@@ -138,6 +138,18 @@ def test_duplicates_are_summed_without_wrapping(dtype, values, expected):
         assert out[0, 1] == np.float32(expected)
 
 
+def test_weights_rounding_to_zero_in_float32_are_refused_not_dropped():
+    with pytest.raises(ValueError, match="round to zero"):
+        check_interactions(sp.csr_matrix(np.array([[1e-50, 1.0]])))
+
+
+def test_large_weights_are_scaled_without_overflow():
+    from sparse_rec._base import TrainData
+
+    X = check_interactions(np.array([[3e38, 0, 3e38], [0, 3e38, 0]], np.float32))
+    np.testing.assert_array_equal(TrainData.from_matrix(X).x_weight, np.ones(3, np.float32))
+
+
 def test_sums_beyond_float32_are_refused_not_made_inf():
     X = sp.coo_matrix((np.array([3e38, 3e38]), ([0, 0], [1, 1])), shape=(2, 2))
     with pytest.raises(ValueError, match="float32"):
