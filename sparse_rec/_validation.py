@@ -197,6 +197,19 @@ def check_interactions(X, *, name="X", allow_empty=False, copy=False):
     fit in float32; explicit zeros are dropped. The input is never
     modified: a new matrix is always returned (``copy`` is kept for
     compatibility).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X = sp.coo_matrix((np.array([100, 100], np.int8), ([0, 0], [1, 1])), shape=(1, 2))
+    >>> check_interactions(X).toarray()  # summed in float64: no int8 wrap-around
+    array([[  0., 200.]], dtype=float32)
+    >>> bad = sp.csr_matrix(np.eye(2))
+    >>> bad.indices[-1] = 5
+    >>> check_interactions(bad)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: X is a malformed sparse matrix: column indices outside [0, 2) ...
     """
     if sp.issparse(X):
         if X.ndim != 2:
