@@ -570,3 +570,52 @@ def test_cli_never_shows_a_traceback(cli_model, capsys, cmd, extra):
     assert "Traceback" not in captured.err
     if rc == 2:
         assert len(captured.err.strip().splitlines()) == 1, captured.err
+
+
+ANY_VALUE = st.one_of(st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                      st.text(max_size=3), st.none(), st.just(np.bool_(True)),
+                      st.integers(-5, 5).map(np.int64), st.floats(-5, 5).map(np.float32))
+
+
+@FAST
+@given(ANY_VALUE)
+def test_number_validators_refuse_bools_and_accept_exactly_their_range(value):
+    from sparse_rec._validation import check_n_threads, check_positive_int, check_real
+
+    is_bool = isinstance(value, (bool, np.bool_))
+    is_int = isinstance(value, (int, np.integer)) and not is_bool
+    is_real = (is_int or isinstance(value, (float, np.floating))) and not is_bool
+    cases = [
+        (lambda: check_positive_int(value, "p"), is_int and value >= 1),
+        (lambda: check_real(value, "r", low=0, low_open=True),
+         is_real and np.isfinite(value) and value > 0),
+        (lambda: check_n_threads(value), value is None or (is_int and (value >= 1 or value == -1))),
+    ]
+    for call, ok in cases:
+        if ok:
+            call()
+        else:
+            with pytest.raises(ValueError):
+                call()
+
+
+@FAST
+@given(st.lists(st.one_of(st.integers(-2**65, 2**65), st.floats(allow_nan=True)), max_size=6),
+       st.integers(1, 50))
+def test_check_ids_returns_exactly_the_valid_ids_or_refuses(ids, n):
+    from sparse_rec._validation import check_ids
+
+    valid = all(float(v).is_integer() and 0 <= v < n for v in ids
+                if not (isinstance(v, float) and not np.isfinite(v))) and all(
+        not (isinstance(v, float) and not np.isfinite(v)) for v in ids)
+    arr = np.array(ids, dtype=object)
+    try:
+        as_array = np.asarray(arr.tolist()) if ids else np.zeros(0, np.int64)
+    except OverflowError:
+        as_array = arr
+    if valid:
+        out = check_ids(as_array, n)
+        assert out.dtype == np.int64 and out.tolist() == [int(v) for v in ids]
+    else:
+        with pytest.raises(ValueError):
+            check_ids(as_array, n)
