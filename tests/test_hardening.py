@@ -619,3 +619,17 @@ def test_check_ids_returns_exactly_the_valid_ids_or_refuses(ids, n):
     else:
         with pytest.raises(ValueError):
             check_ids(as_array, n)
+
+
+@pytest.mark.parametrize("how", MALFORMED)
+def test_transformers_and_splitters_refuse_malformed_input(mf, how):
+    from sparse_rec.model_selection import temporal_split
+    from sparse_rec.preprocessing import BM25Weighting, LogScaling
+
+    _, X = mf
+    bad = corrupted(X, how)
+    for transformer in (LogScaling(), BM25Weighting()):
+        with pytest.raises(ValueError, match="malformed"):
+            transformer.fit_transform(bad)
+    with pytest.raises(ValueError, match="malformed"):
+        temporal_split(X, bad)
