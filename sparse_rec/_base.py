@@ -9,7 +9,14 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from ._recommend import RecommenderMixin, check_fitted
-from ._validation import check_interactions, check_positive_int
+from ._validation import (
+    check_interactions,
+    check_n_negatives,
+    check_n_threads,
+    check_positive_int,
+    check_random_seed,  # noqa: F401  (imported from here by the estimators)
+    check_real,
+)
 
 # Early stopping scores NDCG at this cut-off on at most this many users.
 _VALIDATION_K = 10
@@ -41,7 +48,9 @@ class TrainData:
         Weights are scaled to mean 1, so binary data trains exactly as
         unweighted BPR and the learning rate keeps its meaning.
         """
-        w = (X.data / X.data.mean()).astype(np.float32)
+        # The mean accumulates in float64: a float32 sum of large weights
+        # overflows to inf (and every weight would become 0).
+        w = (X.data / np.float32(X.data.mean(dtype=np.float64))).astype(np.float32)
         # asarray: no copy when the dtype already fits (these arrays are as
         # large as the input).
         x_indptr = np.asarray(X.indptr, np.int64)
@@ -61,23 +70,6 @@ class TrainData:
             np.asarray(Xt.indptr, np.int64), np.asarray(Xt.indices, np.int32),
             np.asarray(Xt.data, np.float32), f_indptr, f_indices,
         )
-
-
-def check_random_seed(random_state):
-    """A 63-bit seed from ``None``, an int or a numpy random generator."""
-    if random_state is None:
-        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be >= 0; got {random_state}.")
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(0, 2**62))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**62))
-    raise ValueError(
-        f"random_state must be None, an int or a numpy random generator; got {random_state!r}."
-    )
 
 
 class SaveMixin:
@@ -123,7 +115,9 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
         check_positive_int(self.max_iter, "max_iter")
         check_positive_int(self.update_interval, "update_interval",
                            hint="Prune and grow every that many epochs, e.g. 5.")
-        if not (isinstance(self.update_ratio, numbers.Real) and 0 <= self.update_ratio < 1):
+        if not (isinstance(self.update_ratio, numbers.Real)
+                and not isinstance(self.update_ratio, (bool, np.bool_))
+                and 0 <= self.update_ratio < 1):
             raise ValueError(
                 f"update_ratio must be in [0, 1); got {self.update_ratio!r}. "
                 "Use 0.5 (the paper's default) or 0 for static sparse training."
@@ -133,20 +127,10 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
             value = getattr(self, name)
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}; got {value!r}.")
-        for name in ("learning_rate", "alpha"):
-            v = getattr(self, name)
-            if not (isinstance(v, numbers.Real) and np.isfinite(v) and v >= 0) or (
-                name == "learning_rate" and v == 0
-            ):
-                bound = "> 0" if name == "learning_rate" else ">= 0"
-                raise ValueError(f"{name} must be a finite number {bound}; got {v!r}.")
-        if self.n_threads is not None and not (
-            isinstance(self.n_threads, numbers.Integral)
-            and (self.n_threads >= 1 or self.n_threads == -1)
-        ):
-            raise ValueError(
-                f"n_threads must be None, -1 or an integer >= 1; got {self.n_threads!r}."
-            )
+        check_real(self.learning_rate, "learning_rate", low=0, low_open=True,
+                   hint="Use for example learning_rate=0.05.")
+        check_real(self.alpha, "alpha", low=0)
+        check_n_threads(self.n_threads)
 
         self._validate_controls()
 
@@ -158,6 +142,7 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
                 f"{cbs!r}. Wrap a single function in a list."
             )
         if not (isinstance(self.validation_fraction, numbers.Real)
+                and not isinstance(self.validation_fraction, (bool, np.bool_))
                 and 0 < self.validation_fraction < 1):
             raise ValueError(
                 f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}. "
@@ -165,8 +150,7 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
             )
         check_positive_int(self.n_iter_no_change, "n_iter_no_change",
                            hint="Use for example n_iter_no_change=5.")
-        if not (isinstance(self.tol, numbers.Real) and np.isfinite(self.tol)):
-            raise ValueError(f"tol must be a finite number; got {self.tol!r}.")
+        check_real(self.tol, "tol")
 
     # --- training controls shared by the estimators ------------------------------
     def _can_warm_start(self, X):
@@ -278,6 +262,8 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
 
     def _prepare_X(self, X, exclude):
         X = check_interactions(X)
+        if hasattr(self, "n_negatives"):  # bounded by the data: 10**9 would hang
+            check_n_negatives(self.n_negatives, X.shape[1])
         if exclude is not None:
             exclude = check_interactions(exclude, name="exclude", allow_empty=True)
             if exclude.shape != X.shape:

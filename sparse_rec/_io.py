@@ -25,6 +25,7 @@ import numbers
 import os
 import re
 import struct
+import tempfile
 import warnings
 import zipfile
 import zlib
@@ -35,6 +36,14 @@ import scipy.sparse as sp
 
 from . import _registry
 from ._table import SparseEmbeddingTable, _index_dtype
+from ._validation import (
+    canonical_rows,
+    check_compressed,
+    check_n_negatives,
+    check_n_threads,
+    check_positive_int,
+    check_real,
+)
 from .exceptions import NotFittedError
 
 __all__ = ["save_model", "load", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -63,6 +72,16 @@ _ATTR_RE = re.compile(r"^[a-z][a-z0-9_]*_$")
 # Largest ``.npy`` header ``numpy.lib.format`` writes for our arrays, with room.
 _NPY_HEADER_MAX = 4096
 _JSON_MEMBER_MAX = 64 << 20
+# JSON nesting our files use is at most 4 deep; deeper input would only
+# exhaust the parser's recursion.
+_JSON_MAX_DEPTH = 16
+# Loading inflates members in chunks of this size, so a member whose stream
+# inflates beyond its declared size is stopped after one chunk.
+_READ_CHUNK = 1 << 20
+# Default cap on the bytes all members of one file may inflate to (see load).
+MAX_LOAD_BYTES = 16 << 30
+# Deflate cannot expand more than about 1032:1; a member declaring more is forged.
+_MAX_DEFLATE_RATIO = 1100
 # Errors that reading a damaged archive can raise inside zipfile, zlib, lzma,
 # bz2 (OSError) and numpy's header parser: all mean "corrupted".
 _DECODE_ERRORS = (
@@ -424,24 +443,61 @@ def _raw_bytes(arr):
 
 
 def _write_archive(path, members):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write to a unique temporary file beside ``path``, fsync it, then rename.
+
+    Concurrent saves to one path each use their own temporary file, so the
+    last ``os.replace`` wins and ``path`` always holds one complete file.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp)
     try:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            for name, arr in members:
-                # A fixed timestamp makes the same model give the same bytes.
-                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with zf.open(info, "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+        with os.fdopen(fd, "w+b") as raw:
+            with zipfile.ZipFile(raw, "w") as zf:
+                for name, arr in members:
+                    # A fixed timestamp makes the same model give the same bytes.
+                    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    with zf.open(info, "w", force_zip64=True) as f:
+                        np.lib.format.write_array(f, np.ascontiguousarray(arr),
+                                                  allow_pickle=False)
+            raw.flush()
+            os.fsync(raw.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    _fsync_dir(path.parent)
     return path
 
 
+def _read_umask():
+    # os.umask can only be read by setting it: done once, at import.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _fsync_dir(folder):
+    """Make the rename durable where the platform allows it (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # --- loading -------------------------------------------------------------------
-def load(path):
+def load(path, *, max_bytes=None):
     """Read a model file written by :func:`save_model`; never unpickles.
 
     The archive, its format name and version, the SHA-256 checksum, every
@@ -455,6 +511,11 @@ def load(path):
     ----------
     path : str or os.PathLike
         A file written by ``save_model`` (or ``est.save``).
+    max_bytes : int, optional
+        Most bytes all the file's members may inflate to (default
+        ``MAX_LOAD_BYTES``, 16 GiB). Members are inflated in 1 MiB chunks
+        and a member is refused as soon as it exceeds its declared size, so
+        a forged file ("zip bomb") never inflates past these bounds.
 
     Returns
     -------
@@ -494,18 +555,19 @@ def load(path):
     ...     print("refused")
     refused
     """
-    return _load(path)
+    return _load(path, max_bytes=max_bytes)
 
 
-def _load(path, classes=None):
+def _load(path, classes=None, max_bytes=None):
     path = Path(path)
+    cap = MAX_LOAD_BYTES if max_bytes is None else check_positive_int(max_bytes, "max_bytes")
     with open(path, "rb") as f:
         start = f.read(4)
         if start != b"PK\x03\x04":
             raise ValueError(_not_a_model_message(path, start))
         f.seek(0)
         try:
-            header, meta, arrays = _read_archive(f, path)
+            header, meta, arrays = _read_archive(f, path, [cap])
         except _FormatError:
             raise
         except _DECODE_ERRORS as e:
@@ -540,7 +602,7 @@ def _not_a_model_message(path, start):
     )
 
 
-def _read_archive(f, path):
+def _read_archive(f, path, budget):
     with zipfile.ZipFile(f) as zf:
         names = [i.filename for i in zf.infolist()]
         if len(set(names)) != len(names):
@@ -548,10 +610,10 @@ def _read_archive(f, path):
         if _HEADER + ".npy" not in names:
             _fail(path, "there is no __header__ entry, so this is not a sparse_rec model file "
                         "(perhaps a plain .npz). Load files written by save_model.")
-        header = _read_json(zf, _HEADER, path)
+        header = _read_json(zf, _HEADER, path, budget)
         _check_header(header, path)
-        meta_raw = _read_member(zf, _META, np.dtype(np.uint8), None, path).tobytes()
-        meta = json.loads(meta_raw.decode("utf-8"))
+        meta_raw = _read_member(zf, _META, np.dtype(np.uint8), None, path, budget).tobytes()
+        meta = _parse_json(meta_raw, _META, path)
         specs = _check_meta(meta, path)
         expected = {_HEADER + ".npy", _META + ".npy"} | {s[0] + ".npy" for s in specs}
         if set(names) != expected:
@@ -561,7 +623,7 @@ def _read_archive(f, path):
         arrays = {}
         h = hashlib.sha256(meta_raw)
         for name, dtype, shape in specs:
-            arr = _read_member(zf, name, dtype, shape, path)
+            arr = _read_member(zf, name, dtype, shape, path, budget)
             h.update(name.encode("utf-8") + b"\0")
             h.update(_raw_bytes(arr))
             arrays[name] = arr
@@ -571,9 +633,24 @@ def _read_archive(f, path):
     return header, meta, arrays
 
 
-def _read_json(zf, name, path):
-    raw = _read_member(zf, name, np.dtype(np.uint8), None, path)
-    obj = json.loads(raw.tobytes().decode("utf-8"))
+def _parse_json(raw, name, path):
+    """JSON from bytes, its nesting depth checked before the recursive parser runs."""
+    text = raw.decode("utf-8")
+    # Depth counted outside strings: brackets inside them do not nest.
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text).encode("utf-8")
+    b = np.frombuffer(bare, np.uint8)
+    step = (np.isin(b, (ord("["), ord("{"))).astype(np.int64)
+            - np.isin(b, (ord("]"), ord("}"))))
+    depth = int(np.cumsum(step).max()) if step.size else 0
+    if depth > _JSON_MAX_DEPTH:
+        _fail(path, f"entry {name} nests JSON {depth} levels deep; model files nest at most "
+                    f"{_JSON_MAX_DEPTH}. " + _RESAVE)
+    return json.loads(text)
+
+
+def _read_json(zf, name, path, budget):
+    raw = _read_member(zf, name, np.dtype(np.uint8), None, path, budget)
+    obj = _parse_json(raw.tobytes(), name, path)
     if not isinstance(obj, dict):
         _fail(path, f"entry {name} is not a JSON object. " + _RESAVE)
     return obj
@@ -624,7 +701,39 @@ def _parse_dtype(text, what, path):
     return np.dtype(text)
 
 
-def _read_member(zf, name, dtype, shape, path):
+def _inflate(zf, info, name, path, budget):
+    """The member's bytes, inflated in bounded chunks (never past its declared size)."""
+    size = info.file_size
+    if size > budget[0]:
+        _fail(path, f"entry {name} declares {size} bytes, more than the {budget[0]} left of "
+                    "the load limit (max_bytes); pass a larger max_bytes to load if the file "
+                    "is trusted.")
+    budget[0] -= size
+    if info.compress_type != zipfile.ZIP_STORED and size > _MAX_DEFLATE_RATIO * max(
+        info.compress_size, 1
+    ):
+        _fail(path, f"entry {name} declares {size} bytes from {info.compress_size} compressed "
+                    "ones, beyond what deflate can produce: the file is forged. " + _RESAVE)
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    with zf.open(info) as f:
+        while got < size:
+            chunk = f.read(min(_READ_CHUNK, size - got))
+            if not chunk:
+                break
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        if got != size:
+            _fail(path, f"entry {name} holds {got} bytes, fewer than the {size} declared "
+                        "(truncated). " + _RESAVE)
+        # Reading to the end runs zipfile's CRC check; more data is forged.
+        if f.read(1):
+            _fail(path, f"entry {name} inflates beyond its declared {size} bytes. " + _RESAVE)
+    return data
+
+
+def _read_member(zf, name, dtype, shape, path, budget):
     """One ``.npy`` member parsed by hand: header checked, data never unpickled."""
     info = zf.getinfo(name + ".npy")
     if shape is None:  # a JSON entry: 1-D uint8 of unknown length
@@ -636,8 +745,8 @@ def _read_member(zf, name, dtype, shape, path):
     if info.file_size > limit:
         _fail(path, f"entry {name} is larger ({info.file_size} bytes) than its manifest allows "
                     f"({limit}). " + _RESAVE)
-    data = zf.read(info)
-    buf = io.BytesIO(data)
+    data = _inflate(zf, info, name, path, budget)
+    buf = io.BytesIO(bytes(data[:_NPY_HEADER_MAX]))  # the header only: no copy of the data
     version = np.lib.format.read_magic(buf)
     if version == (1, 0):
         got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(buf)
@@ -680,6 +789,12 @@ def _build(meta, arrays, path, classes=None):
             skipped.append(name)
             continue
         setattr(est, name, _decode_attribute(name, entry, arrays, path))
+    required = [n for n in _attribute_names(cls) if n in _required_attributes(cls)]
+    missing = [n for n in required if n not in meta["attributes"]]
+    if missing:
+        _fail(path, f"the file names class {cls_name} but lacks its fitted arrays {missing} "
+                    f"(it holds {sorted(meta['attributes'])[:8]}): the class does not match "
+                    "the arrays. " + _RESAVE)
     if skipped:
         warnings.warn(f"{path}: attributes {skipped} are unknown to {cls_name} in this version "
                       "of sparse_rec and were ignored.", UserWarning, stacklevel=3)
@@ -697,9 +812,37 @@ def _build(meta, arrays, path, classes=None):
             _fail(path, f"{key} has {len(ids)} entries for {count_attr}={count}. " + _RESAVE)
         setattr(est, key + "_", ids.astype(ids.dtype.newbyteorder("=")))
     _check_consistency(est, path)
+    _check_loaded_params(est, path)
     if hasattr(est, "_clear_caches"):
         est._clear_caches()
     return est
+
+
+def _required_attributes(cls):
+    """Fitted attributes without which ``cls`` cannot score: a file must hold them all."""
+    return (set(getattr(cls, "_snapshot_attributes", ())) | {"n_users_", "n_items_", "seen_"}
+            | {name for name, _ in getattr(cls, "_loaded_shapes", ())})
+
+
+def _check_loaded_params(est, path):
+    """The saved hyper-parameters, through the estimator's own validation."""
+    try:
+        if getattr(type(est), "_served", False):
+            # Served models have no fit: check what scoring and fold-in read.
+            check_positive_int(getattr(est, "n_components", None), "n_components")
+            check_real(getattr(est, "learning_rate", None), "learning_rate", low=0,
+                       low_open=True)
+            check_real(getattr(est, "alpha", None), "alpha", low=0)
+            check_n_threads(getattr(est, "n_threads", None))
+        else:
+            for hook in ("_validate", "_validate_params"):
+                if hasattr(est, hook):
+                    getattr(est, hook)()
+                    break
+        if getattr(est, "n_negatives", None) is not None or hasattr(est, "hidden_layer_sizes_"):
+            check_n_negatives(getattr(est, "n_negatives", None), est.n_items_)
+    except ValueError as e:
+        _fail(path, f"a saved hyper-parameter is invalid: {e} " + _RESAVE)
 
 
 def _set_params(est, meta, path):
@@ -760,23 +903,30 @@ def _decode_rows(name, entry, arrays, n_rows, path):
 
 
 def _check_canonical_rows(name, indptr, indices, n_cols, path):
-    """Indices in range and strictly increasing within each row (kernels rely on both)."""
+    """Indices in range and strictly increasing within each row (kernels rely on both).
+
+    The same structure checks as every matrix entering the package
+    (``sparse_rec._validation``).
+    """
     nnz = int(indptr[-1])
     if indices.ndim != 1 or indices.dtype.kind not in "iu" or indices.shape[0] != nnz:
         _fail(path, f"{name}.indices must be {nnz} integers; got {indices.dtype} "
                     f"{indices.shape}. " + _RESAVE)
-    if nnz == 0:
-        return
-    wide = indices.astype(np.int64)
-    if wide.min() < 0 or wide.max() >= n_cols:
-        _fail(path, f"{name} has column indices outside [0, {n_cols}). " + _RESAVE)
-    within = np.ones(nnz - 1, np.bool_)
-    starts = indptr[1:-1]
-    starts = starts[(starts > 0) & (starts < nnz)]
-    within[starts - 1] = False  # the pair (start - 1, start) spans two rows
-    if np.any(np.diff(wide)[within] <= 0):
+    try:
+        check_compressed(indptr, indices, indptr.shape[0] - 1, n_cols, name)
+    except ValueError as e:
+        _fail(path, f"{name} has column indices outside [0, {n_cols}) or bad row pointers "
+                    f"({e}) " + _RESAVE)
+    if not canonical_rows(indptr, indices):
         _fail(path, f"{name} has a row whose column indices are not strictly increasing. "
                     + _RESAVE)
+
+
+def _check_finite(name, values, path):
+    """Weights and biases must be finite: NaN or inf would poison every score."""
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        _fail(path, f"{name} holds {int(np.count_nonzero(~np.isfinite(values)))} NaN or "
+                    "infinite values; a model needs finite numbers. " + _RESAVE)
 
 
 def _decode_attribute(name, entry, arrays, path):
@@ -785,6 +935,8 @@ def _decode_attribute(name, entry, arrays, path):
         value = entry.get("value")
         if not (value is None or isinstance(value, (bool, int, float, str))):
             _fail(path, f"{name}: a value must be a JSON scalar. " + _RESAVE)
+        if isinstance(value, float):
+            _check_finite(name, np.array(value), path)
         return value
     if kind in ("tuple", "list"):
         value = entry.get("value")
@@ -794,7 +946,7 @@ def _decode_attribute(name, entry, arrays, path):
             _fail(path, f"{name}: a {kind} must be a JSON list of scalars. " + _RESAVE)
         return tuple(value) if kind == "tuple" else value
     if kind == "records":
-        records = json.loads(arrays[f"{name}.json"].tobytes().decode("utf-8"))
+        records = _parse_json(arrays[f"{name}.json"].tobytes(), f"{name}.json", path)
         if not isinstance(records, list) or not all(
             isinstance(r, dict) and all(
                 v is None or isinstance(v, (bool, int, float, str)) for v in r.values()
@@ -807,6 +959,7 @@ def _decode_attribute(name, entry, arrays, path):
         stored = arrays[name]
         if stored.dtype.kind != dt.kind and not (stored.dtype.kind in "iu" and dt.kind in "iu"):
             _fail(path, f"{name} is stored as {stored.dtype} for a {dt} attribute. " + _RESAVE)
+        _check_finite(name, stored, path)
         return stored.astype(dt)  # always a writable copy
     if kind == "table":
         n_rows = _int_field(entry, "n_rows", path, name)
@@ -841,6 +994,7 @@ def _decode_attribute(name, entry, arrays, path):
             data = arrays[f"{name}.data"]
             if data.shape != indices.shape or data.dtype.kind not in "biuf":
                 _fail(path, f"{name}.data must be {indices.shape[0]} numbers. " + _RESAVE)
+            _check_finite(f"{name}.data", data, path)
             data = data.astype(dt)
         else:
             _fail(path, f"{name}: unknown data encoding {entry.get('data')!r}. " + _RESAVE)

@@ -7,7 +7,7 @@ loaded for serving (:mod:`sparse_rec.serving`) uses the very same code.
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import check_ids, check_interactions, check_positive_int
+from ._validation import check_ids, check_interactions, check_pattern, check_positive_int
 from .exceptions import NotFittedError
 
 
@@ -32,8 +32,11 @@ class RecommenderMixin:
         check_fitted(self)
         return check_ids(users, self.n_users_, "users", "user")
 
-    def _check_n(self, n):
-        return check_positive_int(n, "n", hint="Ask for at least one recommendation.")
+    def _check_n(self, n, n_candidates=None):
+        # Clipped to the candidates: more columns would only be padding, and
+        # n=10**10 would try to allocate them.
+        n = check_positive_int(n, "n", hint="Ask for at least one recommendation.")
+        return min(n, max(1, self.n_items_ if n_candidates is None else n_candidates))
 
     def _exclusion(self, users, filter_seen):
         if filter_seen is None or isinstance(filter_seen, (bool, np.bool_)):
@@ -41,13 +44,8 @@ class RecommenderMixin:
                 return np.zeros(len(users) + 1, np.int64), np.zeros(0, np.int32)
             E = self.seen_[users]
         elif sp.issparse(filter_seen):
-            E = filter_seen.tocsr()
-            if E.shape != (len(users), self.n_items_):
-                raise ValueError(
-                    f"filter_seen as a matrix must have shape (len(users), n_items) = "
-                    f"({len(users)}, {self.n_items_}); got {E.shape}. Pass the rows of the "
-                    "items to exclude for exactly these users."
-                )
+            # Structure checked: a kernel indexes with these items.
+            E = check_pattern(filter_seen, (len(users), self.n_items_), "filter_seen")
         else:
             raise TypeError(
                 "filter_seen must be True, False or a sparse (len(users), n_items) matrix of "
@@ -63,7 +61,8 @@ class RecommenderMixin:
         users : array-like of int
             User indices (rows of the matrix given to ``fit``).
         n : int, default=10
-            Number of items per user.
+            Number of items per user; a larger ``n`` than ``n_items_`` is
+            clipped to ``n_items_``.
         filter_seen : bool or sparse matrix, default=True
             ``True`` excludes the items each user interacted with in ``fit``;
             a sparse ``(len(users), n_items)`` matrix excludes its non-zeros
@@ -137,6 +136,7 @@ class RecommenderMixin:
         X : sparse matrix or array-like of shape (n_rows, n_items)
             Interaction histories over the fitted items.
         n : int, default=10
+            Clipped to ``n_items_`` as in :meth:`recommend`.
         filter_seen : bool or sparse matrix, default=True
             ``True`` excludes each row's own history items; a sparse
             ``(n_rows, n_items)`` matrix excludes its non-zeros instead.
@@ -204,6 +204,8 @@ class RecommenderMixin:
     def similar_items(self, items, n=10):
         """The ``n`` items most similar to each given item (cosine), itself excluded.
 
+        ``n`` is clipped to ``n_items_ - 1`` (at least 1).
+
         Returns
         -------
         ids : ndarray of int64, shape (len(items), n)
@@ -211,7 +213,7 @@ class RecommenderMixin:
         """
         check_fitted(self)
         items = check_ids(items, self.n_items_, "items", "item")
-        n = self._check_n(n)
+        n = self._check_n(n, self.n_items_ - 1)  # the item itself is excluded
         return self._similar(items, n)
 
     def __sklearn_tags__(self):

@@ -5,16 +5,110 @@ factorisation at density 0.2 on the built-in MovieLens latest-small, scored
 on a per-user 20% hold-out and saved as a safe ``.npz`` model file.
 ``sparse-rec evaluate`` scores a saved model on the same hold-out, and
 ``sparse-rec recommend`` prints top items for raw user ids.
+
+Every user error (a bad option, a missing or unreadable file or folder, an
+output path that cannot be written, data the model does not fit) exits
+with status 2 and one ``error:`` line on stderr, never a traceback; paths
+are checked before any training starts.
 """
 
 import argparse
+import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_MODEL = "sparse_rec_model.npz"
+
+
+class UsageError(ValueError):
+    """A user error found by the CLI itself (message is final)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_arg(minimum, maximum=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}; got {value}")
+        return value
+
+    return parse
+
+
+def _fraction_arg(name, high_closed):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
+        if not (0 < value < 1 or (high_closed and value == 1)):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be in (0, {'1]' if high_closed else '1)'}; got {text}")
+        return value
+
+    return parse
+
+
+def _threads_arg(text):
+    value = _int_arg(-1)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be -1 (all cores) or an integer >= 1; got 0")
+    return value
+
+
+def _check_data_folder(path):
+    if path is None:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"--data {path}: no such folder. Give a MovieLens or LightGCN folder.")
+    if not p.is_dir():
+        raise UsageError(f"--data {path} is a file; it must be a folder (MovieLens or LightGCN "
+                         "layout). Give the folder that holds the data files.")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise UsageError(f"--data {path}: the folder is not readable (permissions).")
+
+
+def _check_model_file(path):
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"--model {path}: no such file. Train one with `sparse-rec fit` first.")
+    if p.is_dir():
+        raise UsageError(f"--model {path} is a folder; it must be a model file (.npz) "
+                         "written by `sparse-rec fit`.")
+
+
+def _check_output_file(path):
+    """Before training: ``path`` must be a file we can create or replace."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--output {path} is a folder; give a file name such as "
+                         f"{Path(path) / DEFAULT_MODEL}.")
+    folder = p.parent
+    if not folder.is_dir():
+        raise UsageError(f"--output {path}: the folder {folder} does not exist; create it first.")
+    try:  # the only reliable test of writability: create a file there
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".check", dir=folder)
+    except OSError as e:
+        raise UsageError(f"--output {path}: cannot write in {folder} ({e.strerror}). Choose a "
+                         "writable location.") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _load_data(path):
@@ -81,6 +175,8 @@ def _quality_rows(model, X_train, X_test, k):
 def cmd_fit(args):
     from . import _registry
 
+    _check_data_folder(args.data)
+    _check_output_file(args.output)
     X_train, X_test, name, ds = _split(args)
     print(f"data: {name}: {X_train.shape[0]} users, {X_train.shape[1]} items, "
           f"{X_train.nnz} training and {X_test.nnz} held-out interactions")
@@ -135,7 +231,12 @@ def _check_same_items(model, X_train, ds):
 
 
 def cmd_evaluate(args):
+    _check_model_file(args.model)
+    _check_data_folder(args.data)
     model = _load_model(args.model)
+    if args.k > model.n_items_:
+        raise UsageError(f"-k {args.k} is more than the model's {model.n_items_} items; give "
+                         f"a cut-off of at most {model.n_items_}.")
     X_train, X_test, name, ds = _split(args)
     _check_same_items(model, X_train, ds)
     if ds is not None:
@@ -146,12 +247,14 @@ def cmd_evaluate(args):
 
 
 def cmd_recommend(args):
+    _check_model_file(args.model)
+    _check_data_folder(args.data)
     model = _load_model(args.model)
     user_ids = getattr(model, "user_ids_", None)
     item_ids = getattr(model, "item_ids_", None)
     raw = [str(u) for u in args.users]
     if user_ids is None:
-        users = np.asarray(args.users, dtype=np.int64)
+        users = _user_indices(raw, model.n_users_)
     else:
         lookup = {str(r): k for k, r in enumerate(user_ids)}
         unknown = [r for r in raw if r not in lookup]
@@ -175,6 +278,15 @@ def cmd_recommend(args):
     return 0
 
 
+def _user_indices(raw, n_users):
+    """User indices given on the command line for a model without raw ids."""
+    bad = [r for r in raw if not (re.fullmatch(r"[0-9]{1,19}", r) and int(r) < n_users)]
+    if bad:
+        raise UsageError(f"unknown user ids {bad[:5]}: this model has no raw ids, so users are "
+                         f"the indices 0 to {n_users - 1}.")
+    return np.array([int(r) for r in raw], np.int64)
+
+
 def _item_names(data, item_ids):
     """Raw item id -> title from the data set, when it has titles."""
     if item_ids is None:
@@ -190,15 +302,16 @@ def _data_options(p, with_split=True):
                    help="MovieLens folder (100K, 1M or latest) or LightGCN folder with "
                         "train.txt/test.txt; default: the built-in MovieLens latest-small")
     if with_split:
-        p.add_argument("--test-size", type=float, default=0.2,
+        p.add_argument("--test-size", type=_fraction_arg("test size", False), default=0.2,
                        help="fraction of each user's interactions held out (default 0.2)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the split (and the fit)")
+        p.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=0,
+                       help="seed of the split (and the fit), in [0, 2**32 - 1]")
 
 
 def build_parser():
     from . import _registry
 
-    p = argparse.ArgumentParser(prog="sparse-rec", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="sparse-rec", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="train a model (DSL-MF by default), evaluate on a hold-out "
                                    "split, save the model")
@@ -206,36 +319,47 @@ def build_parser():
     choices = list(_registry.cli_estimators())
     f.add_argument("--estimator", choices=choices, default=choices[0],
                    help="model to train (default: %(default)s)")
-    f.add_argument("--density", type=float, default=None,
+    f.add_argument("--density", type=_fraction_arg("density", True), default=None,
                    help="fraction of active weights (default: the estimator's, 0.2)")
-    f.add_argument("--n-components", type=int, default=None,
+    f.add_argument("--n-components", type=_int_arg(1), default=None,
                    help="embedding size (default: the estimator's; 64 for mf)")
-    f.add_argument("--epochs", type=int, default=None,
+    f.add_argument("--epochs", type=_int_arg(1), default=None,
                    help="training epochs (default: the estimator's; 100 for mf)")
-    f.add_argument("--threads", type=int, default=None)
+    f.add_argument("--threads", type=_threads_arg, default=None)
     f.add_argument("--output", default=DEFAULT_MODEL, help="model file (.npz)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
     e = sub.add_parser("evaluate", help="score a saved model on the hold-out split of its data")
     e.add_argument("--model", default=DEFAULT_MODEL)
     _data_options(e)
-    e.add_argument("-k", type=int, default=20, help="cut-off of Recall and NDCG (default 20)")
+    e.add_argument("-k", type=_int_arg(1), default=20,
+                   help="cut-off of Recall and NDCG (default 20)")
     e.set_defaults(func=cmd_evaluate)
     r = sub.add_parser("recommend", help="print top-n items for raw user ids")
     r.add_argument("users", nargs="+", help="raw user ids (as in the data set)")
     r.add_argument("--model", default=DEFAULT_MODEL)
-    r.add_argument("-n", type=int, default=10)
+    r.add_argument("-n", type=_int_arg(1), default=10,
+                   help="items per user (at most the model's number of items)")
     _data_options(r, with_split=False)
     r.set_defaults(func=cmd_recommend)
     return p
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    from .exceptions import DivergenceError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (2) and --help (0): a status, as for any error
+        return e.code
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, DivergenceError) as exc:
+        # User errors (bad data, files, options): one line, no traceback.
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        print(f"error: {text}", file=sys.stderr)
         return 2
 
 

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from ._base import RecommenderMixin, SaveMixin, check_random_seed
-from ._validation import check_interactions, check_positive_int
+from ._validation import check_interactions, check_positive_int, check_structure
 from .exceptions import DivergenceError
 
 __all__ = ["ImplicitAdapter", "ImplicitRecommender", "as_implicit"]
@@ -114,6 +114,7 @@ class ImplicitAdapter:
                 f"user_items must have one row per user in userid ({n_rows}); got "
                 f"{user_items.shape[0]} rows. Pass train_matrix[userids]."
             )
+        check_structure(user_items, "user_items")  # scipy slices and adds it below
         exclude = self._exclusion(n_rows, user_items, filter_already_liked_items, filter_items)
         if recalculate_user:
             ids, scores = self.estimator.recommend_for_history(

@@ -26,6 +26,8 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import check_structure
+
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
 except ImportError:  # pragma: no cover - older scikit-learn
@@ -57,6 +59,7 @@ class _InteractionTransformer(TransformerMixin, BaseEstimator):
     _stateless = False
 
     def _check_X(self, X, reset):
+        check_structure(X)  # before scipy's compiled code sorts or sums it
         X = _validate_data(
             self, X, reset=reset, accept_sparse="csr", dtype=(np.float64, np.float32)
         )

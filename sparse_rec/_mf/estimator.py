@@ -5,6 +5,7 @@ import numpy as np
 from .. import backends
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
+from .._validation import check_budget
 from .scoring import MFModel
 
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
@@ -219,7 +220,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
 
     def _init_tables(self, n_users, n_items, d, seed):
         total = d * (n_users + n_items)
-        nnz = int(round(self.density * total))
+        nnz = check_budget(int(round(self.density * total)), total, n_users + n_items)
         rng = np.random.default_rng(seed)
         # One uniform pattern over both tables: split the budget as a
         # hypergeometric draw, then each table draws its rows.

@@ -7,6 +7,7 @@ import numpy as np
 from .. import backends
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
+from .._validation import check_budget
 from .scoring import NCFModel, _Net
 
 #: Names of the sparse tables, in PruneGrow order (the MLP layers follow).
@@ -352,7 +353,8 @@ class DSLNCF(NCFModel, DSLEstimator):
         shapes = [(n_users, d), (n_items, d), (n_users, d), (n_items, d)] + list(
             zip(n_in, hidden, strict=True))
         sizes = np.array([r * c for r, c in shapes], np.int64)
-        nnz = int(round(self.density * sizes.sum()))
+        nnz = check_budget(int(round(self.density * sizes.sum())), int(sizes.sum()),
+                           2 * (n_users + n_items))
         n_mlp = int(sizes[4:].sum())
         counts = sizes.copy()
         if nnz < sizes.sum():

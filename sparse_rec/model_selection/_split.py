@@ -11,7 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_fraction, check_interactions, check_positive_int
+from .._validation import (
+    check_fraction,
+    check_interactions,
+    check_positive_int,
+    check_structure,
+)
 
 __all__ = [
     "LeaveOneOutSplit",
@@ -78,7 +83,7 @@ def _latest_first(X, timestamps):
             "timestamps must be a scipy sparse matrix with the same sparsity pattern as X; "
             f"got {type(timestamps).__name__}. Build it from the same (user, item) pairs."
         )
-    T = timestamps.tocsr(copy=True)
+    T = check_structure(timestamps, "timestamps").tocsr(copy=True)
     T.sort_indices()
     if (
         T.shape != X.shape
