@@ -10,6 +10,7 @@ indexes with them: scipy's compiled routines and our Numba kernels trust
 memory or kills the interpreter.
 """
 
+import math
 import numbers
 import warnings
 
@@ -318,7 +319,8 @@ def check_positive_int(value, name, *, minimum=1, maximum=None, hint=""):
 def check_real(value, name, *, low=None, low_open=False, hint=""):
     """Check that ``value`` is a finite real number (not a bool), >= or > ``low``."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    ok = ok and bool(np.isfinite(value))
+    # An integer is finite however large (np.isfinite refuses Python ints past int64).
+    ok = ok and (isinstance(value, numbers.Integral) or math.isfinite(value))
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if not ok:

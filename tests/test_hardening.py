@@ -588,7 +588,7 @@ def test_number_validators_refuse_bools_and_accept_exactly_their_range(value):
     cases = [
         (lambda: check_positive_int(value, "p"), is_int and value >= 1),
         (lambda: check_real(value, "r", low=0, low_open=True),
-         is_real and np.isfinite(value) and value > 0),
+         is_real and (is_int or np.isfinite(value)) and value > 0),
         (lambda: check_n_threads(value), value is None or (is_int and (value >= 1 or value == -1))),
     ]
     for call, ok in cases:
