@@ -68,7 +68,7 @@ class ServedNCF(NCFModel, _Served):
 _SERVED = served()
 
 
-def load_model(path, *, n_threads=None):
+def load_model(path, *, n_threads=None, max_bytes=None):
     """Load a model file for serving; the same checks as :func:`sparse_rec.load`.
 
     Parameters
@@ -77,6 +77,9 @@ def load_model(path, *, n_threads=None):
         A file written by ``est.save`` or ``sparse_rec._io.save_model``.
     n_threads : int or None, default=None
         Numba threads used for scoring (None: the saved setting, or all).
+    max_bytes : int, optional
+        Cap on the bytes the file may inflate to, as in :func:`sparse_rec.load`
+        (default ``MAX_LOAD_BYTES``, 16 GiB); raise it for a trusted larger file.
 
     Returns
     -------
@@ -88,7 +91,7 @@ def load_model(path, *, n_threads=None):
         If the file is damaged, not a model file, or holds a model this
         module cannot serve (DSLMatrixFactorization and DSLNCF files only).
     """
-    model = _load(path, classes=_SERVED)
+    model = _load(path, classes=_SERVED, max_bytes=max_bytes)
     if n_threads is not None:
         model.n_threads = n_threads
     return model

@@ -27,6 +27,7 @@ from sparse_rec._io import load, save_model
 from sparse_rec._validation import check_interactions, check_random_seed
 from sparse_rec.cli import main
 from sparse_rec.datasets import make_interactions
+from sparse_rec.serving import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=50, deadline=None,
@@ -234,6 +235,10 @@ def test_forged_ratios_and_the_global_cap_are_refused(mf, tmp_path):
     with pytest.raises(ValueError, match="max_bytes"):
         load(path, max_bytes=2000)
     assert load(path, max_bytes=10 << 20).n_items_ == mf[0].n_items_
+    # serving takes the same cap
+    with pytest.raises(ValueError, match="max_bytes"):
+        load_model(path, max_bytes=2000)
+    assert load_model(path, max_bytes=10 << 20).n_items_ == mf[0].n_items_
 
 
 # --- class 6: loaded values validated ------------------------------------------------
