@@ -384,8 +384,19 @@ def check_random_seed(random_state):
     )
 
 
+# numpy's (multivariate) hypergeometric sampler, which draws start patterns,
+# refuses populations of 10**9 or more.
+MAX_COORDINATES = 10**9
+
+
 def check_budget(n_active, n_total, n_rows, name="density"):
-    """Refuse a budget of zero active weights; warn below one weight per row."""
+    """Refuse a budget of zero active weights or too many coordinates; warn below one per row."""
+    if n_total >= MAX_COORDINATES:
+        raise ValueError(
+            f"the model's tables hold {n_total:,} coordinates (rows x columns); at most "
+            f"{MAX_COORDINATES - 1:,} are supported (the random start pattern is drawn with "
+            "numpy's hypergeometric sampler). Lower n_components (or the layer sizes)."
+        )
     if n_active < 1:
         raise ValueError(
             f"{name} gives a budget of 0 active weights out of {n_total}: the model would "

@@ -427,6 +427,17 @@ def test_budget_zero_is_refused_and_below_one_per_row_warns():
         DSLMatrixFactorization(n_components=4, density=0.1, max_iter=1, n_threads=1).fit(X)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: DSLMatrixFactorization(n_components=10**12, max_iter=1),
+    lambda: DSLNCF(n_components=10**9, max_iter=1),
+    lambda: DSLNCF(hidden_layer_sizes=(10**9,), max_iter=1),
+])
+def test_absurd_table_sizes_are_refused_before_allocating(make):
+    X = make_interactions(30, 20, 250, random_state=0)
+    with pytest.raises(ValueError, match="coordinates"):
+        make().fit(X)
+
+
 def test_absurd_n_negatives_is_refused():
     X = make_interactions(30, 20, 250, random_state=0)
     with pytest.raises(ValueError, match="n_negatives"):
