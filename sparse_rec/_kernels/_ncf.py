@@ -300,34 +300,50 @@ def _adam(v, p, grad, lr1, bc2_sqrt):
     return w
 
 
+@njit(cache=True, inline="always")
+def step_row_group(tab, col0, rows, items, sg, order, g, nb, acc, inv_b, lr1, bc2_sqrt, reg):
+    """Lazy Adam on the row of the group starting at ``order[g]``; returns the group's end.
+
+    ``order`` lists the batch's ``nb`` instances sorted stably by
+    ``rows``; the group is the run of instances with the row of
+    ``order[g]``. Their gradients (columns ``col0:col0 + d`` of ``sg``) are
+    summed in instance order and the row takes one step on its active
+    coordinates, unless every instance of the group was skipped
+    (``items < 0``). The CPU epoch and its CUDA twin both step rows here.
+    """
+    indptr, indices, v = tab
+    d = acc.shape[0]
+    r = rows[order[g]]
+    for k in range(d):
+        acc[k] = 0.0
+    used = False
+    h = g
+    while h < nb and rows[order[h]] == r:
+        s = order[h]
+        if items[s] >= 0:
+            used = True
+            for k in range(d):
+                acc[k] += sg[s, col0 + k]
+        h += 1
+    if used:
+        for p in range(indptr[r], indptr[r + 1]):
+            _adam(v, p, acc[indices[p]] * inv_b + reg * v[p, 0], lr1, bc2_sqrt)
+    return h
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _apply_table(tab, col0, rows, items, sg, nb, acc, inv_b, lr1, bc2_sqrt, reg):
     """Lazy Adam on the rows of one embedding table that the batch touched.
 
     The batch's instances are grouped by row (stable sort, so each row sums
     its instances' gradients in instance order) and each row takes one step
-    on its active coordinates.
+    on its active coordinates (:func:`step_row_group`).
     """
-    indptr, indices, v = tab
-    d = acc.shape[0]
     order = np.argsort(rows[:nb], kind="mergesort")
     g = 0
     while g < nb:
-        r = rows[order[g]]
-        acc[:] = 0.0
-        used = False
-        h = g
-        while h < nb and rows[order[h]] == r:
-            s = order[h]
-            if items[s] >= 0:
-                used = True
-                for k in range(d):
-                    acc[k] += sg[s, col0 + k]
-            h += 1
-        if used:
-            for p in range(indptr[r], indptr[r + 1]):
-                _adam(v, p, acc[indices[p]] * inv_b + reg * v[p, 0], lr1, bc2_sqrt)
-        g = h
+        g = step_row_group(tab, col0, rows, items, sg, order, g, nb, acc, inv_b, lr1, bc2_sqrt,
+                           reg)
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")

@@ -1,7 +1,11 @@
 """CUDA engines: keep the training arrays on the GPU between epochs.
 
-Prune and grow stay on the CPU: before each update the factor tables come
-back to the host, and the rebuilt tables go out again after it.
+Growth scores of DSL-MF are computed on the GPU (the growth-gradient
+callbacks launch kernels over the device tables and bring back only the
+score chunk that :class:`~sparse_rec._dsl.PruneGrow` asks for); selecting
+the scores, the prune threshold and the rebuild run on the CPU, so before
+each update the tables come back to the host and the rebuilt tables go out
+again after it.
 """
 
 import numpy as np
@@ -27,23 +31,42 @@ def _simulated():
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 
 
+def _no_gpu_error():
+    return RuntimeError(
+        "backend='cuda' needs numba-cuda and a CUDA GPU, and none was found. Install "
+        "the extra (pip install 'sparse-rec[cuda]') on a machine with a GPU, or use "
+        "backend='cpu'."
+    )
+
+
+def _grid(n_blocks, threads_per_block):
+    """``(n_blocks, threads_per_block)``: the simulator's small grid, or a few blocks per SM."""
+    from numba import cuda
+
+    if n_blocks is None and _simulated():
+        # The simulator runs each GPU thread as a Python thread.
+        return 1, 8
+    if n_blocks is None:
+        sms = getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1)
+        n_blocks = 8 * int(sms)
+    return int(n_blocks), int(threads_per_block)
+
+
 class MFEngine(cpu.MFEngine):
-    """DSL-MF's BPR epochs on the GPU; growth gradients stay on the CPU.
+    """DSL-MF's BPR epochs and growth gradients on the GPU.
 
     The interactions, the tables, the bias and the work buffers live on the
     device between epochs; ``download`` brings the trained values into the
     host tables (which prune/grow reads and rebuilds) and ``upload`` (also
-    the rebuild hook) sends the rebuilt tables out again.
+    the rebuild hook) sends the rebuilt tables out again. ``grow_fns``
+    returns callbacks that run the growth-gradient kernels on the device
+    tables and copy back the requested chunk of scores only.
     """
 
     def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, optimizer,
                  n_blocks=None, threads_per_block=128):
         if not is_available():
-            raise RuntimeError(
-                "backend='cuda' needs numba-cuda and a CUDA GPU, and none was found. Install "
-                "the extra (pip install 'sparse-rec[cuda]') on a machine with a GPU, or use "
-                "backend='cpu'."
-            )
+            raise _no_gpu_error()
         super().__init__(data, users, items, bias_v, learning_rate=learning_rate, alpha=alpha,
                          optimizer=optimizer)
         from numba import cuda
@@ -52,23 +75,19 @@ class MFEngine(cpu.MFEngine):
 
         self._cuda = cuda
         self._kernels = _bpr_cuda
-        if n_blocks is None and _simulated():
-            # The simulator runs each GPU thread as a Python thread.
-            n_blocks, threads_per_block = 1, 8
-        elif n_blocks is None:
-            sms = getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1)
-            n_blocks = 8 * int(sms)
-        self.n_blocks = int(n_blocks)
-        self.threads_per_block = int(threads_per_block)
+        self.n_blocks, self.threads_per_block = _grid(n_blocks, threads_per_block)
         n_threads = self.n_blocks * self.threads_per_block
         to = cuda.to_device
         self.arrays = {
             "x_indices": to(data.x_indices), "x_weight": to(data.x_weight),
             "x_rows": to(data.x_rows), "f_indptr": to(data.f_indptr),
-            "f_indices": to(data.f_indices),
+            "f_indices": to(data.f_indices), "x_indptr": to(data.x_indptr),
+            "xt_indptr": to(data.xt_indptr), "xt_indices": to(data.xt_indices),
+            "xt_weight": to(data.xt_weight),
             "scratch": to(np.zeros((n_threads, 2, users.n_cols), np.float32)),
             "losses": to(np.zeros(n_threads, np.float64)),
         }
+        self._G = None  # device score buffer, sized on the first growth chunk
         self.upload()
 
     def upload(self):
@@ -91,3 +110,117 @@ class MFEngine(cpu.MFEngine):
             self.arrays, self.n_samples, key, self.learning_rate, self.alpha, self.optimizer,
             self.n_blocks, self.threads_per_block,
         )
+
+    def _score_buffer(self, n_rows):
+        if self._G is None or self._G.shape[0] < n_rows:
+            self._G = self._cuda.device_array((n_rows, self.users.n_cols), np.float32)
+        return self._G[:n_rows]
+
+    def grow_fns(self, key):
+        """Growth-gradient callbacks that compute on the GPU (see :class:`cpu.MFEngine`)."""
+        k, grid = self._kernels, (self.n_blocks, self.threads_per_block)
+        neg_per_item = self.data.nnz / max(self.items.n_rows, 1)
+
+        def users(r0, r1, G):
+            G_d = self._score_buffer(r1 - r0)
+            k.launch_grad_users(self.arrays, r0, r1, G_d, cpu._GROW_SAMPLES_USER, key, *grid)
+            G_d.copy_to_host(G)
+
+        def items(r0, r1, G):
+            G_d = self._score_buffer(r1 - r0)
+            k.launch_grad_items(self.arrays, r0, r1, G_d, cpu._GROW_SAMPLES_ITEM,
+                                cpu._GROW_SAMPLES_ITEM_NEG, key, neg_per_item, *grid)
+            G_d.copy_to_host(G)
+
+        return [users, items]
+
+
+class NCFEngine(cpu.NCFEngine):
+    """NeuMF epochs on the GPU, one thread block per mini-batch.
+
+    The interactions, the four embedding tables, the packed MLP weights,
+    the dense parameters (all with their Adam state) and the work buffers
+    live on the device between epochs (see :mod:`sparse_rec._kernels.cuda.ncf`
+    for how a block trains a batch and groups it by row). ``download``
+    brings the trained values into the host tables, the packed MLP arrays
+    and back into the layer tables; growth gradients are computed on the
+    CPU from those (:meth:`cpu.NCFEngine.grow_fns`), and ``rebuild``
+    repacks the MLP and uploads after prune/grow. ``n_blocks`` blocks train
+    batches concurrently (Hogwild between blocks); by default one per
+    streaming multiprocessor, so that about as many batches are in flight as
+    the GPU runs at once.
+    """
+
+    def __init__(self, data, embeddings, net, *, learning_rate, alpha, n_negatives, batch_size,
+                 n_blocks=None, threads_per_block=64):
+        if not is_available():
+            raise _no_gpu_error()
+        super().__init__(data, embeddings, net, learning_rate=learning_rate, alpha=alpha,
+                         n_negatives=n_negatives, batch_size=batch_size)
+        from numba import cuda
+
+        from .._kernels.cuda import ncf as _ncf_cuda
+
+        self._cuda = cuda
+        self._kernels = _ncf_cuda
+        if n_blocks is None and not _simulated():
+            n_blocks = int(getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1))
+        elif n_blocks is None:
+            n_blocks, threads_per_block = 2, 4  # the simulator runs threads in Python
+        n_batches = (self.n_samples + self.batch - 1) // self.batch
+        self.n_blocks = int(max(1, min(n_blocks, n_batches)))
+        self.threads_per_block = int(threads_per_block)
+        T, B, d, batch = self.n_blocks * self.threads_per_block, self.n_blocks, net.d, self.batch
+        to = cuda.to_device
+        self.arrays = {
+            "x_indices": to(data.x_indices), "x_weight": to(data.x_weight),
+            "x_rows": to(data.x_rows), "f_indptr": to(data.f_indptr),
+            "f_indices": to(data.f_indices),
+            "n_in": to(net.n_in), "n_out": to(net.n_out), "w_row0": to(net.w_row0),
+            "b_off": to(net.b_off), "a_off": to(net.a_off), "w_range": to(net.w_range),
+            "act": to(np.zeros((T, net.n_act), np.float32)),
+            "dact": to(np.zeros((T, net.n_act), np.float32)),
+            "pg": to(np.zeros((T, d), np.float32)), "qg": to(np.zeros((T, d), np.float32)),
+            "acc": to(np.zeros((T, d), np.float32)),
+            "gd": to(np.zeros((T, net.dense_v.shape[0]), np.float32)),
+            "sg": to(np.zeros((B, batch, 4 * d), np.float32)),
+            "su": to(np.zeros((B, batch), np.int64)), "si": to(np.zeros((B, batch), np.int64)),
+            "order_u": to(np.zeros((B, batch), np.int64)),
+            "order_i": to(np.zeros((B, batch), np.int64)),
+            "losses": to(np.zeros(T, np.float64)),
+        }
+        self.upload()
+
+    def upload(self):
+        to, a, net = self._cuda.to_device, self.arrays, self.net
+        net.pack()
+        a["emb"] = tuple(to(np.ascontiguousarray(x)) for t in self.embeddings
+                         for x in (t.indptr, t.indices, t.values_buf[: t.nnz]))
+        a["m_indptr"], a["m_indices"] = to(net.m_indptr), to(net.m_indices)
+        a["m_v"], a["m_w"], a["dense_v"] = to(net.m_v), to(net.m_w), to(net.dense_v)
+        T = self.n_blocks * self.threads_per_block
+        if "gm" not in a or a["gm"].shape[1] != net.m_v.shape[0]:
+            # The MLP gradient buffers follow the packed weights (their count moves).
+            a["gm"] = to(np.zeros((T, net.m_v.shape[0]), np.float32))
+
+    def download(self):
+        a, net = self.arrays, self.net
+        for t, v in zip(self.embeddings, a["emb"][2::3], strict=True):
+            v.copy_to_host(t.values_buf[: t.nnz])
+        a["m_v"].copy_to_host(net.m_v)
+        a["dense_v"].copy_to_host(net.dense_v)
+        net.m_w[:] = net.m_v[:, 0]
+        net.unpack()
+
+    def rebuild(self):
+        self.upload()
+
+    def epoch(self, key):
+        net = self.net
+        loss = self._kernels.launch_epoch(
+            self.arrays, self.n_samples, self.k1, self.batch, key, self.half_bits,
+            self.adam_step, float(self.learning_rate), self.alpha, self.embeddings[1].n_rows,
+            net.d, net.h_off, net.o_off, self.n_blocks, self.threads_per_block,
+        )
+        self.adam_step += (self.n_samples + self.batch - 1) // self.batch
+        return loss
