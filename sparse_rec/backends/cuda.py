@@ -39,13 +39,16 @@ def _no_gpu_error():
     )
 
 
+# The simulator runs each GPU thread as a Python thread: a small grid.
+_SIM_MF_GRID = (1, 8)
+
+
 def _grid(n_blocks, threads_per_block):
     """``(n_blocks, threads_per_block)``: the simulator's small grid, or a few blocks per SM."""
     from numba import cuda
 
     if n_blocks is None and _simulated():
-        # The simulator runs each GPU thread as a Python thread.
-        return 1, 8
+        return _SIM_MF_GRID
     if n_blocks is None:
         sms = getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1)
         n_blocks = 8 * int(sms)
@@ -135,6 +138,11 @@ class MFEngine(cpu.MFEngine):
         return [users, items]
 
 
+# The simulator runs every GPU thread as a Python thread: a small grid, two
+# blocks so that blocks still train batches side by side.
+_SIM_NCF_GRID = (2, 4)
+
+
 class NCFEngine(cpu.NCFEngine):
     """NeuMF epochs on the GPU, one thread block per mini-batch.
 
@@ -166,7 +174,7 @@ class NCFEngine(cpu.NCFEngine):
         if n_blocks is None and not _simulated():
             n_blocks = int(getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1))
         elif n_blocks is None:
-            n_blocks, threads_per_block = 2, 4  # the simulator runs threads in Python
+            n_blocks, threads_per_block = _SIM_NCF_GRID
         n_batches = (self.n_samples + self.batch - 1) // self.batch
         self.n_blocks = int(max(1, min(n_blocks, n_batches)))
         self.threads_per_block = int(threads_per_block)
