@@ -126,6 +126,34 @@ def test_ncf_one_block_epoch_matches_cpu_serial_epoch():
     assert moved >= 4  # GMF tables, MLP layers and dense parameters were trained
 
 
+@pytest.mark.parametrize("chunk", [(0, None), (3, 9)])
+def test_ncf_device_growth_gradient_equals_cpu(chunk):
+    import copy
+
+    # Dense and at the initial point: with empty MLP embeddings, or after an
+    # epoch on this tiny problem, the MLP branch is dead (every ReLU off) and
+    # its embedding gradients are zero, which would check nothing.
+    data, params = _ncf_problem(seed=2, density=1.0)
+    params_gpu = copy.deepcopy(params)
+    key = np.uint64(_rng.epoch_key(np.uint64(2), np.uint64(3)))
+    numba.set_num_threads(1)
+    try:
+        ref = cpu.NCFEngine(data, params.tables[:4], params.layout, **NCF_OPTS)
+        expected = [_fill(f, t.n_rows, t.n_cols, *chunk)
+                    for f, t in zip(ref.grow_fns(key)[:4], params.tables[:4], strict=True)]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    gpu = cuda_backend.NCFEngine(data, params_gpu.tables[:4], params_gpu.layout, n_blocks=1,
+                                 threads_per_block=4, **NCF_OPTS)
+    # The embedding tables' callbacks run on the device (the MLP layers'
+    # are the CPU engine's own).
+    got = [_fill(f, t.n_rows, t.n_cols, *chunk)
+           for f, t in zip(gpu.grow_fns(key)[:4], params_gpu.tables[:4], strict=True)]
+    for g, e in zip(got, expected, strict=True):
+        assert np.count_nonzero(e) > 0.3 * e.size
+        np.testing.assert_allclose(g, e, rtol=2e-3, atol=1e-6)
+
+
 def test_ncf_blocks_in_parallel_stay_close_to_cpu_serial():
     import copy
 

@@ -151,9 +151,11 @@ class NCFEngine(cpu.NCFEngine):
     live on the device between epochs (see :mod:`sparse_rec._kernels.cuda.ncf`
     for how a block trains a batch and groups it by row). ``download``
     brings the trained values into the host tables, the packed MLP arrays
-    and back into the layer tables; growth gradients are computed on the
-    CPU from those (:meth:`cpu.NCFEngine.grow_fns`), and ``rebuild``
-    repacks the MLP and uploads after prune/grow. ``n_blocks`` blocks train
+    and back into the layer tables. The embedding tables' growth gradients
+    are computed on the GPU (one thread per row; only the requested chunk
+    of scores comes back); the MLP layers' dense gradients, one pass over
+    a few thousand instances, on the CPU (:meth:`cpu.NCFEngine.grow_fns`).
+    ``rebuild`` repacks the MLP and uploads after prune/grow. ``n_blocks`` blocks train
     batches concurrently (Hogwild between blocks); by default one per
     streaming multiprocessor, so that about as many batches are in flight as
     the GPU runs at once.
@@ -183,13 +185,16 @@ class NCFEngine(cpu.NCFEngine):
         self.arrays = {
             "x_indices": to(data.x_indices), "x_weight": to(data.x_weight),
             "x_rows": to(data.x_rows), "f_indptr": to(data.f_indptr),
-            "f_indices": to(data.f_indices),
+            "f_indices": to(data.f_indices), "x_indptr": to(data.x_indptr),
+            "xt_indptr": to(data.xt_indptr), "xt_indices": to(data.xt_indices),
+            "xt_weight": to(data.xt_weight),
             "n_in": to(net.n_in), "n_out": to(net.n_out), "w_row0": to(net.w_row0),
             "b_off": to(net.b_off), "a_off": to(net.a_off), "w_range": to(net.w_range),
             "act": to(np.zeros((T, net.n_act), np.float32)),
             "dact": to(np.zeros((T, net.n_act), np.float32)),
             "pg": to(np.zeros((T, d), np.float32)), "qg": to(np.zeros((T, d), np.float32)),
             "acc": to(np.zeros((T, d), np.float32)),
+            "eg": to(np.zeros((T, 4 * d), np.float32)),
             "gd": to(np.zeros((T, net.dense_v.shape[0]), np.float32)),
             "sg": to(np.zeros((B, batch, 4 * d), np.float32)),
             "su": to(np.zeros((B, batch), np.int64)), "si": to(np.zeros((B, batch), np.int64)),
@@ -197,6 +202,7 @@ class NCFEngine(cpu.NCFEngine):
             "order_i": to(np.zeros((B, batch), np.int64)),
             "losses": to(np.zeros(T, np.float64)),
         }
+        self._G = None  # device score buffer, sized on the first growth chunk
         self.upload()
 
     def upload(self):
@@ -232,3 +238,24 @@ class NCFEngine(cpu.NCFEngine):
         )
         self.adam_step += (self.n_samples + self.batch - 1) // self.batch
         return loss
+
+    def grow_fns(self, key):
+        """Embedding rows' growth gradients on the GPU, the MLP layers' on the CPU."""
+        fns = super().grow_fns(key)
+        net, k1 = self.net, self.k1
+        n_items = self.embeddings[1].n_rows
+        neg_per_item = (k1 - 1) * self.data.nnz / max(n_items, 1)
+        grid = (self.n_blocks, self.threads_per_block)
+
+        def rows_fn(which):
+            def fill(r0, r1, G):
+                if self._G is None or self._G.shape[0] < r1 - r0:
+                    self._G = self._cuda.device_array((r1 - r0, net.d), np.float32)
+                G_d = self._G[: r1 - r0]
+                self._kernels.launch_grad_embedding_rows(
+                    self.arrays, which, r0, r1, G_d, cpu._NCF_GROW_SAMPLES, key, k1 - 1,
+                    neg_per_item, n_items, net.d, net.h_off, net.o_off, *grid)
+                G_d.copy_to_host(G)
+            return fill
+
+        return [rows_fn(w) for w in range(4)] + fns[4:]

@@ -23,6 +23,10 @@ device functions. What is GPU-specific is the split of a mini-batch:
   row, no atomics touch a weight, and with one block an epoch is the serial
   CPU epoch up to the order of float32 sums.
 
+Growth gradients of the embedding tables (``grad_embedding_rows_kernel``)
+run one GPU thread per row through the CPU kernel's per-row function
+(:func:`~sparse_rec._kernels._ncf.embedding_row_grad`).
+
 Importing this module requires numba-cuda (``pip install sparse-rec[cuda]``);
 with ``NUMBA_ENABLE_CUDASIM=1`` it runs in Numba's CUDA simulator.
 """
@@ -50,6 +54,7 @@ _HELPERS = (
     (_ncf, "backward"),
     (_ncf, "_adam"),
     (_ncf, "step_row_group"),
+    (_ncf, "embedding_row_grad"),
 )
 _D = device_versions(_HELPERS)
 _permute = _D["permute"]
@@ -59,6 +64,8 @@ _forward = _D["forward"]
 _backward = _D["backward"]
 _adam = _D["_adam"]
 _step_row_group = _D["step_row_group"]
+_embedding_row_grad = _D["embedding_row_grad"]
+Interactions = _ncf.Interactions
 Net = _ncf.Net
 BETA1 = _ncf.BETA1
 BETA2 = _ncf.BETA2
@@ -177,3 +184,39 @@ def launch_epoch(a, n_inst, k1, batch, key, half_bits, step0, lr, reg, n_items, 
         a["si"], a["order_u"], a["order_i"], a["losses"],
     )
     return float(a["losses"].copy_to_host().sum())
+
+
+@cuda.jit
+def grad_embedding_rows_kernel(
+    which, r0, r1, G, m, key, k_neg, neg_per_item, n_items, d,
+    x_indptr, x_indices, x_weight, x_rows, xt_indptr, xt_indices, xt_weight, f_indptr,
+    f_indices,
+    ug_p, ug_i, ug_v, ig_p, ig_i, ig_v, um_p, um_i, um_v, im_p, im_i, im_v,
+    m_indptr, m_indices, m_w, dense_v, n_in, n_out, w_row0, b_off, a_off, h_off, o_off,
+    act, dact, pg, qg, eg,
+):
+    """``G[r - r0]`` = dense gradient of row ``r`` of table ``which``, one thread per row."""
+    tid = cuda.grid(1)
+    if tid >= act.shape[0]:
+        return
+    data = Interactions(x_indptr, x_indices, x_weight, x_rows, xt_indptr, xt_indices, xt_weight,
+                        f_indptr, f_indices)
+    emb = ((ug_p, ug_i, ug_v), (ig_p, ig_i, ig_v), (um_p, um_i, um_v), (im_p, im_i, im_v))
+    net = Net(m_indptr, m_indices, m_w, dense_v, n_in, n_out, w_row0, b_off, a_off, h_off, o_off)
+    for r in range(r0 + tid, r1, cuda.gridsize(1)):
+        _embedding_row_grad(which, r, G[r - r0], m, key, k_neg, neg_per_item, data, n_items, d,
+                            emb, net, act[tid], dact[tid], pg[tid], qg[tid], eg[tid])
+
+
+def launch_grad_embedding_rows(a, which, r0, r1, G, m, key, k_neg, neg_per_item, n_items, d,
+                               h_off, o_off, n_blocks, n_threads_per_block):
+    """Fill the device array ``G`` (rows ``r0:r1`` of table ``which``) with growth gradients."""
+    grad_embedding_rows_kernel[n_blocks, n_threads_per_block](
+        np.int64(which), np.int64(r0), np.int64(r1), G, np.int64(m), np.uint64(key),
+        np.float64(k_neg), np.float64(neg_per_item), np.int64(n_items), np.int64(d),
+        a["x_indptr"], a["x_indices"], a["x_weight"], a["x_rows"], a["xt_indptr"],
+        a["xt_indices"], a["xt_weight"], a["f_indptr"], a["f_indices"], *a["emb"],
+        a["m_indptr"], a["m_indices"], a["m_w"], a["dense_v"], a["n_in"], a["n_out"],
+        a["w_row0"], a["b_off"], a["a_off"], np.int64(h_off), np.int64(o_off),
+        a["act"], a["dact"], a["pg"], a["qg"], a["eg"],
+    )
