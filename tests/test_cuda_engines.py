@@ -59,6 +59,61 @@ def test_mf_device_growth_gradient_equals_cpu(chunk):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_bytes", [32 << 20, 6 * 4 * 5])
+def test_mf_scores_selected_on_the_device_give_the_cpu_step(chunk_bytes):
+    # PruneGrow asks the device scorers for bin counts and kept coordinates
+    # (no dense scores); the step must grow and prune what the CPU's does,
+    # in one chunk and in chunks of 5 rows.
+    import copy
+
+    from sparse_rec._dsl import PruneGrow
+
+    X, data, U, I, b = small_problem(seed=6, n_users=24, n_items=18, d=6)
+    U2, I2, b2 = copy.deepcopy(U), copy.deepcopy(I), b.copy()
+    key = np.uint64(11)
+    opts = dict(learning_rate=0.05, alpha=0.0, optimizer="adagrad")
+    numba.set_num_threads(1)
+    try:
+        cpu_fns = cpu.MFEngine(data, U, I, b, **opts).grow_fns(key)
+        out_cpu = PruneGrow([U, I], chunk_bytes=chunk_bytes).step(0.3, 5, cpu_fns)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    engine = cuda_backend.MFEngine(data, U2, I2, b2, n_blocks=1, threads_per_block=4, **opts)
+    fns = engine.grow_fns(key)
+    assert all(hasattr(f, "histogram") and hasattr(f, "collect") for f in fns)
+    out_gpu = PruneGrow([U2, I2], chunk_bytes=chunk_bytes).step(0.3, 5, fns)
+    assert out_gpu[1].sum() > 0
+    for a, c in zip(out_gpu, out_cpu, strict=True):
+        np.testing.assert_array_equal(a, c)
+    for t_gpu, t_cpu in ((U2, U), (I2, I)):
+        np.testing.assert_array_equal(t_gpu.indptr, t_cpu.indptr)
+        np.testing.assert_array_equal(t_gpu.indices, t_cpu.indices)
+
+
+def test_device_bin_counts_and_collect_equal_the_host_kernels():
+    from sparse_rec._dsl import _collect_chunk, _counts
+    from sparse_rec._kernels import _prune_grow as K
+
+    X, data, U, I, b = small_problem(seed=7, n_users=24, n_items=18, d=6)
+    engine = cuda_backend.MFEngine(data, U, I, b, learning_rate=0.05, alpha=0.0,
+                                   optimizer="sgd", n_blocks=1, threads_per_block=4)
+    scorer = engine.grow_fns(np.uint64(3))[0]
+    r0, r1 = 4, 19
+    G = _fill(scorer, U.n_rows, U.n_cols, r0, r1)
+    K.abs_mask_active(G, r0, U.indptr, U.indices)
+    hist = np.zeros(K.N_BINS, np.int64)
+    local = np.empty((numba.get_num_threads(), K.N_BINS), np.int64)
+    _counts(G, hist, local)
+    np.testing.assert_array_equal(scorer.histogram(r0, r1), hist)
+    for lo in np.flatnonzero(hist)[[0, len(np.flatnonzero(hist)) // 2, -1]]:
+        _counts(G, np.zeros(K.N_BINS, np.int64), local)
+        want = _collect_chunk(G, r0, int(lo), local)
+        got = scorer.collect(r0, r1, int(lo))
+        assert len(want[0]) > 0
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
 def test_mf_fit_on_one_cuda_thread_is_the_serial_cpu_fit(monkeypatch):
     # One GPU thread runs the samples in the serial order and growth is
     # computed on the device: the whole fit must follow the CPU fit.

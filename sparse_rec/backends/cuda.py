@@ -120,22 +120,27 @@ class MFEngine(cpu.MFEngine):
         return self._G[:n_rows]
 
     def grow_fns(self, key):
-        """Growth-gradient callbacks that compute on the GPU (see :class:`cpu.MFEngine`)."""
-        k, grid = self._kernels, (self.n_blocks, self.threads_per_block)
+        """Growth scores computed and selected on the GPU (the gradients of :class:`cpu.MFEngine`).
+
+        Each callback is a :class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`:
+        PruneGrow gets bin counts and the kept coordinates from it, never the
+        dense scores.
+        """
+        from .._kernels.cuda.prune_grow import DeviceScores
+
+        k, a, grid = self._kernels, self.arrays, (self.n_blocks, self.threads_per_block)
         neg_per_item = self.data.nnz / max(self.items.n_rows, 1)
 
-        def users(r0, r1, G):
-            G_d = self._score_buffer(r1 - r0)
-            k.launch_grad_users(self.arrays, r0, r1, G_d, cpu._GROW_SAMPLES_USER, key, *grid)
-            G_d.copy_to_host(G)
+        def users(r0, r1, G_d):
+            k.launch_grad_users(a, r0, r1, G_d, cpu._GROW_SAMPLES_USER, key, *grid)
 
-        def items(r0, r1, G):
-            G_d = self._score_buffer(r1 - r0)
-            k.launch_grad_items(self.arrays, r0, r1, G_d, cpu._GROW_SAMPLES_ITEM,
+        def items(r0, r1, G_d):
+            k.launch_grad_items(a, r0, r1, G_d, cpu._GROW_SAMPLES_ITEM,
                                 cpu._GROW_SAMPLES_ITEM_NEG, key, neg_per_item, *grid)
-            G_d.copy_to_host(G)
 
-        return [users, items]
+        held = [None]
+        return [DeviceScores(users, a["u_indptr"], a["u_indices"], self._score_buffer, held, grid),
+                DeviceScores(items, a["i_indptr"], a["i_indices"], self._score_buffer, held, grid)]
 
 
 # The simulator runs every GPU thread as a Python thread: a small grid, two
@@ -239,23 +244,30 @@ class NCFEngine(cpu.NCFEngine):
         self.adam_step += (self.n_samples + self.batch - 1) // self.batch
         return loss
 
+    def _score_buffer(self, n_rows):
+        if self._G is None or self._G.shape[0] < n_rows:
+            self._G = self._cuda.device_array((n_rows, self.net.d), np.float32)
+        return self._G[:n_rows]
+
     def grow_fns(self, key):
-        """Embedding rows' growth gradients on the GPU, the MLP layers' on the CPU."""
+        """Growth scores: the embeddings' computed and selected on the GPU, the MLP's on the CPU."""
+        from .._kernels.cuda.prune_grow import DeviceScores
+
         fns = super().grow_fns(key)
-        net, k1 = self.net, self.k1
+        net, k1, a = self.net, self.k1, self.arrays
         n_items = self.embeddings[1].n_rows
         neg_per_item = (k1 - 1) * self.data.nnz / max(n_items, 1)
         grid = (self.n_blocks, self.threads_per_block)
 
         def rows_fn(which):
-            def fill(r0, r1, G):
-                if self._G is None or self._G.shape[0] < r1 - r0:
-                    self._G = self._cuda.device_array((r1 - r0, net.d), np.float32)
-                G_d = self._G[: r1 - r0]
+            def launch(r0, r1, G_d):
                 self._kernels.launch_grad_embedding_rows(
-                    self.arrays, which, r0, r1, G_d, cpu._NCF_GROW_SAMPLES, key, k1 - 1,
-                    neg_per_item, n_items, net.d, net.h_off, net.o_off, *grid)
-                G_d.copy_to_host(G)
-            return fill
+                    a, which, r0, r1, G_d, cpu._NCF_GROW_SAMPLES, key, k1 - 1, neg_per_item,
+                    n_items, net.d, net.h_off, net.o_off, *grid)
+            return launch
 
-        return [rows_fn(w) for w in range(4)] + fns[4:]
+        held = [None]
+        emb = a["emb"]
+        device = [DeviceScores(rows_fn(w), emb[3 * w], emb[3 * w + 1], self._score_buffer, held,
+                               grid) for w in range(4)]
+        return device + fns[4:]
