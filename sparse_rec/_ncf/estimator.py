@@ -136,8 +136,8 @@ class DSLNCF(NCFModel, DSLEstimator):
     backend : {"cpu", "cuda"}, default="cpu"
         Where training epochs run. ``"cuda"`` needs numba-cuda and a GPU
         (``pip install sparse-rec[cuda]``): one thread block per mini-batch
-        (Hogwild between blocks), the embeddings' growth gradients on the
-        GPU; prune/grow itself and scoring stay on the CPU.
+        (Hogwild between blocks), the embeddings' growth scores on the
+        GPU; the prune threshold, the rebuild and scoring stay on the CPU.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable, optional

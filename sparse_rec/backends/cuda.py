@@ -1,11 +1,12 @@
 """CUDA engines: keep the training arrays on the GPU between epochs.
 
-Growth scores of DSL-MF are computed on the GPU (the growth-gradient
-callbacks launch kernels over the device tables and bring back only the
-score chunk that :class:`~sparse_rec._dsl.PruneGrow` asks for); selecting
-the scores, the prune threshold and the rebuild run on the CPU, so before
-each update the tables come back to the host and the rebuilt tables go out
-again after it.
+Growth scores (DSL-MF's tables, DSLNCF's embeddings) are computed and
+selected on the GPU: the growth callbacks are
+:class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`, from which
+:class:`~sparse_rec._dsl.PruneGrow` takes bin counts and the kept
+coordinates only. The prune threshold and the rebuild run on the CPU, so
+before each update the tables come back to the host and the rebuilt tables
+go out again after it.
 """
 
 import numpy as np
@@ -62,8 +63,8 @@ class MFEngine(cpu.MFEngine):
     device between epochs; ``download`` brings the trained values into the
     host tables (which prune/grow reads and rebuilds) and ``upload`` (also
     the rebuild hook) sends the rebuilt tables out again. ``grow_fns``
-    returns callbacks that run the growth-gradient kernels on the device
-    tables and copy back the requested chunk of scores only.
+    returns scorers that run the growth-gradient kernels on the device
+    tables and select the scores there.
     """
 
     def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, optimizer,
@@ -156,10 +157,10 @@ class NCFEngine(cpu.NCFEngine):
     live on the device between epochs (see :mod:`sparse_rec._kernels.cuda.ncf`
     for how a block trains a batch and groups it by row). ``download``
     brings the trained values into the host tables, the packed MLP arrays
-    and back into the layer tables. The embedding tables' growth gradients
-    are computed on the GPU (one thread per row; only the requested chunk
-    of scores comes back); the MLP layers' dense gradients, one pass over
-    a few thousand instances, on the CPU (:meth:`cpu.NCFEngine.grow_fns`).
+    and back into the layer tables. The embedding tables' growth scores are
+    computed and selected on the GPU (one thread per row); the MLP layers'
+    dense gradients, one pass over a few thousand instances, on the CPU
+    (:meth:`cpu.NCFEngine.grow_fns`).
     ``rebuild`` repacks the MLP and uploads after prune/grow. ``n_blocks`` blocks train
     batches concurrently (Hogwild between blocks); by default one per
     streaming multiprocessor, so that about as many batches are in flight as
