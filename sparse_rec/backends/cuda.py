@@ -160,11 +160,12 @@ class NCFEngine(cpu.NCFEngine):
     and back into the layer tables. The embedding tables' growth scores are
     computed and selected on the GPU (one thread per row); the MLP layers'
     dense gradients, one pass over a few thousand instances, on the CPU
-    (:meth:`cpu.NCFEngine.grow_fns`).
-    ``rebuild`` repacks the MLP and uploads after prune/grow. ``n_blocks`` blocks train
-    batches concurrently (Hogwild between blocks); by default one per
-    streaming multiprocessor, so that about as many batches are in flight as
-    the GPU runs at once.
+    (:meth:`cpu.NCFEngine.grow_fns`). ``rebuild`` repacks the MLP and
+    uploads after prune/grow. ``n_blocks`` blocks train batches
+    concurrently (Hogwild between blocks); by default one per streaming
+    multiprocessor, which keeps the batches in flight (and so the staleness
+    of the shared weights) near what a many-core CPU has, rather than
+    filling the GPU with blocks.
     """
 
     def __init__(self, data, embeddings, net, *, learning_rate, alpha, n_negatives, batch_size,
