@@ -119,6 +119,8 @@ def test_mf_fit_on_one_cuda_thread_is_the_serial_cpu_fit(monkeypatch):
     # computed on the device: the whole fit must follow the CPU fit.
     from sparse_rec import DSLMatrixFactorization
 
+    # The simulator's grid, one thread, also on a real GPU (SPARSE_REC_TEST_GPU=1).
+    monkeypatch.setattr(cuda_backend, "_simulated", lambda: True)
     monkeypatch.setattr(cuda_backend, "_SIM_MF_GRID", (1, 1))
     X = small_problem(seed=1, n_users=20, n_items=16)[0]
     fits = [DSLMatrixFactorization(n_components=6, density=0.4, max_iter=4, update_interval=1,
@@ -266,6 +268,7 @@ def test_ncf_fit_on_one_cuda_block_is_the_serial_cpu_fit(monkeypatch):
     # One block trains the batches in the serial order: the whole fit
     # (epochs, downloads, prune/grow, repacking and uploads) must then
     # follow the CPU fit up to the order of float32 sums.
+    monkeypatch.setattr(cuda_backend, "_simulated", lambda: True)  # also on a real GPU
     monkeypatch.setattr(cuda_backend, "_SIM_NCF_GRID", (1, 4))
     cpu_fit, _ = _ncf_fit("cpu")
     gpu_fit, _ = _ncf_fit("cuda")
