@@ -171,7 +171,12 @@ class PruneGrow:
             curvature-scaled gradient for other losses). It must be
             deterministic: growth may call it twice for a chunk (when a
             crowded boundary bin makes it fall back to a second pass).
-            Needed when ``grow="gradient"``.
+            Needed when ``grow="gradient"``. A callback that also has the
+            methods ``histogram(r0, r1)`` (int64 counts per score bin of
+            the chunk, its active coordinates left out) and ``collect(r0,
+            r1, lo)`` (``rows, cols, scores`` at or above bin ``lo``,
+            row-major) is asked for those instead, so scores computed on a
+            device are selected there.
         prune_scores : list of ndarray, optional
             ``prune_scores[t]``: a non-negative float32 score per active
             weight of table ``t`` (in storage order); the smallest are
@@ -283,6 +288,21 @@ class PruneGrow:
         K.abs_mask_active(G, r0, tab.indptr, tab.indices)
         return G
 
+    def _chunk_scores(self, t, r0, r1, buf, local, fill):
+        """Bin counts of a chunk's scores and ``collect(lo)``, its scores at or above bin ``lo``.
+
+        A callback with ``histogram(r0, r1)`` and ``collect(r0, r1, lo)``
+        methods masks, counts and selects its scores itself (a GPU engine,
+        where they are computed); otherwise they are filled into ``buf``.
+        ``collect`` must be called before the next chunk is scored.
+        """
+        if hasattr(fill, "histogram"):
+            return fill.histogram(r0, r1), lambda lo: fill.collect(r0, r1, lo)
+        G = self._scores(t, r0, r1, buf, fill)
+        hist = np.zeros(K.N_BINS, np.int64)
+        _counts(G, hist, local)
+        return hist, lambda lo: _collect_chunk(G, r0, lo, local)
+
     def _buffer(self, group):
         rows = max(
             min(self.tables[t].n_rows, max(1, self.chunk_bytes // (4 * self.tables[t].n_cols)))
@@ -310,9 +330,7 @@ class PruneGrow:
         for t in group:
             tab = self.tables[t]
             for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
-                G = self._scores(t, r0, r1, buf, fns[t])
-                hist = np.zeros(K.N_BINS, np.int64)
-                _counts(G, hist, local)
+                hist, collect = self._chunk_scores(t, r0, r1, buf, local, fns[t])
                 total += hist
                 if found is None:
                     continue
@@ -323,7 +341,7 @@ class PruneGrow:
                 if held + n_new > limit:
                     found = None  # too many near-equal scores: two passes
                     continue
-                found[t].append(_collect_chunk(G, r0, lo, local))
+                found[t].append(collect(lo))
                 held += n_new
         bstar = _boundary_bin(total, k)
         lo = max(bstar, 1)
@@ -366,9 +384,8 @@ class PruneGrow:
         tab = self.tables[t]
         parts = []
         for r0, r1 in _chunks(tab.n_rows, tab.n_cols, self.chunk_bytes):
-            G = self._scores(t, r0, r1, buf, fill)
-            _counts(G, np.zeros(K.N_BINS, np.int64), local)
-            parts.append(_collect_chunk(G, r0, lo, local))
+            _, collect = self._chunk_scores(t, r0, r1, buf, local, fill)
+            parts.append(collect(lo))
         return parts
 
     def _grow_random(self, group, k, seed, rng, taken):

@@ -337,9 +337,76 @@ def sigmoid_neg(x):
 
 
 @njit(cache=True, inline="always")
+def _dot_row(r, pu, indptr, indices, v):
+    # <row r, pu> in float64, pu holding a user row scattered densely.
+    x = 0.0
+    for p in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+        x += pu[np.uint32(indices[p])] * v[p, 0]
+    return x
+
+
+@njit(cache=True, inline="always")
 def _block_range(blk, n_blocks, lo, hi):
     per = (hi - lo + n_blocks - 1) // n_blocks
     return lo + blk * per, min(hi, lo + (blk + 1) * per)
+
+
+# Scalar helpers of the growth gradients: the CPU chunk kernels below and
+# their CUDA twins (``cuda/bpr.py``) both compile these, so both targets
+# draw the same pairs and add the same terms in the same order.
+@njit(cache=True, inline="always")
+def grow_position(key, start, t, deg, m):
+    """Position of the ``t``-th sampled interaction of a row of ``deg`` starting at ``start``."""
+    if deg <= m:
+        return start + t
+    return start + randint(draw(key, start + t, 0), deg)
+
+
+@njit(cache=True, inline="always")
+def group_draw(key, nnz, gid, m_neg, t):
+    """The ``t``-th random interaction of item group ``gid`` (streams 9.. keep it apart)."""
+    return randint(draw(key, nnz + gid * m_neg + t, 9), nnz)
+
+
+@njit(cache=True, inline="always")
+def scatter_row(pu, r, indptr, indices, v):
+    """Write row ``r``'s weights into the dense zeroed ``pu``."""
+    for p in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+        pu[np.uint32(indices[p])] = v[p, 0]
+
+
+@njit(cache=True, inline="always")
+def clear_row(pu, r, indptr, indices):
+    """Zero again what :func:`scatter_row` wrote."""
+    for p in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+        pu[np.uint32(indices[p])] = 0.0
+
+
+@njit(cache=True, inline="always")
+def add_pair_term(g_row, pu, i, j, w, scale, i_indptr, i_indices, i_v, bias_v):
+    """dL/dp_u of the pair (i, j): ``g_row += sigmoid(-x_uij) w scale (q_j - q_i)``."""
+    x = bpr_margin(i, j, pu, i_indptr, i_indices, i_v, bias_v)
+    g = np.float32(sigmoid_neg(x) * w * scale)
+    for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
+        g_row[np.uint32(i_indices[p])] -= g * i_v[p, 0]
+    for p in range(np.uint64(i_indptr[j]), np.uint64(i_indptr[j + 1])):
+        g_row[np.uint32(i_indices[p])] += g * i_v[p, 0]
+
+
+@njit(cache=True, inline="always")
+def item_score(i, pu, i_indptr, i_indices, i_v, bias_v):
+    """``b_i + <p_u, q_i>`` in float64, ``pu`` holding the user's row densely."""
+    return np.float64(bias_v[i, 0]) + _dot_row(i, pu, i_indptr, i_indices, i_v)
+
+
+@njit(cache=True, inline="always")
+def add_negative_term(g_row, pu, x_ui, c, u, w, scale, u_indptr, u_indices, u_v, i_indptr,
+                      i_indices, i_v, bias_v):
+    """dL/dq_c where ``c`` is the negative of (u, i): ``g_row += sigmoid(-x_uic) w scale p_u``."""
+    x = x_ui - bias_v[c, 0] - _dot_row(c, pu, i_indptr, i_indices, i_v)
+    g = np.float32(sigmoid_neg(x) * w * scale)
+    for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
+        g_row[np.uint32(u_indices[p])] += g * u_v[p, 0]
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -371,7 +438,7 @@ def grad_users_chunk(
             # Draw the row's pairs first and prefetch their item rows, so
             # the misses of all n pairs overlap (as in the training epoch).
             for t in range(n):
-                pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
+                pos = grow_position(key, start, t, deg, m)
                 s_pos[t] = pos
                 j = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
                 s_j[t] = j
@@ -382,22 +449,14 @@ def grad_users_chunk(
                 prefetch_row(i_indptr, i_indices, i_v, x_indices[s_pos[t]])
                 if s_j[t] >= 0:
                     prefetch_row(i_indptr, i_indices, i_v, s_j[t])
-            for p in range(np.uint64(u_indptr[r]), np.uint64(u_indptr[r + 1])):
-                pu[np.uint32(u_indices[p])] = u_v[p, 0]
+            scatter_row(pu, r, u_indptr, u_indices, u_v)
             for t in range(n):
                 pos = s_pos[t]
-                i = x_indices[pos]
                 j = s_j[t]
-                if j < 0:
-                    continue
-                x = bpr_margin(i, j, pu, i_indptr, i_indices, i_v, bias_v)
-                g = np.float32(sigmoid_neg(x) * x_weight[pos] * scale)
-                for p in range(np.uint64(i_indptr[i]), np.uint64(i_indptr[i + 1])):
-                    g_row[np.uint32(i_indices[p])] -= g * i_v[p, 0]
-                for p in range(np.uint64(i_indptr[j]), np.uint64(i_indptr[j + 1])):
-                    g_row[np.uint32(i_indices[p])] += g * i_v[p, 0]
-            for p in range(np.uint64(u_indptr[r]), np.uint64(u_indptr[r + 1])):
-                pu[np.uint32(u_indices[p])] = 0.0
+                if j >= 0:
+                    add_pair_term(g_row, pu, x_indices[pos], j, x_weight[pos], scale, i_indptr,
+                                  i_indices, i_v, bias_v)
+            clear_row(pu, r, u_indptr, u_indices)
 
 
 @njit(cache=True, inline="always")
@@ -415,15 +474,6 @@ def _add_user_term(g_row, pu, a, b, u, w, scale, sign, u_indptr, u_indices, u_v,
         else:
             g_row[k] -= g * u_v[p, 0]
         pu[k] = 0.0
-
-
-@njit(cache=True, inline="always")
-def _dot_row(r, pu, indptr, indices, v):
-    # <row r, pu> in float64, pu holding a user row scattered densely.
-    x = 0.0
-    for p in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
-        x += pu[np.uint32(indices[p])] * v[p, 0]
-    return x
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -477,7 +527,7 @@ def grad_items_chunk(
                 deg = xt_indptr[c + 1] - start
                 n = min(deg, m)
                 for t in range(n):
-                    pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
+                    pos = grow_position(key, start, t, deg, m)
                     u = xt_indices[pos]
                     s_c[n_p] = c
                     s_id[n_p] = start + t
@@ -489,7 +539,7 @@ def grad_items_chunk(
                     n_p += 1
             n_all = n_p
             for t in range(n_neg):
-                pos = randint(draw(key, nnz + gid * m_neg + t, 9), nnz)
+                pos = group_draw(key, nnz, gid, m_neg, t)
                 s_id[n_all] = pos
                 prefetch(x_rows, pos)
                 prefetch(x_indices, pos)
@@ -532,17 +582,12 @@ def grad_items_chunk(
             for q in range(n_p, n_all):
                 u = s_u[q]
                 i = s_i[q]
-                for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
-                    pu[np.uint32(u_indices[p])] = u_v[p, 0]
-                x_ui = np.float64(bias_v[i, 0]) + _dot_row(i, pu, i_indptr, i_indices, i_v)
+                scatter_row(pu, u, u_indptr, u_indices, u_v)
+                x_ui = item_score(i, pu, i_indptr, i_indices, i_v, bias_v)
                 for c in range(g0, g1):
                     if c == i or in_row(f_indptr, f_indices, u, c):
                         continue
-                    x = x_ui - bias_v[c, 0] - _dot_row(c, pu, i_indptr, i_indices, i_v)
-                    g = np.float32(sigmoid_neg(x) * s_w[q] * w_neg)
-                    g_row = G[c - c0]
-                    for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
-                        g_row[np.uint32(u_indices[p])] += g * u_v[p, 0]
-                for p in range(np.uint64(u_indptr[u]), np.uint64(u_indptr[u + 1])):
-                    pu[np.uint32(u_indices[p])] = 0.0
+                    add_negative_term(G[c - c0], pu, x_ui, c, u, s_w[q], w_neg, u_indptr,
+                                      u_indices, u_v, i_indptr, i_indices, i_v, bias_v)
+                clear_row(pu, u, u_indptr, u_indices)
             g0 = g1

@@ -300,34 +300,50 @@ def _adam(v, p, grad, lr1, bc2_sqrt):
     return w
 
 
+@njit(cache=True, inline="always")
+def step_row_group(tab, col0, rows, items, sg, order, g, nb, acc, inv_b, lr1, bc2_sqrt, reg):
+    """Lazy Adam on the row of the group starting at ``order[g]``; returns the group's end.
+
+    ``order`` lists the batch's ``nb`` instances sorted stably by
+    ``rows``; the group is the run of instances with the row of
+    ``order[g]``. Their gradients (columns ``col0:col0 + d`` of ``sg``) are
+    summed in instance order and the row takes one step on its active
+    coordinates, unless every instance of the group was skipped
+    (``items < 0``). The CPU epoch and its CUDA twin both step rows here.
+    """
+    indptr, indices, v = tab
+    d = acc.shape[0]
+    r = rows[order[g]]
+    for k in range(d):
+        acc[k] = 0.0
+    used = False
+    h = g
+    while h < nb and rows[order[h]] == r:
+        s = order[h]
+        if items[s] >= 0:
+            used = True
+            for k in range(d):
+                acc[k] += sg[s, col0 + k]
+        h += 1
+    if used:
+        for p in range(indptr[r], indptr[r + 1]):
+            _adam(v, p, acc[indices[p]] * inv_b + reg * v[p, 0], lr1, bc2_sqrt)
+    return h
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _apply_table(tab, col0, rows, items, sg, nb, acc, inv_b, lr1, bc2_sqrt, reg):
     """Lazy Adam on the rows of one embedding table that the batch touched.
 
     The batch's instances are grouped by row (stable sort, so each row sums
     its instances' gradients in instance order) and each row takes one step
-    on its active coordinates.
+    on its active coordinates (:func:`step_row_group`).
     """
-    indptr, indices, v = tab
-    d = acc.shape[0]
     order = np.argsort(rows[:nb], kind="mergesort")
     g = 0
     while g < nb:
-        r = rows[order[g]]
-        acc[:] = 0.0
-        used = False
-        h = g
-        while h < nb and rows[order[h]] == r:
-            s = order[h]
-            if items[s] >= 0:
-                used = True
-                for k in range(d):
-                    acc[k] += sg[s, col0 + k]
-            h += 1
-        if used:
-            for p in range(indptr[r], indptr[r + 1]):
-                _adam(v, p, acc[indices[p]] * inv_b + reg * v[p, 0], lr1, bc2_sqrt)
-        g = h
+        g = step_row_group(tab, col0, rows, items, sg, order, g, nb, acc, inv_b, lr1, bc2_sqrt,
+                           reg)
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
@@ -425,6 +441,68 @@ def ncf_epoch_parallel(
 # reweighted to estimate the gradient of a full epoch's loss sum.
 
 
+@njit(cache=True, inline="always")
+def embedding_row_grad(which, r, g_row, m, key, k_neg, neg_per_item, data, n_items, d, emb, net,
+                       act, dact, pg, qg, eg):
+    """Dense gradient of row ``r`` of embedding table ``which`` into ``g_row``.
+
+    The per-row sum of :func:`grad_embedding_rows` (see there); ``act``,
+    ``dact``, ``pg``, ``qg`` and ``eg`` (4d) are work buffers. The CPU
+    kernel and its CUDA twin both call it.
+    """
+    x_indptr, x_indices, x_weight, x_rows = (data.x_indptr, data.x_indices, data.x_weight,
+                                             data.x_rows)
+    xt_indptr, xt_indices, xt_weight = data.xt_indptr, data.xt_indices, data.xt_weight
+    f_indptr, f_indices = data.f_indptr, data.f_indices
+    is_item = which % 2 == 1
+    col0 = which * d
+    nnz = x_indices.shape[0]
+    for k in range(g_row.shape[0]):
+        g_row[k] = 0.0
+    if is_item:
+        start = xt_indptr[r]
+        deg = xt_indptr[r + 1] - start
+    else:
+        start = x_indptr[r]
+        deg = x_indptr[r + 1] - start
+    n = min(deg, m)
+    n_pairs = 2 * n if not is_item else n + m
+    for t in range(n_pairs):
+        if t < n:
+            pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
+            if is_item:
+                u = xt_indices[pos]
+                i = r
+                weight = xt_weight[pos] * (deg / n)
+            else:
+                u = r
+                i = x_indices[pos]
+                weight = x_weight[pos] * (deg / n)
+            y = 1.0
+        elif not is_item:
+            u = r
+            i = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
+            if i < 0:
+                continue
+            weight = k_neg * deg / n
+            y = 0.0
+        else:
+            # Streams 9.. keep these draws apart from the ones above.
+            pos = randint(draw(key, nnz + r * m + t, 9), nnz)
+            u = x_rows[pos]
+            i = r
+            if x_indices[pos] == r or in_row(f_indptr, f_indices, u, r):
+                continue
+            weight = neg_per_item / m
+            y = 0.0
+        x = forward(u, i, d, act, pg, qg, emb, net)
+        _, slope = _bce(x, y)
+        backward(np.float32(weight * slope), u, i, d, act, dact, pg, qg, eg, emb, net,
+                 act[:0], act[:0], False, which >= 2, act[:0], net.w_row0[:0])
+        for k in range(d):
+            g_row[k] += eg[col0 + k]
+
+
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def grad_embedding_rows(which, r0, r1, G, m, key, k_neg, neg_per_item, data, n_items, d, emb,
                         net, n_act):
@@ -435,15 +513,8 @@ def grad_embedding_rows(which, r0, r1, G, m, key, k_neg, neg_per_item, data, n_i
     negatives (weight ``k_neg`` deg / n each). An item row sums up to ``m``
     of its users and ``m`` pairs where it is another user's negative, drawn
     from random interactions and weighted to the ``neg_per_item`` times an
-    item is drawn as a negative in one epoch.
+    item is drawn as a negative in one epoch (:func:`embedding_row_grad`).
     """
-    x_indptr, x_indices, x_weight, x_rows = (data.x_indptr, data.x_indices, data.x_weight,
-                                             data.x_rows)
-    xt_indptr, xt_indices, xt_weight = data.xt_indptr, data.xt_indices, data.xt_weight
-    f_indptr, f_indices = data.f_indptr, data.f_indices
-    is_item = which % 2 == 1
-    col0 = which * d
-    nnz = x_indices.shape[0]
     n_rows = r1 - r0
     n_blocks = min(n_rows, 256)
     per = (n_rows + n_blocks - 1) // max(n_blocks, 1)
@@ -456,50 +527,8 @@ def grad_embedding_rows(which, r0, r1, G, m, key, k_neg, neg_per_item, data, n_i
         qg = np.zeros(d, np.float32)
         eg = np.zeros(4 * d, np.float32)
         for r in range(r0 + blk * per, min(r1, r0 + (blk + 1) * per)):
-            g_row = G[r - r0]
-            g_row[:] = 0.0
-            if is_item:
-                start = xt_indptr[r]
-                deg = xt_indptr[r + 1] - start
-            else:
-                start = x_indptr[r]
-                deg = x_indptr[r + 1] - start
-            n = min(deg, m)
-            n_pairs = 2 * n if not is_item else n + m
-            for t in range(n_pairs):
-                if t < n:
-                    pos = start + t if deg <= m else start + randint(draw(key, start + t, 0), deg)
-                    if is_item:
-                        u = xt_indices[pos]
-                        i = r
-                        weight = xt_weight[pos] * (deg / n)
-                    else:
-                        u = r
-                        i = x_indices[pos]
-                        weight = x_weight[pos] * (deg / n)
-                    y = 1.0
-                elif not is_item:
-                    u = r
-                    i = sample_negative(key, start + t, r, n_items, f_indptr, f_indices)
-                    if i < 0:
-                        continue
-                    weight = k_neg * deg / n
-                    y = 0.0
-                else:
-                    # Streams 9.. keep these draws apart from the ones above.
-                    pos = randint(draw(key, nnz + r * m + t, 9), nnz)
-                    u = x_rows[pos]
-                    i = r
-                    if x_indices[pos] == r or in_row(f_indptr, f_indices, u, r):
-                        continue
-                    weight = neg_per_item / m
-                    y = 0.0
-                x = forward(u, i, d, act, pg, qg, emb_b, net)
-                _, slope = _bce(x, y)
-                backward(np.float32(weight * slope), u, i, d, act, dact, pg, qg, eg, emb_b, net,
-                         act[:0], act[:0], False, which >= 2, act[:0], net.w_row0[:0])
-                for k in range(d):
-                    g_row[k] += eg[col0 + k]
+            embedding_row_grad(which, r, G[r - r0], m, key, k_neg, neg_per_item, data, n_items,
+                               d, emb_b, net, act, dact, pg, qg, eg)
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")

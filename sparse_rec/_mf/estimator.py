@@ -68,9 +68,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         Numba threads during ``fit`` and scoring (None: all). With 1 thread
         and a fixed ``random_state`` a fit is bitwise reproducible.
     backend : {"cpu", "cuda"}, default="cpu"
-        Where training epochs run. ``"cuda"`` needs numba-cuda and a GPU
-        (``pip install sparse-rec[cuda]``); prune/grow and scoring stay on
-        the CPU, and the tables travel to the host at each update.
+        Where training epochs and growth scores run. ``"cuda"`` needs
+        numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the prune
+        threshold, the rebuild and scoring stay on the CPU, and the tables
+        travel to the host at each update.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable or None, default=None

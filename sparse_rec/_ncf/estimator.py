@@ -133,9 +133,11 @@ class DSLNCF(NCFModel, DSLEstimator):
         trains its own mini-batches and steps the shared weights without
         locks (Hogwild); with 1 thread and a fixed ``random_state`` a fit is
         bitwise reproducible.
-    backend : {"cpu"}, default="cpu"
-        Where training runs (an engine per device; only the CPU has one so
-        far).
+    backend : {"cpu", "cuda"}, default="cpu"
+        Where training epochs run. ``"cuda"`` needs numba-cuda and a GPU
+        (``pip install sparse-rec[cuda]``): one thread block per mini-batch
+        (Hogwild between blocks), the embeddings' growth scores on the
+        GPU; the prune threshold, the rebuild and scoring stay on the CPU.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable, optional

@@ -1,0 +1,289 @@
+"""GPU engines and kernels against their CPU twins, in Numba's CUDA simulator.
+
+Growth gradients of DSL-MF computed on the device, and the NCF engine
+(epoch, lazy Adam grouped by row, whole fits). Tiny data: the simulator runs
+every GPU thread as a Python thread. ``SPARSE_REC_TEST_GPU=1`` runs the same
+tests on a real GPU (see conftest).
+"""
+
+import warnings
+
+import numba
+import numpy as np
+import pytest
+
+pytest.importorskip("numba_cuda", reason="numba-cuda not installed (pip install sparse-rec[cuda])")
+
+from test_kernels import small_problem  # noqa: E402
+
+from sparse_rec._kernels import _rng  # noqa: E402
+from sparse_rec.backends import cpu  # noqa: E402
+from sparse_rec.backends import cuda as cuda_backend  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not cuda_backend.is_available(), reason="no CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_simulator():
+    # The simulator runs the uint64 RNG on NumPy scalars, which warn on the
+    # wrap-around that the compiled code relies on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message="overflow")
+        yield
+
+
+def _fill(fn, n_rows, n_cols, r0=0, r1=None):
+    r1 = n_rows if r1 is None else r1
+    G = np.full((r1 - r0, n_cols), np.nan, np.float32)
+    fn(r0, r1, G)
+    return G
+
+
+# --- DSL-MF growth gradients on the device ------------------------------------
+@pytest.mark.parametrize("chunk", [(0, None), (5, 17)])
+def test_mf_device_growth_gradient_equals_cpu(chunk):
+    X, data, U, I, b = small_problem(seed=2, n_users=24, n_items=18, d=6)
+    key = np.uint64(_rng.epoch_key(np.uint64(4), np.uint64(1)))
+    opts = dict(learning_rate=0.05, alpha=0.0, optimizer="adagrad")
+    numba.set_num_threads(1)
+    try:
+        ref = cpu.MFEngine(data, U, I, b, **opts).grow_fns(key)
+        expected = [_fill(f, t.n_rows, t.n_cols, *chunk) for f, t in zip(ref, (U, I), strict=True)]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    engine = cuda_backend.MFEngine(data, U, I, b, n_blocks=1, threads_per_block=4, **opts)
+    fns = engine.grow_fns(key)
+    got = [_fill(f, t.n_rows, t.n_cols, *chunk) for f, t in zip(fns, (U, I), strict=True)]
+    for g, e in zip(got, expected, strict=True):
+        assert np.count_nonzero(e) > 0.3 * e.size  # the check compares real gradients
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_bytes", [32 << 20, 6 * 4 * 5])
+def test_mf_scores_selected_on_the_device_give_the_cpu_step(chunk_bytes):
+    # PruneGrow asks the device scorers for bin counts and kept coordinates
+    # (no dense scores); the step must grow and prune what the CPU's does,
+    # in one chunk and in chunks of 5 rows.
+    import copy
+
+    from sparse_rec._dsl import PruneGrow
+
+    X, data, U, I, b = small_problem(seed=6, n_users=24, n_items=18, d=6)
+    U2, I2, b2 = copy.deepcopy(U), copy.deepcopy(I), b.copy()
+    key = np.uint64(11)
+    opts = dict(learning_rate=0.05, alpha=0.0, optimizer="adagrad")
+    numba.set_num_threads(1)
+    try:
+        cpu_fns = cpu.MFEngine(data, U, I, b, **opts).grow_fns(key)
+        out_cpu = PruneGrow([U, I], chunk_bytes=chunk_bytes).step(0.3, 5, cpu_fns)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    engine = cuda_backend.MFEngine(data, U2, I2, b2, n_blocks=1, threads_per_block=4, **opts)
+    fns = engine.grow_fns(key)
+    assert all(hasattr(f, "histogram") and hasattr(f, "collect") for f in fns)
+    out_gpu = PruneGrow([U2, I2], chunk_bytes=chunk_bytes).step(0.3, 5, fns)
+    assert out_gpu[1].sum() > 0
+    for a, c in zip(out_gpu, out_cpu, strict=True):
+        np.testing.assert_array_equal(a, c)
+    for t_gpu, t_cpu in ((U2, U), (I2, I)):
+        np.testing.assert_array_equal(t_gpu.indptr, t_cpu.indptr)
+        np.testing.assert_array_equal(t_gpu.indices, t_cpu.indices)
+
+
+def test_device_bin_counts_and_collect_equal_the_host_kernels():
+    from sparse_rec._dsl import _collect_chunk, _counts
+    from sparse_rec._kernels import _prune_grow as K
+
+    X, data, U, I, b = small_problem(seed=7, n_users=24, n_items=18, d=6)
+    engine = cuda_backend.MFEngine(data, U, I, b, learning_rate=0.05, alpha=0.0,
+                                   optimizer="sgd", n_blocks=1, threads_per_block=4)
+    scorer = engine.grow_fns(np.uint64(3))[0]
+    r0, r1 = 4, 19
+    G = _fill(scorer, U.n_rows, U.n_cols, r0, r1)
+    K.abs_mask_active(G, r0, U.indptr, U.indices)
+    hist = np.zeros(K.N_BINS, np.int64)
+    local = np.empty((numba.get_num_threads(), K.N_BINS), np.int64)
+    _counts(G, hist, local)
+    np.testing.assert_array_equal(scorer.histogram(r0, r1), hist)
+    for lo in np.flatnonzero(hist)[[0, len(np.flatnonzero(hist)) // 2, -1]]:
+        _counts(G, np.zeros(K.N_BINS, np.int64), local)
+        want = _collect_chunk(G, r0, int(lo), local)
+        got = scorer.collect(r0, r1, int(lo))
+        assert len(want[0]) > 0
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_mf_fit_on_one_cuda_thread_is_the_serial_cpu_fit(monkeypatch):
+    # One GPU thread runs the samples in the serial order and growth is
+    # computed on the device: the whole fit must follow the CPU fit.
+    from sparse_rec import DSLMatrixFactorization
+
+    # The simulator's grid, one thread, also on a real GPU (SPARSE_REC_TEST_GPU=1).
+    monkeypatch.setattr(cuda_backend, "_simulated", lambda: True)
+    monkeypatch.setattr(cuda_backend, "_SIM_MF_GRID", (1, 1))
+    X = small_problem(seed=1, n_users=20, n_items=16)[0]
+    fits = [DSLMatrixFactorization(n_components=6, density=0.4, max_iter=4, update_interval=1,
+                                   update_ratio=0.3, random_state=0, n_threads=1,
+                                   backend=b).fit(X) for b in ("cpu", "cuda")]
+    h_cpu, h_gpu = ([h["loss"] for h in f.history_] for f in fits)
+    assert h_gpu == pytest.approx(h_cpu, rel=1e-4)
+    assert sum(h["grown"] for h in fits[1].history_) > 0
+    for name in ("user_table_", "item_table_"):
+        a, b = getattr(fits[1], name), getattr(fits[0], name)
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+
+
+# --- NCF on the device ----------------------------------------------------------
+def _ncf_problem(n_users=12, n_items=10, nnz=40, density=0.5, seed=0):
+    from sparse_rec import DSLNCF
+    from sparse_rec._base import TrainData
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(n_users, n_items, nnz, random_state=seed)
+    est = DSLNCF(n_components=4, hidden_layer_sizes=(6, 3), density=density, random_state=seed)
+    params = est._init_params(n_users, n_items, seed)
+    return TrainData.from_matrix(X), params
+
+
+def _ncf_state(params):
+    net = params.layout
+    return [t.values_buf[: t.nnz].copy() for t in params.tables[:4]] + [
+        net.m_v.copy(), net.dense_v.copy()]
+
+
+NCF_OPTS = dict(learning_rate=0.01, alpha=0.001, n_negatives=2, batch_size=16)
+
+
+def test_ncf_one_block_epoch_matches_cpu_serial_epoch():
+    import copy
+
+    data, params = _ncf_problem()
+    params_gpu = copy.deepcopy(params)
+    key = np.uint64(_rng.epoch_key(np.uint64(1), np.uint64(0)))
+    numba.set_num_threads(1)
+    try:
+        ref = cpu.NCFEngine(data, params.tables[:4], params.layout, **NCF_OPTS)
+        losses_cpu = [ref.epoch(key), ref.epoch(key + np.uint64(1))]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    gpu = cuda_backend.NCFEngine(data, params_gpu.tables[:4], params_gpu.layout, n_blocks=1,
+                                 threads_per_block=4, **NCF_OPTS)
+    losses_gpu = [gpu.epoch(key), gpu.epoch(key + np.uint64(1))]
+    gpu.download()
+    # Two epochs of 5 batches each: the lazy row steps and the dense steps all ran.
+    assert losses_gpu == pytest.approx(losses_cpu, rel=1e-5)
+    before = _ncf_state(_ncf_problem()[1])
+    moved = 0
+    for got, want, start in zip(_ncf_state(params_gpu), _ncf_state(params), before, strict=True):
+        moved += want.size > 0 and not np.allclose(want[:, 0], start[:, 0])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert moved >= 4  # GMF tables, MLP layers and dense parameters were trained
+
+
+@pytest.mark.parametrize("chunk", [(0, None), (3, 9)])
+def test_ncf_device_growth_gradient_equals_cpu(chunk):
+    import copy
+
+    # Dense and at the initial point: with empty MLP embeddings, or after an
+    # epoch on this tiny problem, the MLP branch is dead (every ReLU off) and
+    # its embedding gradients are zero, which would check nothing.
+    data, params = _ncf_problem(seed=2, density=1.0)
+    params_gpu = copy.deepcopy(params)
+    key = np.uint64(_rng.epoch_key(np.uint64(2), np.uint64(3)))
+    numba.set_num_threads(1)
+    try:
+        ref = cpu.NCFEngine(data, params.tables[:4], params.layout, **NCF_OPTS)
+        expected = [_fill(f, t.n_rows, t.n_cols, *chunk)
+                    for f, t in zip(ref.grow_fns(key)[:4], params.tables[:4], strict=True)]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    gpu = cuda_backend.NCFEngine(data, params_gpu.tables[:4], params_gpu.layout, n_blocks=1,
+                                 threads_per_block=4, **NCF_OPTS)
+    # The embedding tables' callbacks run on the device (the MLP layers'
+    # are the CPU engine's own).
+    got = [_fill(f, t.n_rows, t.n_cols, *chunk)
+           for f, t in zip(gpu.grow_fns(key)[:4], params_gpu.tables[:4], strict=True)]
+    for g, e in zip(got, expected, strict=True):
+        assert np.count_nonzero(e) > 0.3 * e.size
+        np.testing.assert_allclose(g, e, rtol=2e-3, atol=1e-6)
+
+
+def test_ncf_blocks_in_parallel_stay_close_to_cpu_serial():
+    import copy
+
+    data, params = _ncf_problem(seed=3)
+    params_gpu = copy.deepcopy(params)
+    key = np.uint64(5)
+    numba.set_num_threads(1)
+    try:
+        loss_cpu = cpu.NCFEngine(data, params.tables[:4], params.layout, **NCF_OPTS).epoch(key)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    gpu = cuda_backend.NCFEngine(data, params_gpu.tables[:4], params_gpu.layout, n_blocks=3,
+                                 threads_per_block=4, **NCF_OPTS)
+    loss_gpu = gpu.epoch(key)
+    gpu.download()
+    # Same instances, batches in another order (Hogwild): Adam's steps on a
+    # weight come in another order, so the weights are close, not equal;
+    # the changes an epoch made must point the same way.
+    assert loss_gpu == pytest.approx(loss_cpu, rel=0.02)
+    start = _ncf_state(_ncf_problem(seed=3)[1])
+    d_gpu, d_cpu = (np.concatenate([(a[:, 0] - b[:, 0]) for a, b in zip(st, start, strict=True)])
+                    for st in (_ncf_state(params_gpu), _ncf_state(params)))
+    assert np.corrcoef(d_gpu, d_cpu)[0, 1] > 0.8
+
+
+def _ncf_fit(backend, **kw):
+    from sparse_rec import DSLNCF
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(16, 12, 70, random_state=4)
+    params = dict(n_components=4, hidden_layer_sizes=(6, 3), density=0.4, n_negatives=2,
+                  batch_size=16, learning_rate=0.01, max_iter=6, update_interval=2,
+                  update_ratio=0.3, random_state=0, n_threads=1, backend=backend)
+    params.update(kw)
+    return DSLNCF(**params).fit(X), X
+
+
+def test_ncf_fit_on_cuda_lands_near_the_cpu_fit():
+    cpu_fit, X = _ncf_fit("cpu")
+    gpu_fit, _ = _ncf_fit("cuda")
+    budget = cpu_fit.n_active_
+    assert gpu_fit.n_active_ == budget
+    assert all(h["nnz"] == budget for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0  # prune/grow ran on the device fit
+    loss_cpu = [h["loss"] for h in cpu_fit.history_]
+    loss_gpu = [h["loss"] for h in gpu_fit.history_]
+    assert loss_gpu[-1] < loss_gpu[0]
+    # Two blocks train batches in another order than the serial CPU fit (as
+    # the CPU's own threads do): on this problem the CPU's 2-thread fits end
+    # 2.7% from its serial fit, seeds 0-5 of the serial fit span 2.7%.
+    assert loss_gpu[-1] == pytest.approx(loss_cpu[-1], rel=0.05)
+
+
+def test_ncf_fit_on_one_cuda_block_is_the_serial_cpu_fit(monkeypatch):
+    # One block trains the batches in the serial order: the whole fit
+    # (epochs, downloads, prune/grow, repacking and uploads) must then
+    # follow the CPU fit up to the order of float32 sums.
+    monkeypatch.setattr(cuda_backend, "_simulated", lambda: True)  # also on a real GPU
+    monkeypatch.setattr(cuda_backend, "_SIM_NCF_GRID", (1, 4))
+    cpu_fit, _ = _ncf_fit("cpu")
+    gpu_fit, _ = _ncf_fit("cuda")
+    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
+        [h["loss"] for h in cpu_fit.history_], rel=1e-4)
+    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
+    for name in ("user_gmf_table_", "item_gmf_table_", "mlp_table_"):
+        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(gpu_fit.fusion_weights_, cpu_fit.fusion_weights_, atol=1e-5)
+
+
+def test_ncf_cuda_without_gpu_is_the_mf_error(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _ncf_fit("cuda", max_iter=1)
