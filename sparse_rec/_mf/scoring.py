@@ -165,8 +165,11 @@ class MFModel:
 
         The mirror of ``_fold_in``: ``_FOLD_IN_PASSES`` Adagrad passes of
         the BPR loss over the item's users (one negative per user among the
-        fitted items outside its history), the fitted mean number of active
-        weights per item kept, ``_FOLD_IN_REFINE`` passes on those.
+        fitted items outside its history) and over ``nnz / n_items`` random
+        interactions of other users in which the item is the negative (as
+        often as a uniform negative is drawn in an epoch of fit), the fitted
+        mean number of active weights per item kept, ``_FOLD_IN_REFINE``
+        passes on those.
         """
         from .._kernels import _foldin
 
@@ -186,7 +189,9 @@ class MFModel:
                 C.indptr.astype(np.int64), C.indices.astype(np.int32), C.data.astype(np.float32),
                 u.indptr, u.indices, u.weights, it.indptr, it.indices, it.weights,
                 self.item_bias_, seen.indptr.astype(np.int64), seen.indices.astype(np.int32),
-                self_items, self.n_items_, _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep,
+                np.repeat(np.arange(self.n_users_, dtype=np.int32), np.diff(seen.indptr)),
+                int(max(1, round(seen.nnz / max(self.n_items_, 1)))), self_items,
+                self.n_items_, _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep,
                 np.float32(self.learning_rate), np.float32(self.alpha),
                 np.uint64(_FOLD_IN_KEY), Q, M, B,
             )
