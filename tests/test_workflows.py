@@ -304,3 +304,14 @@ def test_partial_fit_users_keeps_fold_in_recall_on_ml100k():
     popular = ranking_metrics(np.argsort(-S, axis=1, kind="stable")[:, :20], T, k=20)["recall"]
     assert fold > popular  # the model learned something worth keeping
     assert added >= 0.9 * fold
+
+
+# --- 7. the guide's example ----------------------------------------------------------------
+def test_example_from_data_to_service_runs(capsys):
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "from_data_to_service.py"
+    runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "user-601" in out and "unknown before the update" in out
