@@ -182,8 +182,8 @@ class WorkflowMixin:
         >>> from sparse_rec.datasets import from_frame
         >>> ds = from_frame({"user_id": ["ann", "ann", "bob", "cat"],
         ...                  "item_id": ["tea", "jam", "tea", "jam"]})
-        >>> mf = DSLMatrixFactorization(n_components=4, max_iter=2, random_state=0,
-        ...                             n_threads=1).fit(ds)
+        >>> mf = DSLMatrixFactorization(n_components=4, density=1.0, max_iter=2,
+        ...                             random_state=0, n_threads=1).fit(ds)
         >>> items, scores = mf.recommend_ids(["bob"], n=1)
         >>> items.tolist()
         [['jam']]
