@@ -9,7 +9,9 @@ from sparse_rec.datasets import InteractionDataset, from_frame, make_interaction
 from sparse_rec.metrics import evaluate
 from sparse_rec.serving import load_model
 
-pd = pytest.importorskip("pandas")
+
+def _pandas():
+    return pytest.importorskip("pandas")
 
 
 def _mf(**kw):
@@ -29,6 +31,7 @@ def X():
 
 @pytest.fixture(scope="module")
 def frame(X):
+    pd = _pandas()
     C = X.tocoo()
     return pd.DataFrame({"user": [f"u{r:02d}" for r in C.row],
                          "item": [f"i{c:02d}" for c in C.col], "w": C.data})
@@ -36,6 +39,7 @@ def frame(X):
 
 # --- 1. from_frame -------------------------------------------------------------
 def test_from_frame_string_ids_sum_duplicates_and_latest_time():
+    pd = _pandas()
     df = pd.DataFrame({"user_id": ["b", "a", "b", "b", "c"],
                        "item_id": ["y", "x", "y", "x", "y"],
                        "plays": [1.0, 2.0, 3.0, 4.0, 0.0],
@@ -63,6 +67,7 @@ def test_from_frame_mapping_and_integer_ids_keep_their_type():
 
 
 def test_from_frame_errors_say_what_to_do():
+    pd = _pandas()
     with pytest.raises(KeyError, match="columns are"):
         from_frame({"u": [1], "item_id": [2]})
     with pytest.raises(ValueError, match="missing ids"):
@@ -308,6 +313,7 @@ def test_partial_fit_users_keeps_fold_in_recall_on_ml100k():
 
 # --- 7. the guide's example ----------------------------------------------------------------
 def test_example_from_data_to_service_runs(capsys):
+    _pandas()
     import runpy
     from pathlib import Path
 
