@@ -321,3 +321,21 @@ def test_example_from_data_to_service_runs(capsys):
     runpy.run_path(str(path), run_name="__main__")
     out = capsys.readouterr().out
     assert "user-601" in out and "unknown before the update" in out
+
+
+def test_implicit_wrapper_has_the_read_only_workflows(frame):
+    from sparse_rec.interop import ImplicitRecommender
+
+    ds = from_frame(frame, user="user", item="item", weight="w")
+    als = ImplicitRecommender("als", factors=8, iterations=3, random_state=0,
+                              n_threads=1).fit(ds)
+    np.testing.assert_array_equal(als.item_ids_, ds.item_ids)
+    items, _ = als.recommend_ids(["u05"], n=4)
+    np.testing.assert_array_equal(items, ds.item_ids[als.recommend(ds.user_index(["u05"]),
+                                                                   n=4)[0]])
+    ids, _ = als.similar_users([5], n=3)
+    assert ids.shape == (1, 3) and 5 not in ids[0]
+    e = als.explain(5, 0, n=2)
+    assert len(e.items) == 2 and set(e.items) <= set(ds.X[5].indices)
+    als.fit(ds.X)
+    assert not hasattr(als, "user_ids_")
