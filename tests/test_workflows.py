@@ -72,6 +72,9 @@ def test_from_frame_errors_say_what_to_do():
         from_frame({"u": [1], "item_id": [2]})
     with pytest.raises(ValueError, match="missing ids"):
         from_frame(pd.DataFrame({"user_id": ["a", None], "item_id": ["x", "y"]}))
+    with pytest.raises(ValueError, match="missing ids"):
+        from_frame(pd.DataFrame({"user_id": pd.array(["a", None], dtype="string"),
+                                 "item_id": ["x", "y"]}))
     with pytest.raises(ValueError, match="non-negative"):
         from_frame({"user_id": [1, 2], "item_id": [1, 2], "w": [1.0, -1.0]}, weight="w")
     with pytest.raises(ValueError, match="no rows"):

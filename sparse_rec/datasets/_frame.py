@@ -36,7 +36,9 @@ def _ids(arr, name):
     """Raw ids ready for np.unique: strings as a unicode array, missing values refused."""
     if arr.dtype == object:
         values = arr.tolist()
-        if any(v is None or (isinstance(v, float) and v != v) for v in values):
+        # None, NaN, and pandas' NA / NaT (by type name: pandas stays optional).
+        if any(v is None or (isinstance(v, float) and v != v)
+               or type(v).__name__ in ("NAType", "NaTType") for v in values):
             raise ValueError(
                 f"column {name!r} has missing ids (None or NaN); every row needs a "
                 "user and an item. Drop those rows first, e.g. frame.dropna()."
