@@ -15,7 +15,7 @@ LAYERS = [
     ["_mf.scoring", "_ncf.scoring"],
     ["_base", "_training"],
     ["_mf.estimator", "_ncf.estimator", "_mf", "_ncf"],
-    ["_registry", "_io", "serving", "cli"],
+    ["_registry", "_io", "serving", "cli", "ann"],
 ]
 HELPERS = {"_threads", "_validation", "_recommend", "_workflows", "exceptions", "metrics",
            "model_selection", "datasets", "preprocessing", "interop"}
