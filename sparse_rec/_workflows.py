@@ -264,8 +264,10 @@ class WorkflowMixin:
         V = cache["user_unit"]
         out_idx = np.empty((len(users), n), np.int64)
         out_val = np.empty((len(users), n), np.float32)
-        for b0 in range(0, len(users), _BLOCK):
-            rows = users[b0:b0 + _BLOCK]
+        # Blocks of users bound the dense similarity block to ~64 MB.
+        block = max(1, min(_BLOCK, (1 << 24) // max(self.n_users_, 1)))
+        for b0 in range(0, len(users), block):
+            rows = users[b0:b0 + block]
             S = V[rows] @ V.T
             S = np.asarray(S.toarray() if sp.issparse(S) else S, np.float32)
             S[np.arange(len(rows)), rows] = -np.inf
