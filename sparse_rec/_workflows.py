@@ -499,7 +499,7 @@ class PartialFitMixin:
         ----------
         users : array-like of int
             User indices, existing (< ``n_users_``) or new.
-        X_rows : sparse matrix or array-like of shape (len(users), n_items_)
+        X_rows : sparse matrix or array-like of shape (len(users), ``n_items_``)
         ids : array-like, optional
             Raw id of each entry of ``users``; required for new users when
             the model keeps ``user_ids_``.
@@ -553,7 +553,7 @@ class PartialFitMixin:
         ----------
         items : array-like of int
             Item indices, existing (< ``n_items_``) or new.
-        X_cols : sparse matrix or array-like of shape (n_users_, len(items))
+        X_cols : sparse matrix or array-like of shape (``n_users_``, len(items))
         ids : array-like, optional
             Raw id of each entry of ``items``; required for new items when
             the model keeps ``item_ids_``.
