@@ -467,6 +467,9 @@ class PartialFitMixin:
             raise ValueError(f"ids of existing {what}s must be their {what}_ids_.")
         order = np.argsort(idx[~old])
         added = ids[~old][order]
+        if (known.dtype.kind in "US") != (added.dtype.kind in "US"):
+            raise ValueError(f"ids of new {what}s must be of the type of {what}_ids_ "
+                             f"({known.dtype}); got {added.dtype}.")
         out = np.concatenate([known, added.astype(np.result_type(known, added))])
         if len(np.unique(out)) != len(out):
             raise ValueError(f"ids of new {what}s must be new; some are already {what}_ids_.")

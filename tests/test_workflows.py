@@ -255,6 +255,10 @@ def test_partial_fit_users_checks_indices_and_raw_ids(fitted):
         mf.partial_fit_users([60], sp.csr_matrix((1, 41)), ids=["new"])
     with pytest.raises(ValueError, match="must be new"):
         mf.partial_fit_users([60], row, ids=["u01"])
+    with pytest.raises(ValueError, match="of the type of user_ids_"):
+        mf.partial_fit_users([60], row, ids=[7])
+    with pytest.raises(ValueError, match=r"shape \(n_users_, len\(items\)\)"):
+        mf.partial_fit_items([40], sp.csr_matrix((59, 1)), ids=["i40"])
     mf.partial_fit_users([60], row, ids=["newcomer"])
     assert mf.user_ids_[-1] == "newcomer" and mf.n_users_ == 60 + 1
     items, _ = mf.recommend_ids(["newcomer"], n=3)
