@@ -34,6 +34,7 @@ from ._dsl import PruneGrow, update_ratio_at
 from ._kernels import _rng
 from ._table import SparseEmbeddingTable
 from ._threads import numba_threads
+from ._workflows import PartialFitMixin, WorkflowMixin, unpack_dataset
 from .exceptions import DivergenceError
 
 
@@ -70,8 +71,13 @@ def _grow_chunk_bytes(tables):
     return int(min(32 << 20, max(4 << 20, 16 * sum(t.nnz for t in tables))))
 
 
-class DSLEstimator(BaseDSLEstimator):
-    """``fit`` shared by the DSL estimators; the model supplies the hooks above."""
+class DSLEstimator(PartialFitMixin, WorkflowMixin, BaseDSLEstimator):
+    """``fit`` shared by the DSL estimators; the model supplies the hooks above.
+
+    The workflow methods (``recommend_ids``, ``similar_users``, ``explain``,
+    ``partial_fit_users``, ``partial_fit_items``) come from
+    :mod:`sparse_rec._workflows` over their own model hooks.
+    """
 
     _engine_model = None
 
@@ -103,9 +109,12 @@ class DSLEstimator(BaseDSLEstimator):
 
         Parameters
         ----------
-        X : sparse matrix or array-like of shape (n_users, n_items)
+        X : sparse matrix, array-like of shape (n_users, n_items) or InteractionDataset
             Non-negative interactions; values weight the positives (scaled
-            to mean 1).
+            to mean 1). An :class:`~sparse_rec.datasets.InteractionDataset`
+            (for example from :func:`~sparse_rec.datasets.from_frame`)
+            trains on its ``X`` and keeps its raw ids as ``user_ids_`` and
+            ``item_ids_`` (saved with the model; used by ``recommend_ids``).
         y : ignored
         exclude : sparse matrix of shape (n_users, n_items), optional
             Pairs never drawn as negatives (for example held-out candidates).
@@ -115,6 +124,7 @@ class DSLEstimator(BaseDSLEstimator):
         self
         """
         self._validate()
+        X, raw_ids = unpack_dataset(X)
         X, exclude = self._prepare_X(X, exclude)
         seed = check_random_seed(self.random_state)
         n_users, n_items = X.shape
@@ -140,6 +150,8 @@ class DSLEstimator(BaseDSLEstimator):
             self._discard_fit()
             raise
         self._account(params)
+        if raw_ids is not None:
+            self.user_ids_, self.item_ids_ = raw_ids
         self._clear_caches()
         return self
 

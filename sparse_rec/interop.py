@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from ._base import RecommenderMixin, SaveMixin, check_random_seed
 from ._validation import check_interactions, check_positive_int, check_structure
+from ._workflows import WorkflowMixin, unpack_dataset
 from .exceptions import DivergenceError
 
 __all__ = ["ImplicitAdapter", "ImplicitRecommender", "as_implicit"]
@@ -233,7 +234,7 @@ def _select_top_n(S, n):
     return out_ids, out_val
 
 
-class ImplicitRecommender(SaveMixin, RecommenderMixin, BaseEstimator):
+class ImplicitRecommender(WorkflowMixin, SaveMixin, RecommenderMixin, BaseEstimator):
     """implicit's ALS or BPR as a scikit-learn estimator with this package's interface.
 
     ``fit(X)`` trains ``implicit.cpu.als.AlternatingLeastSquares`` or
@@ -405,6 +406,7 @@ class ImplicitRecommender(SaveMixin, RecommenderMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        X, raw_ids = unpack_dataset(X)
         X = sp.csr_matrix(check_interactions(X))
         seed = check_random_seed(self.random_state)
         model = self._new_model(seed)
@@ -422,7 +424,14 @@ class ImplicitRecommender(SaveMixin, RecommenderMixin, BaseEstimator):
         self.seen_ = X
         self.n_users_, self.n_items_ = X.shape
         self.n_features_in_ = self.n_items_
+        self.__dict__.pop("user_ids_", None)
+        self.__dict__.pop("item_ids_", None)
+        if raw_ids is not None:
+            self.user_ids_, self.item_ids_ = raw_ids
         return self
+
+    def _user_vectors(self):
+        return self.user_factors_
 
     @property
     def model_(self):

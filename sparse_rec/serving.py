@@ -5,7 +5,9 @@
 read-only object (:class:`ServedMF` or :class:`ServedNCF`) with the
 estimator's recommendation methods:
 ``recommend``, ``recommend_for_history``, ``score_items``,
-``similar_items``, ``decision_function`` and ``predict``. It runs the very
+``similar_items``, ``decision_function`` and ``predict``, and the read-only
+workflow methods ``recommend_ids`` (raw ids in and out), ``user_index``,
+``item_index``, ``similar_users`` and ``explain``. It runs the very
 scoring code of the estimator, but imports neither scikit-learn nor joblib,
 implicit or tqdm, so a service can run in an environment that has only
 numpy, scipy and numba (plus this package's files).
@@ -30,11 +32,12 @@ from ._mf.scoring import MFModel
 from ._ncf.scoring import NCFModel
 from ._recommend import RecommenderMixin
 from ._registry import served
+from ._workflows import WorkflowMixin
 
 __all__ = ["load_model", "ServedMF", "ServedNCF"]
 
 
-class _Served(RecommenderMixin):
+class _Served(WorkflowMixin, RecommenderMixin):
     """A model read from a file, for scoring only: it has no ``fit``."""
 
     _served = True

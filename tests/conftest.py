@@ -8,11 +8,12 @@ import pytest
 if os.environ.get("SPARSE_REC_TEST_GPU") != "1":
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(os.environ.get("SPARSE_REC_DATA")
+              or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def shared_dataset(name):
-    """Path of a data set in ../shared/data, or skip the test."""
+    """Path of a data set in ../shared/data (or $SPARSE_REC_DATA), or skip the test."""
     path = SHARED / name
     if not path.exists():
         pytest.skip(f"../shared/data/{name} not present (data sets stay outside the package)")

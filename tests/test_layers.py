@@ -15,10 +15,10 @@ LAYERS = [
     ["_mf.scoring", "_ncf.scoring"],
     ["_base", "_training"],
     ["_mf.estimator", "_ncf.estimator", "_mf", "_ncf"],
-    ["_registry", "_io", "serving", "cli"],
+    ["_registry", "_io", "serving", "cli", "ann"],
 ]
-HELPERS = {"_threads", "_validation", "_recommend", "exceptions", "metrics", "model_selection",
-           "datasets", "preprocessing", "interop"}
+HELPERS = {"_threads", "_validation", "_recommend", "_workflows", "exceptions", "metrics",
+           "model_selection", "datasets", "preprocessing", "interop"}
 # ``est.save`` (in _base) writes through the model-file layer, on call.
 ALLOWED = {("_base", "_io")}
 

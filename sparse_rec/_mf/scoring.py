@@ -140,3 +140,64 @@ class MFModel:
                 rows, n, unit, t, np.zeros(self.n_items_, np.float32), *ex, allowed,
                 self_exclude=True, items=unit,
             )
+
+    # --- workflow hooks (sparse_rec._workflows) --------------------------------
+    def _user_vectors(self):
+        return self.user_table_.to_csr()
+
+    def _explain(self, user, item, hist_items, hist_values):
+        # Project the user's row on the history items' rows (minimum-norm
+        # least squares): p ~ sum_j a_j q_j, so item j gives a_j q_j . q_i and
+        # the bias plus the residual of p make up the rest of the score.
+        p = self.user_table_.dense_rows([user])[0].astype(np.float64)
+        Q = self.item_table_.dense_rows(hist_items).astype(np.float64)
+        a = np.linalg.lstsq(Q.T, p, rcond=None)[0]
+        q_i = self.item_table_.dense_rows([item])[0].astype(np.float64)
+        contrib = a * (Q @ q_i)
+        score = float(self._score(np.array([user]), np.array([[item]], np.int64))[0, 0])
+        return contrib, score
+
+    def _partial_user_tables(self, X):
+        return {"user_table_": self._fold_in(X)}
+
+    def _partial_item_rows(self, items, X_cols):
+        """Item rows and biases for the user columns ``X_cols``, users and other items fixed.
+
+        The mirror of ``_fold_in``: ``_FOLD_IN_PASSES`` Adagrad passes of
+        the BPR loss over the item's users (one negative per user among the
+        fitted items outside its history) and over ``nnz / n_items`` random
+        interactions of other users in which the item is the negative (as
+        often as a uniform negative is drawn in an epoch of fit), the fitted
+        mean number of active weights per item kept, ``_FOLD_IN_REFINE``
+        passes on those.
+        """
+        from .._kernels import _foldin
+
+        d = self.item_table_.n_cols
+        k_keep = int(min(d, max(1, round(self.item_table_.nnz / max(self.n_items_, 1)))))
+        C = X_cols.T.tocsr()
+        C.sort_indices()
+        m = C.shape[0]
+        Q = np.zeros((m, d), np.float32)
+        M = np.zeros((m, d), np.bool_)
+        B = np.zeros(m, np.float32)
+        seen = self.seen_
+        self_items = np.where(items < self.n_items_, items, -1).astype(np.int64)
+        u, it = self.user_table_, self.item_table_
+        with numba_threads(self.n_threads):
+            _foldin.fold_in_items_bpr(
+                C.indptr.astype(np.int64), C.indices.astype(np.int32), C.data.astype(np.float32),
+                u.indptr, u.indices, u.weights, it.indptr, it.indices, it.weights,
+                self.item_bias_, seen.indptr.astype(np.int64), seen.indices.astype(np.int32),
+                np.repeat(np.arange(self.n_users_, dtype=np.int32), np.diff(seen.indptr)),
+                int(max(1, round(seen.nnz / max(self.n_items_, 1)))), self_items,
+                self.n_items_, _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep,
+                np.float32(self.learning_rate), np.float32(self.alpha),
+                np.uint64(_FOLD_IN_KEY), Q, M, B,
+            )
+        rows, cols = np.nonzero(M)
+        indptr = np.zeros(m + 1, np.int64)
+        np.cumsum(M.sum(axis=1), out=indptr[1:])
+        tab = SparseEmbeddingTable(indptr, cols.astype(it.indices.dtype),
+                                   Q[rows, cols][:, None].astype(np.float32), d)
+        return {"item_table_": tab}, {"item_bias_": B}

@@ -289,6 +289,11 @@ class NCFModel:
         ``_FOLD_IN_REFINE`` passes. Random draws are keyed by the row's
         items, so a row's result does not depend on the other rows.
         """
+        ug, um = self._fold_in_tables(X)
+        return self._user_side(ug, um, np.arange(X.shape[0]))
+
+    def _fold_in_tables(self, X):
+        """The GMF and MLP user tables of the fold-in of ``X`` (see ``_fold_in``)."""
         d = self.user_gmf_table_.n_cols
         n = X.shape[0]
         net = _Net.from_fitted(self)
@@ -313,8 +318,24 @@ class NCFModel:
                 k_keep = int(min(d, max(1, round(fitted.nnz / max(self.n_users_, 1)))))
                 kept.append(_keep_largest(tab, k_keep))
             run(_FOLD_IN_REFINE, *kept)
-        rows = np.arange(n)
-        return self._user_side(kept[0], kept[1], rows)
+        return kept
+
+    # --- workflow hooks (sparse_rec._workflows) --------------------------------
+    def _user_vectors(self):
+        import scipy.sparse as sp
+
+        return sp.hstack([self.user_gmf_table_.to_csr(), self.user_mlp_table_.to_csr()]).tocsr()
+
+    def _partial_user_tables(self, X):
+        ug, um = self._fold_in_tables(X)
+        return {"user_gmf_table_": ug, "user_mlp_table_": um}
+
+    def _partial_item_rows(self, items, X_cols):
+        raise NotImplementedError(
+            "DSLNCF cannot add or refit items without a refit: its item rows feed the MLP "
+            "together with every user's, and it has no solve of item rows against a fixed "
+            "user side (users can be added with partial_fit_users). Refit with the new items."
+        )
 
     def _similar(self, rows, n):
         """Cosine over the concatenated GMF and MLP item embeddings."""

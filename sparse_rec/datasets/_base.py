@@ -17,6 +17,9 @@ __all__ = ["InteractionDataset", "TrainTestDataset"]
 def _lookup(known, raw_ids, what):
     """Map raw ids to positions in the sorted array ``known``."""
     arr = np.asarray(raw_ids)
+    if known.dtype.kind not in "iu":
+        # Ids of another type (strings from from_frame): exact matches.
+        return _lookup_any(known, arr, what)
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         # Float ids such as 1.0 are accepted when they are whole numbers.
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr) & (arr % 1 == 0)):
@@ -42,6 +45,21 @@ def _lookup(known, raw_ids, what):
     return pos.reshape(arr.shape)
 
 
+def _lookup_any(known, arr, what):
+    index = {v: k for k, v in enumerate(known.tolist())}
+    flat = arr.ravel().tolist()
+    missing = [v for v in flat if v not in index]
+    if missing:
+        shown = ", ".join(repr(v) for v in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"every raw {what} id must occur in the data set; {len(missing)} do not: {shown}. "
+            f"Filter them first, e.g. ids[np.isin(ids, dataset.{what}_ids)]."
+        )
+    if arr.ndim == 0:
+        return index[flat[0]]
+    return np.array([index[v] for v in flat], np.int64).reshape(arr.shape)
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class InteractionDataset:
     """A users x items interaction matrix with the raw ids behind its rows and columns.
@@ -57,10 +75,11 @@ class InteractionDataset:
     timestamps : scipy.sparse.csr_matrix of int64 or None
         Unix time of each interaction, with exactly the sparsity pattern of ``X``;
         None when the source has no times.
-    user_ids : ndarray of int64, shape (n_users,)
-        Raw user id of each row, increasing.
-    item_ids : ndarray of int64, shape (n_items,)
-        Raw item id of each column, increasing.
+    user_ids : ndarray, shape (n_users,)
+        Raw user id of each row, increasing: int64 for the file readers, the
+        ids' own type for :func:`from_frame` (a unicode array for strings).
+    item_ids : ndarray, shape (n_items,)
+        Raw item id of each column, increasing (typed as ``user_ids``).
     item_names : ndarray of str, shape (n_items,), or None
         Title of each item (empty string where the source lacks one).
     name : str

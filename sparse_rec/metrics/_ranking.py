@@ -122,8 +122,11 @@ def _per_row(hits, n_true, k, metrics):
     return out
 
 
-def _ranking_sums(top_items, y_true, k, metrics):
-    """Sums of per-row metrics and the counts, so batches can be pooled."""
+def _ranking_sums(top_items, y_true, k, metrics, per_row=None):
+    """Sums of per-row metrics and the counts, so batches can be pooled.
+
+    ``per_row``, a list, receives ``(evaluated rows, {metric: values})``.
+    """
     k = check_positive_int(k, "k")
     metrics = _check_metrics(metrics)
     y = _check_y(y_true, "y_true")
@@ -132,6 +135,8 @@ def _ranking_sums(top_items, y_true, k, metrics):
     keep = n_true > 0
     hits = _hit_matrix(top[keep], y[keep])
     rows = _per_row(hits, n_true[keep], k, metrics)
+    if per_row is not None:
+        per_row.append((np.flatnonzero(keep), rows))
     sums = {name: float(v.sum()) for name, v in rows.items()}
     return sums, int(keep.sum()), int((~keep).sum())
 
@@ -274,7 +279,7 @@ def mrr_at_k(top_items, y_true, k=20):
 
 
 # --------------------------------------------------------------------------- AUC
-def _auc_rows(scores, y, exclude):
+def _auc_rows(scores, y, exclude, return_rows=False):
     """Per-row AUC of the rows that have a positive and a negative."""
     s = np.array(scores, dtype=np.float64)
     if s.shape != y.shape:
@@ -300,7 +305,8 @@ def _auc_rows(scores, y, exclude):
     ranks = rankdata(s[ok], axis=1, nan_policy="omit")
     rank_sum = np.where(pos[ok], ranks, 0.0).sum(axis=1)
     p, n = n_pos[ok], n_neg[ok]
-    return (rank_sum - p * (p + 1) / 2.0) / (p * n)
+    values = (rank_sum - p * (p + 1) / 2.0) / (p * n)
+    return (values, ok) if return_rows else values
 
 
 def auc_score(scores, y_true, exclude=None):
@@ -340,7 +346,8 @@ def auc_score(scores, y_true, exclude=None):
 
 # --------------------------------------------------------------------------- full ranking
 def evaluate(
-    model, X_train, X_test, k=20, metrics=METRIC_NAMES, users=None, batch_size=1024, auc=False
+    model, X_train, X_test, k=20, metrics=METRIC_NAMES, users=None, batch_size=1024, auc=False,
+    per_user=False,
 ):
     """Full-ranking evaluation of a fitted recommender, in user batches.
 
@@ -366,11 +373,20 @@ def evaluate(
     auc : bool, default=False
         Also report ``"auc"`` (training items excluded). Scores every item,
         so it needs ``batch_size * n_items`` floats of memory per batch.
+    per_user : bool, default=False
+        Also return each evaluated user's values (for significance tests,
+        or to compare cold and active users), under ``"per_user"``.
 
     Returns
     -------
     dict
-        As :func:`ranking_metrics`, plus ``"auc"`` when asked.
+        As :func:`ranking_metrics`, plus ``"auc"`` when asked. With
+        ``per_user=True`` also ``"per_user"``: a dict with ``"users"``
+        (int64, the evaluated users in the order given, users without a
+        held-out item left out) and one float64 array per metric aligned
+        with it (``"auc"`` too when asked, NaN for a user whose AUC is
+        undefined: no unseen negative). The means above are the means of
+        these arrays.
 
     Examples
     --------
@@ -385,6 +401,9 @@ def evaluate(
     >>> test = sp.csr_matrix([[0, 1, 0], [0, 0, 1]])
     >>> evaluate(Popular(), train, test, k=1, metrics=("hit_rate",))
     {'hit_rate': 0.5, 'n_users_evaluated': 2, 'n_users_skipped': 0}
+    >>> out = evaluate(Popular(), train, test, k=1, metrics=("hit_rate",), per_user=True)
+    >>> out["per_user"]["users"].tolist(), out["per_user"]["hit_rate"].tolist()
+    ([0, 1], [1.0, 0.0])
     """
     k = check_positive_int(k, "k")
     metrics = _check_metrics(metrics)
@@ -408,24 +427,39 @@ def evaluate(
     sums = dict.fromkeys(metrics, 0.0)
     n_eval = n_skipped = 0
     auc_sum, auc_n = 0.0, 0
+    rows_out, auc_out = ([], []) if per_user else (None, None)
     for start in range(0, users.size, batch_size):
         batch = users[start : start + batch_size]
         seen, held_out = X_train[batch], X_test[batch]
         ids, _ = model.recommend(batch, n=k, filter_seen=seen)
         # Sums, not means, so pooling batches equals evaluating all at once.
-        b_sums, b_eval, b_skip = _ranking_sums(ids, held_out, k, metrics)
+        b_sums, b_eval, b_skip = _ranking_sums(ids, held_out, k, metrics, rows_out)
         for name in metrics:
             sums[name] += b_sums[name]
         n_eval += b_eval
         n_skipped += b_skip
         if auc:
             items = np.tile(np.arange(n_items, dtype=np.int64), (batch.size, 1))
-            rows = _auc_rows(model.score_items(batch, items), held_out, seen)
+            rows, ok = _auc_rows(model.score_items(batch, items), held_out, seen,
+                                 return_rows=True)
             auc_sum += float(rows.sum())
             auc_n += rows.size
+            if per_user:
+                full = np.full(batch.size, np.nan)
+                full[ok] = rows
+                auc_out.append(full[np.diff(held_out.indptr) > 0])
     out = _finish(sums, n_eval, n_skipped)
     if auc:
         out["auc"] = auc_sum / auc_n if auc_n else float("nan")
+    if per_user:
+        offsets = np.cumsum([0] + [batch_size] * max(len(rows_out) - 1, 0))
+        per = {"users": np.concatenate([users[o + r] for o, (r, _) in zip(offsets, rows_out,
+                                                                           strict=True)])}
+        for name in metrics:
+            per[name] = np.concatenate([v[name] for _, v in rows_out]).astype(np.float64)
+        if auc:
+            per["auc"] = np.concatenate(auc_out)
+        out["per_user"] = per
     return out
 
 
