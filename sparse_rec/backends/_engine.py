@@ -8,6 +8,8 @@ _ENGINES = {
     ("mf", "cpu"): ("sparse_rec.backends.cpu", "MFEngine"),
     ("mf", "cuda"): ("sparse_rec.backends.cuda", "MFEngine"),
     ("ncf", "cpu"): ("sparse_rec.backends.cpu", "NCFEngine"),
+    # DSL-MF with loss="ials" (the estimator's _engine_key()).
+    ("mf-ials", "cpu"): ("sparse_rec.backends.cpu", "IALSEngine"),
 }
 
 
