@@ -29,32 +29,28 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, parallel=True)
-def gram(indptr, indices, values, d, n_blocks):
+@njit(cache=True)
+def gram(indptr, indices, values, d):
     """``H^T H`` (float64, ``(d, d)``) of a sparse table's weights.
 
-    The rows are summed in ``n_blocks`` fixed strided blocks, then the blocks
-    in order, so the result does not depend on the number of threads.
+    Serial: it costs a small fraction of an epoch's solves, and a fixed
+    summation order keeps results independent of the number of threads.
     """
     n = indptr.shape[0] - 1
-    parts = np.zeros((n_blocks, d, d))
-    for b in prange(n_blocks):
-        P = parts[b]
-        for r in range(b, n, n_blocks):
-            for p in range(indptr[r], indptr[r + 1]):
-                a = indices[p]
-                va = np.float64(values[p, 0])
-                for q in range(indptr[r], indptr[r + 1]):
-                    P[a, indices[q]] += va * values[q, 0]
     G = np.zeros((d, d))
-    for b in range(n_blocks):
-        G += parts[b]
+    for r in range(n):
+        p0, p1 = indptr[r], indptr[r + 1]
+        for p in range(p0, p1):
+            a = indices[p]
+            va = np.float64(values[p, 0])
+            for q in range(p0, p1):
+                G[a, indices[q]] += va * values[q, 0]
     return G
 
 
 @njit(cache=True)
 def _cholesky_solve(A, b, k):
-    """Solve ``A[:k, :k] x = b[:k]`` in place (``A`` overwritten, ``x`` in ``b``).
+    """Solve ``A[:k, :k] x = b[:k]`` in place (``x`` in ``b``), reading A's lower triangle.
 
     ``A`` is symmetric positive definite (the ridge term sees to it); a
     pivot that rounding left non-positive is clamped so the solve stays
@@ -87,17 +83,18 @@ def _cholesky_solve(A, b, k):
 
 @njit(cache=True)
 def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, lam, n_other,
-            pos, A, b, sel, selv):
-    """Fill ``A[:k, :k]`` and ``b[:k]`` of one row on coordinates ``cols[:k]``.
+            pos, A, b, sel, selv, hv):
+    """Fill the lower triangle of ``A[:k, :k]`` and ``b[:k]`` of one row on ``cols[:k]``.
 
-    ``pos`` (length d, all -1 on entry and on return) maps a column to its
-    place in ``cols``. Returns ``(sum_i c_ui, lam_u)``.
+    ``cols`` is sorted; ``pos`` (length d, all -1 on entry and on return)
+    maps a column to its place in ``cols``; ``hv`` is scratch of length d.
+    Returns ``(sum_i c_ui, lam_u)``.
     """
     for a in range(k):
         pos[cols[a]] = a
     for a in range(k):
         b[a] = 0.0
-        for c in range(k):
+        for c in range(a + 1):
             A[a, c] = w0 * G[cols[a], cols[c]]
     csum = 0.0
     for t in range(h0, h1):
@@ -113,10 +110,24 @@ def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, l
                 m += 1
         cw = c - w0
         for a in range(m):
-            va = selv[a]
-            b[sel[a]] += c * va
-            for e in range(m):
-                A[sel[a], sel[e]] += cw * va * selv[e]
+            b[sel[a]] += c * selv[a]
+        if 2 * m >= k:
+            # Mostly dense overlap: a contiguous rank-1 update (vectorises).
+            for a in range(k):
+                hv[a] = 0.0
+            for a in range(m):
+                hv[sel[a]] = selv[a]
+            for a in range(k):
+                cva = cw * hv[a]
+                if cva != 0.0:
+                    for e in range(a + 1):
+                        A[a, e] += cva * hv[e]
+        else:
+            # sel ascends (rows and cols are sorted): e <= a stays in the lower triangle.
+            for a in range(m):
+                cva = cw * selv[a]
+                for e in range(a + 1):
+                    A[sel[a], sel[e]] += cva * selv[e]
     lam_u = lam * (csum + w0 * n_other)
     for a in range(k):
         A[a, a] += lam_u
@@ -133,7 +144,7 @@ def _solve_row(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0
     solution, ``reg`` the ridge term alone.
     """
     csum, lam_u = _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0,
-                          lam, n_other, pos, A, b, sel, selv)
+                          lam, n_other, pos, A, b, sel, selv, x)
     # Keep b: the objective at the solution is csum - b . x.
     for a in range(k):
         x[a] = b[a]
@@ -296,11 +307,12 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
                    n_other, pos, A, b, sel, selv, x)
         if k_keep < d:
             # The diagonal of A again (the solve factored it in place).
+            sol = x.copy()
             _system(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam,
-                    n_other, pos, A, b, sel, selv)
+                    n_other, pos, A, b, sel, selv, x)
             score = np.empty(d)
             for j in range(d):
-                score[j] = -(x[j] * x[j] * A[j, j])
+                score[j] = -(sol[j] * sol[j] * A[j, j])
             order = np.argsort(score, kind="mergesort")
             keep = np.sort(order[:k_keep])
             for a in range(k_keep):

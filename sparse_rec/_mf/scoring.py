@@ -15,9 +15,6 @@ LOSSES = ("bpr", "ials")
 # iALS: unobserved pairs together weigh this many times the observed ones
 # when ``unobserved_weight`` is None.
 IALS_UNOBSERVED_MASS = 10.0
-# Strided row blocks of the Gram matrix: a fixed count, so results do not
-# depend on the number of threads.
-_GRAM_BLOCKS = 64
 
 # Fold-in of new users (BPR): passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 30
@@ -152,7 +149,7 @@ class MFModel:
         with numba_threads(self.n_threads):
             if "item_gram" not in cache:
                 cache["item_gram"] = _ials.gram(items.indptr, items.indices, items.values_buf,
-                                                items.n_cols, _GRAM_BLOCKS)
+                                                items.n_cols)
             # Confidences relative to the row's mean value, as in fit (mean 1).
             counts = np.diff(X.indptr)
             sums = np.bincount(np.repeat(np.arange(X.shape[0]), counts),

@@ -310,7 +310,7 @@ class IALSEngine(Engine):
         self._grams = None
 
     def _gram(self, tab):
-        return self._k.gram(tab.indptr, tab.indices, tab.values_buf, tab.n_cols, _IALS_BLOCKS)
+        return self._k.gram(tab.indptr, tab.indices, tab.values_buf, tab.n_cols)
 
     def _solve(self, tab, rows, other):
         G = self._gram(other)
