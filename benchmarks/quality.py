@@ -131,6 +131,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke test: first 300 users, 3 epochs; never writes docs")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    p.add_argument("--section", default="quality",
+                   help="name of the docs/benchmarks.md section to write (default quality)")
     args = p.parse_args(argv)
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     bad = [s for s in args.sets if s not in SETS]
@@ -311,11 +313,11 @@ def main(argv=None):
             f"update_interval={IALS['update_interval']}); implicit ALS: reg {ALS_REG}, "
             f"{ALS_ITERS} iterations, alpha best of {ALS_ALPHAS} on a validation split of "
             "the training part. 'factors-only / full': Recall@20 of the ranking by the factor "
-            "tables alone (item bias zeroed) over the full model's. Command: "
-            "`python benchmarks/quality.py`."
+            "tables alone (item bias zeroed) over the full model's."
         )
         body = intro + "\n\n" + text + "\n\n" + "\n".join(f"- {s}" for s in summary)
-        write_section("quality", section_text("Quality per loss and density", body))
+        title = "Quality per loss and density: " + ", ".join(args.sets)
+        write_section(args.section, section_text(title, body))
         print("wrote docs/benchmarks.md")
 
 

@@ -68,7 +68,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         ``"bpr"``: sampled pairwise loss with SGD/Adagrad steps.
         ``"ials"``: weighted squared loss over all pairs, exact row solves
         (CPU only).
-    regularization : float > 0, default=1e-3
+    regularization : float > 0, default=0.01
         iALS ridge: row ``u`` is penalised by ``regularization * (sum of its
         confidences + unobserved_weight * n_other) * |w_u|^2``, i.e. in
         proportion to the weight of its loss, so frequent and rare rows are
@@ -158,6 +158,11 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     >>> ids, scores = mf.recommend([0, 1], n=5)
     >>> ids.shape
     (2, 5)
+    >>> ials = DSLMatrixFactorization(n_components=16, density=0.25, loss="ials",
+    ...                               max_iter=6, update_interval=2, random_state=0,
+    ...                               n_threads=1).fit(X)
+    >>> ials.n_active_ == mf.n_active_, bool((ials.item_bias_ == 0).all())
+    (True, True)
     """
 
     _engine_model = "mf"
@@ -187,7 +192,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         tol=1e-4,
         warm_start=False,
         loss="bpr",
-        regularization=1e-3,
+        regularization=1e-2,
         unobserved_weight=None,
     ):
         self.n_components = n_components
@@ -226,7 +231,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         self._validate_common(optimizer=("adagrad", "sgd"),
                               backend=backends.devices(self._engine_key()))
         check_real(self.regularization, "regularization", low=0, low_open=True,
-                   hint="Use for example regularization=1e-3.")
+                   hint="Use for example regularization=0.01.")
         if self.unobserved_weight is not None:
             check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True,
                        hint="Use None for the data-derived default.")
