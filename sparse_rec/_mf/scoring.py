@@ -75,6 +75,17 @@ class MFModel:
         for tab in (u, i):
             if tab.values_buf.dtype != np.float32:
                 raise ValueError("factor weights must be float32.")
+        loss = self._loss()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
+        if loss == "ials":
+            # Fold-in reads these (a served model never runs the estimator's checks).
+            from .._validation import check_real
+
+            check_real(getattr(self, "regularization", None), "regularization", low=0,
+                       low_open=True)
+            if getattr(self, "unobserved_weight", None) is not None:
+                check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True)
 
     def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
         be = backends.get_backend("cpu")
