@@ -232,46 +232,30 @@ def _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_ind
 
 
 @njit(cache=True, parallel=True)
-def grow_scores(r0, r1, out, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr,
-                o_indices, o_values, G, w0, lam):
-    """``out[r - r0, j] = g_j / sqrt(H_jj)`` for rows ``r0:r1`` (its square orders growth).
+def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr,
+                     o_indices, o_values, G, w0, lam):
+    """Growth and prune scores of every row of a table, from one gradient pass.
 
-    ``g_j^2 / H_jj`` is the loss decrease of the best step on coordinate j
-    alone (up to a factor 2): scale-free across frequent and rare rows.
+    ``grow[r, j] = g_j / sqrt(H_jj)``: its square, ``g_j^2 / H_jj``, is the
+    loss decrease of the best step on coordinate j alone (up to a factor
+    2), scale-free across frequent and rare rows. ``prune[p] = w_p^2 *
+    H_jj`` per active weight (storage order): the loss increase of zeroing
+    that weight of a solved row (up to a factor 2).
     """
     d = G.shape[0]
+    n = indptr.shape[0] - 1
     n_other = o_indptr.shape[0] - 1
-    for r in prange(r0, r1):
+    for r in prange(n):
         w = np.empty(d)
         g = np.empty(d)
         h = np.empty(d)
         _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
                    o_values, G, w0, lam, n_other, w, g, h)
         for j in range(d):
-            out[r - r0, j] = np.float32(g[j] / math.sqrt(h[j])) if h[j] > 0 else 0.0
-
-
-@njit(cache=True, parallel=True)
-def prune_scores(out, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
-                 o_values, G, w0, lam):
-    """``out[p] = w_p^2 * H_jj`` per active weight (storage order): the smallest are pruned.
-
-    The loss increase of zeroing one weight of a solved row (up to a factor 2).
-    """
-    d = G.shape[0]
-    n = indptr.shape[0] - 1
-    n_other = o_indptr.shape[0] - 1
-    for r in prange(n):
-        if indptr[r + 1] == indptr[r]:
-            continue
-        w = np.empty(d)
-        g = np.empty(d)
-        h = np.empty(d)
-        _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
-                   o_values, G, w0, lam, n_other, w, g, h)
+            grow[r, j] = np.float32(g[j] / math.sqrt(h[j])) if h[j] > 0 else 0.0
         for p in range(indptr[r], indptr[r + 1]):
             j = indices[p]
-            out[p] = np.float32(w[j] * w[j] * h[j])
+            prune[p] = np.float32(w[j] * w[j] * h[j])
 
 
 @njit(cache=True, parallel=True)

@@ -307,7 +307,7 @@ class IALSEngine(Engine):
         self.lam, self.w0 = float(regularization), float(unobserved_weight)
         self.user_rows, self.item_rows = _ials_confidence(data)
         self.n_samples = data.nnz
-        self._grams = None
+        self._cache = None
 
     def _gram(self, tab):
         return self._k.gram(tab.indptr, tab.indices, tab.values_buf, tab.n_cols)
@@ -323,40 +323,38 @@ class IALSEngine(Engine):
 
     def epoch(self, key):
         # Deterministic: the key is not needed (no sampling).
-        self._grams = None
+        self._cache = None
         _, user_reg = self._solve(self.users, self.user_rows, self.items)
         item_loss, _ = self._solve(self.items, self.item_rows, self.users)
         # Each item row's objective holds the whole data loss once and the
         # item ridge; the user ridge comes from the user solves.
         return float(item_loss.sum() + user_reg.sum())
 
-    def _sides(self):
-        # (table, its interaction rows, the other table, the other's Gram), at
-        # the current weights; computed once per prune/grow step.
-        if self._grams is None:
-            self._grams = (self._gram(self.items), self._gram(self.users))
-        g_items, g_users = self._grams
-        return ((self.users, self.user_rows, self.items, g_items),
-                (self.items, self.item_rows, self.users, g_users))
+    def _scores(self):
+        # Growth (rows x n_cols) and prune scores of both tables at the
+        # current weights, from one gradient pass; computed once per
+        # prune/grow step, whichever of grow_fns and prune_scores asks first.
+        if self._cache is None:
+            self._cache = []
+            for tab, rows, other in ((self.users, self.user_rows, self.items),
+                                     (self.items, self.item_rows, self.users)):
+                grow = np.empty((tab.n_rows, tab.n_cols), np.float32)
+                prune = np.empty(tab.nnz, np.float32)
+                self._k.curvature_scores(grow, prune, tab.indptr, tab.indices, tab.values_buf,
+                                         *rows, other.indptr, other.indices, other.values_buf,
+                                         self._gram(other), self.w0, self.lam)
+                self._cache.append((grow, prune))
+        return self._cache
 
     def grow_fns(self, key):
-        def make(tab, rows, other, G):
+        def make(t):
             def fill(r0, r1, out):
-                self._k.grow_scores(r0, r1, out, tab.indptr, tab.indices, tab.values_buf,
-                                    *rows, other.indptr, other.indices, other.values_buf, G,
-                                    self.w0, self.lam)
+                out[:] = self._scores()[t][0][r0:r1]
             return fill
-        return [make(*side) for side in self._sides()]
+        return [make(0), make(1)]
 
     def prune_scores(self):
-        out = []
-        for tab, rows, other, G in self._sides():
-            s = np.zeros(tab.nnz, np.float32)
-            self._k.prune_scores(s, tab.indptr, tab.indices, tab.values_buf, *rows,
-                                 other.indptr, other.indices, other.values_buf, G, self.w0,
-                                 self.lam)
-            out.append(s)
-        return out
+        return [prune for _, prune in self._scores()]
 
     def rebuild(self):
-        self._grams = None
+        self._cache = None
