@@ -16,7 +16,9 @@ Run from the repository root::
 """
 
 import argparse
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +30,8 @@ from sparse_rec.interop import ImplicitRecommender
 from sparse_rec.metrics import ranking_metrics
 from sparse_rec.model_selection import random_split, train_test_split_users
 
+# The shared data folder, or SPARSE_REC_DATA when set (a checkout elsewhere).
+DATA = Path(os.environ.get("SPARSE_REC_DATA", DATA))
 SEED = 0
 
 
