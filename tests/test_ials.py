@@ -273,3 +273,13 @@ def test_warm_start_continues():
     est.set_params(warm_start=True, max_iter=2)
     est.fit(X)
     assert est.n_iter_ == 8 and est.n_active_ == round(0.25 * 8 * 100)
+
+
+def test_bpr_model_continued_by_ials_drops_the_bias():
+    X = make_interactions(60, 40, 700, random_state=6)
+    est = DSLMatrixFactorization(n_components=8, density=0.25, max_iter=3, random_state=0,
+                                 n_threads=1).fit(X)
+    assert est.item_bias_.any()
+    est.set_params(loss="ials", warm_start=True, max_iter=2, update_interval=1)
+    est.fit(X)
+    assert not est.item_bias_.any() and est.n_iter_ == 5

@@ -253,7 +253,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         for tab in (users, items):
             tab.add_state(1 if self.loss == "ials" else 2)
         bias_v = np.zeros((self.n_items_, 2), np.float32)
-        bias_v[:, 0] = self.item_bias_
+        if self.loss != "ials":  # iALS has no bias (a BPR model continued by iALS drops it)
+            bias_v[:, 0] = self.item_bias_
         return self._params(users, items, bias_v)
 
     @staticmethod
