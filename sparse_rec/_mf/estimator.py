@@ -133,7 +133,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         NDCG@10 on the validation split after each epoch (early stopping).
     best_validation_score_ : float or None
     history_ : list of dict
-        One entry per epoch: ``loss`` (mean per sample), ``nnz_user``,
+        One entry per epoch: ``loss`` (mean per sample; iALS: the whole
+        objective over ``nnz(X)``), ``nnz_user``,
         ``nnz_item``, ``nnz``, ``empty_users`` and ``empty_items`` (rows
         with no active weight), ``pruned``, ``grown``, ``update_ratio``,
         ``coverage`` (fraction of coordinates ever active), ``seconds`` and
