@@ -5,8 +5,8 @@ import numpy as np
 from .. import backends
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
-from .._validation import check_budget
-from .scoring import MFModel
+from .._validation import check_budget, check_real
+from .scoring import LOSSES, MFModel
 
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
 # starts near +-_INIT_SCORE whatever the density and n_components.
@@ -14,7 +14,7 @@ _INIT_SCORE = 0.05
 
 
 class DSLMatrixFactorization(MFModel, DSLEstimator):
-    """Matrix factorisation with BPR loss, trained sparse from scratch (DSL).
+    """Matrix factorisation (BPR or iALS loss), trained sparse from scratch (DSL).
 
     User and item factors are CSR tables holding only the active weights.
     Training starts from a uniformly random pattern with exactly
@@ -24,11 +24,25 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     inactive coordinates with the largest loss gradient are grown (at zero),
     with ``rho_t`` decaying from ``update_ratio`` on ``schedule``.
 
-    Each epoch draws ``nnz(X)`` BPR samples: a positive interaction uniformly
-    at random (weighted by its value, scaled to mean 1) and a negative item
-    uniformly among the items the user did not interact with. Steps use
-    Adagrad with L2 penalty ``alpha`` on the touched weights and a dense item
-    bias.
+    With ``loss="bpr"`` (default) each epoch draws ``nnz(X)`` BPR samples: a
+    positive interaction uniformly at random (weighted by its value, scaled
+    to mean 1) and a negative item uniformly among the items the user did
+    not interact with. Steps use Adagrad with L2 penalty ``alpha`` on the
+    touched weights and a dense item bias.
+
+    With ``loss="ials"`` each epoch solves every user row exactly on its
+    active coordinates (a small Cholesky system through the Gram matrix of
+    the item table), then every item row: weighted squared loss over all
+    user-item pairs (Hu et al. 2008), observed pairs with target 1 and their
+    value (scaled to mean 1) as weight, every other pair with target 0 and
+    weight ``unobserved_weight``, ridge ``regularization`` scaled by each
+    row's total weight (Rendle et al. 2021). Pruning drops the smallest
+    ``w_j**2 * H_jj`` and growth adds the largest ``g_j**2 / H_jj``, with
+    ``g`` the exact full-data gradient and ``H_jj`` the row's curvature.
+    No sampling, no learning rate and no item bias (``item_bias_`` stays
+    zero). It ranks better than BPR on the benchmark sets and needs far
+    fewer epochs: use for example ``max_iter=20, update_interval=2`` (see
+    the Dynamic Sparse Learning guide).
 
     Parameters
     ----------
@@ -38,15 +52,32 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         Fraction of the ``n_components * (n_users + n_items)`` weights that
         are active. 1.0 trains a dense model (no prune/grow).
     max_iter : int, default=100
-        Epochs.
+        Epochs (BPR needs about 100; iALS about 20, each epoch being two
+        exact alternating solves).
     learning_rate : float, default=0.05
-        Step size (Adagrad: the largest step of a weight).
+        Step size (Adagrad: the largest step of a weight). BPR only.
     alpha : float, default=0.03
         L2 penalty on each weight touched by a step. Strong by habit of
         dense BPR: sparse models overfit popular items' rows otherwise.
+        BPR only (iALS: ``regularization``).
     optimizer : {"adagrad", "sgd"}, default="adagrad"
         Step rule. Adagrad keeps one accumulator per active weight (stored
         on the same pattern, dropped after ``fit``); plain SGD keeps none.
+        BPR only.
+    loss : {"bpr", "ials"}, default="bpr"
+        ``"bpr"``: sampled pairwise loss with SGD/Adagrad steps.
+        ``"ials"``: weighted squared loss over all pairs, exact row solves
+        (CPU only).
+    regularization : float > 0, default=0.01
+        iALS ridge: row ``u`` is penalised by ``regularization * (sum of its
+        confidences + unobserved_weight * n_other) * |w_u|^2``, i.e. in
+        proportion to the weight of its loss, so frequent and rare rows are
+        shrunk alike. iALS only.
+    unobserved_weight : float > 0 or None, default=None
+        iALS weight of each unobserved pair (observed pairs weigh their
+        value, scaled to mean 1). None: ``10 * nnz(X) / (n_users *
+        n_items)``, so all unobserved pairs together weigh ten times the
+        observed ones whatever the data's density. iALS only.
     update_ratio : float in [0, 1), default=0.5
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training (the pattern never changes).
@@ -103,7 +134,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         NDCG@10 on the validation split after each epoch (early stopping).
     best_validation_score_ : float or None
     history_ : list of dict
-        One entry per epoch: ``loss`` (mean per sample), ``nnz_user``,
+        One entry per epoch: ``loss`` (mean per sample; iALS: the whole
+        objective over ``nnz(X)``), ``nnz_user``,
         ``nnz_item``, ``nnz``, ``empty_users`` and ``empty_items`` (rows
         with no active weight), ``pruned``, ``grown``, ``update_ratio``,
         ``coverage`` (fraction of coordinates ever active), ``seconds`` and
@@ -128,6 +160,11 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     >>> ids, scores = mf.recommend([0, 1], n=5)
     >>> ids.shape
     (2, 5)
+    >>> ials = DSLMatrixFactorization(n_components=16, density=0.25, loss="ials",
+    ...                               max_iter=6, update_interval=2, random_state=0,
+    ...                               n_threads=1).fit(X)
+    >>> ials.n_active_ == mf.n_active_, bool((ials.item_bias_ == 0).all())
+    (True, True)
     """
 
     _engine_model = "mf"
@@ -156,6 +193,9 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         n_iter_no_change=5,
         tol=1e-4,
         warm_start=False,
+        loss="bpr",
+        regularization=1e-2,
+        unobserved_weight=None,
     ):
         self.n_components = n_components
         self.density = density
@@ -178,11 +218,25 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.warm_start = warm_start
+        self.loss = loss
+        self.regularization = regularization
+        self.unobserved_weight = unobserved_weight
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
+    def _engine_key(self):
+        return "mf-ials" if self.loss == "ials" else self._engine_model
+
     def _validate(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}. "
+                             "Use 'bpr' (sampled pairs) or 'ials' (exact row solves).")
         self._validate_common(optimizer=("adagrad", "sgd"),
                               backend=backends.devices(self._engine_key()))
+        check_real(self.regularization, "regularization", low=0, low_open=True,
+                   hint="Use for example regularization=0.01.")
+        if self.unobserved_weight is not None:
+            check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True,
+                       hint="Use None for the data-derived default.")
 
     def _structure(self):
         return {"n_components": int(self.n_components)}
@@ -199,9 +253,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         # Keep the pattern and weights; optimiser state restarts.
         users, items = self.user_table_, self.item_table_
         for tab in (users, items):
-            tab.add_state(2)
+            tab.add_state(1 if self.loss == "ials" else 2)
         bias_v = np.zeros((self.n_items_, 2), np.float32)
-        bias_v[:, 0] = self.item_bias_
+        if self.loss != "ials":  # iALS has no bias (a BPR model continued by iALS drops it)
+            bias_v[:, 0] = self.item_bias_
         return self._params(users, items, bias_v)
 
     @staticmethod
@@ -211,6 +266,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
 
     def _make_engine(self, data, params):
         engine = backends.engine_class(self._engine_key(), self.backend)
+        if self.loss == "ials":
+            return engine(data, *params.tables, params.layout,
+                          regularization=self.regularization,
+                          unobserved_weight=self._unobserved_weight())
         return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, optimizer=self.optimizer)
 
@@ -227,6 +286,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         # hypergeometric draw, then each table draws its rows.
         n_u = int(rng.hypergeometric(d * n_users, d * n_items, nnz)) if nnz < total else d * n_users
         scale = np.sqrt(_INIT_SCORE / (self.density * d)) if d else 0.0
-        users = SparseEmbeddingTable.random(n_users, d, n_u, scale=scale, seed=seed)
-        items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, scale=scale, seed=seed + 1)
+        # iALS keeps no optimiser state: one slot.
+        slots = 1 if self.loss == "ials" else 2
+        users = SparseEmbeddingTable.random(n_users, d, n_u, n_slots=slots, scale=scale,
+                                            seed=seed)
+        items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, n_slots=slots, scale=scale,
+                                            seed=seed + 1)
         return users, items

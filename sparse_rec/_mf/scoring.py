@@ -10,7 +10,13 @@ from .. import backends
 from .._table import SparseEmbeddingTable
 from .._threads import numba_threads
 
-# Fold-in of new users: passes on all coordinates, then on the kept ones.
+#: The losses of DSL-MF; a model file without ``loss`` is a BPR model.
+LOSSES = ("bpr", "ials")
+# iALS: unobserved pairs together weigh this many times the observed ones
+# when ``unobserved_weight`` is None.
+IALS_UNOBSERVED_MASS = 10.0
+
+# Fold-in of new users (BPR): passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 30
 _FOLD_IN_REFINE = 10
 _FOLD_IN_KEY = 0x5EED_F01D
@@ -69,6 +75,17 @@ class MFModel:
         for tab in (u, i):
             if tab.values_buf.dtype != np.float32:
                 raise ValueError("factor weights must be float32.")
+        loss = self._loss()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
+        if loss == "ials":
+            # Fold-in reads these (a served model never runs the estimator's checks).
+            from .._validation import check_real
+
+            check_real(getattr(self, "regularization", None), "regularization", low=0,
+                       low_open=True)
+            if getattr(self, "unobserved_weight", None) is not None:
+                check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True)
 
     def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
         be = backends.get_backend("cpu")
@@ -85,10 +102,28 @@ class MFModel:
         with numba_threads(self.n_threads):
             return be.score(rows, cand, query, self.item_table_, self.item_bias_)
 
-    def _fold_in(self, X):
-        """User rows for histories ``X``, trained against the fixed item side.
+    def _loss(self):
+        # Files written before the loss parameter hold BPR models.
+        return getattr(self, "loss", None) or "bpr"
 
-        Each row runs ``_FOLD_IN_PASSES`` Adagrad passes of the BPR loss over
+    def _unobserved_weight(self):
+        """iALS weight of an unobserved pair: the parameter, or the data-derived default."""
+        w0 = getattr(self, "unobserved_weight", None)
+        if w0 is not None:
+            return float(w0)
+        n_users, n_items = self.seen_.shape
+        return IALS_UNOBSERVED_MASS * self.seen_.nnz / max(n_users * n_items, 1)
+
+    def _fold_in(self, X):
+        """User rows for histories ``X``, solved against the fixed item side.
+
+        ``loss="ials"``: each row is the exact iALS solve on all
+        ``n_components`` coordinates (confidences: the values over the row's
+        mean value), then keeps the fitted model's mean number of active
+        weights per user (largest ``w_j**2 * H_jj``) and is solved exactly
+        again on those.
+
+        ``loss="bpr"``: each row runs ``_FOLD_IN_PASSES`` Adagrad passes of the BPR loss over
         its interactions (one uniform negative outside the history per
         positive, each weighted by its value over the row's mean value, the
         fitted ``learning_rate`` and ``alpha``) on all
@@ -104,6 +139,9 @@ class MFModel:
         U = np.zeros((X.shape[0], d), np.float32)
         M = np.zeros((X.shape[0], d), np.bool_)
         items = self.item_table_
+        if self._loss() == "ials":
+            self._fold_in_ials(X, k_keep, U, M)
+            return self._rows_table(U, M)
         with numba_threads(self.n_threads):
             _foldin.fold_in_bpr(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32),
@@ -112,12 +150,37 @@ class MFModel:
                 _FOLD_IN_PASSES, _FOLD_IN_REFINE, k_keep, np.float32(self.learning_rate),
                 np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
             )
+        return self._rows_table(U, M)
+
+    def _fold_in_ials(self, X, k_keep, U, M):
+        from .._kernels import _ials
+
+        items = self.item_table_
+        cache = self.__dict__.setdefault("_cache", {})
+        with numba_threads(self.n_threads):
+            if "item_gram" not in cache:
+                cache["item_gram"] = _ials.gram(items.indptr, items.indices, items.values_buf,
+                                                items.n_cols)
+            # Confidences relative to the row's mean value, as in fit (mean 1).
+            counts = np.diff(X.indptr)
+            sums = np.bincount(np.repeat(np.arange(X.shape[0]), counts),
+                               weights=X.data.astype(np.float64), minlength=X.shape[0])
+            mean = np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+            conf = (X.data / np.repeat(mean, counts)).astype(np.float32)
+            _ials.fold_in_ials(
+                X.indptr.astype(np.int64), X.indices.astype(np.int32), conf, items.indptr,
+                items.indices, items.values_buf, cache["item_gram"],
+                self._unobserved_weight(), float(self.regularization), k_keep, U, M,
+            )
+
+    def _rows_table(self, U, M):
+        """A table of the rows ``U`` on their masks ``M``."""
         rows, cols = np.nonzero(M)
-        indptr = np.zeros(X.shape[0] + 1, np.int64)
+        indptr = np.zeros(U.shape[0] + 1, np.int64)
         np.cumsum(M.sum(axis=1), out=indptr[1:])
         return SparseEmbeddingTable(
             indptr, cols.astype(self.user_table_.indices.dtype),
-            U[rows, cols][:, None].astype(np.float32), d,
+            U[rows, cols][:, None].astype(np.float32), U.shape[1],
         )
 
     def _similar(self, rows, n):

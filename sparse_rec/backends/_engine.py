@@ -9,6 +9,8 @@ _ENGINES = {
     ("mf", "cuda"): ("sparse_rec.backends.cuda", "MFEngine"),
     ("ncf", "cpu"): ("sparse_rec.backends.cpu", "NCFEngine"),
     ("ncf", "cuda"): ("sparse_rec.backends.cuda", "NCFEngine"),
+    # DSL-MF with loss="ials" (the estimator's _engine_key()).
+    ("mf-ials", "cpu"): ("sparse_rec.backends.cpu", "IALSEngine"),
 }
 
 

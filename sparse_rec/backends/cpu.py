@@ -252,3 +252,109 @@ def score(rows, cand, query, items, bias):
         items.indptr, items.indices, items.weights, bias, out,
     )
     return out
+
+
+# Strided row blocks of the iALS kernels: a fixed count, so results do not
+# depend on the number of threads.
+_IALS_BLOCKS = 64
+
+
+def _ials_confidence(data):
+    """Confidences of the user rows and the item rows, on the patterns the solves read.
+
+    Without ``exclude`` these are the interactions themselves. With it, the
+    rows run over observed and excluded pairs, an excluded pair with
+    confidence 0 (so it is neither a positive nor a negative).
+    """
+    if data.f_indices is data.x_indices:
+        return ((data.x_indptr, data.x_indices, data.x_weight),
+                (data.xt_indptr, data.xt_indices, data.xt_weight))
+    import scipy.sparse as sp
+
+    n_items = max(int(data.xt_indptr.shape[0]) - 1, 1)
+    rows_f = np.repeat(np.arange(data.f_indptr.shape[0] - 1, dtype=np.int64),
+                       np.diff(data.f_indptr))
+    key_f = rows_f * n_items + data.f_indices
+    key_x = data.x_rows.astype(np.int64) * n_items + data.x_indices
+    at = np.minimum(np.searchsorted(key_x, key_f), max(len(key_x) - 1, 0))
+    found = key_x[at] == key_f if len(key_x) else np.zeros(len(key_f), np.bool_)
+    conf = np.where(found, data.x_weight[at] if len(key_x) else 0, 0).astype(np.float32)
+    F = sp.csr_matrix((conf, data.f_indices, data.f_indptr),
+                      shape=(data.f_indptr.shape[0] - 1, n_items))
+    Ft = F.T.tocsr()  # conversions keep the explicit zeros
+    Ft.sort_indices()
+    return ((data.f_indptr, data.f_indices, conf),
+            (np.asarray(Ft.indptr, np.int64), np.asarray(Ft.indices, np.int32),
+             np.asarray(Ft.data, np.float32)))
+
+
+class IALSEngine(Engine):
+    """iALS epochs of DSL-MF on the CPU: exact row solves on the active coordinates.
+
+    An epoch solves every user row on its active coordinates against the
+    item table (through the items' Gram matrix), then every item row against
+    the users. Growth scores are ``g / sqrt(H_jj)`` (exact full-data
+    gradient over the row's curvature), prune scores ``w**2 * H_jj``; see
+    :mod:`sparse_rec._kernels._ials`. ``bias_v`` is left at zero (iALS has
+    no bias).
+    """
+
+    def __init__(self, data, users, items, bias_v, *, regularization, unobserved_weight):
+        from .._kernels import _ials
+
+        self._k = _ials
+        self.users, self.items = users, items
+        self.lam, self.w0 = float(regularization), float(unobserved_weight)
+        self.user_rows, self.item_rows = _ials_confidence(data)
+        self.n_samples = data.nnz
+        self._cache = None
+
+    def _gram(self, tab):
+        return self._k.gram(tab.indptr, tab.indices, tab.values_buf, tab.n_cols)
+
+    def _solve(self, tab, rows, other):
+        G = self._gram(other)
+        loss = np.zeros(tab.n_rows)
+        reg = np.zeros(tab.n_rows)
+        self._k.solve_rows(tab.indptr, tab.indices, tab.values_buf, *rows, other.indptr,
+                           other.indices, other.values_buf, G, self.w0, self.lam,
+                           _IALS_BLOCKS, loss, reg)
+        return loss, reg
+
+    def epoch(self, key):
+        # Deterministic: the key is not needed (no sampling).
+        self._cache = None
+        _, user_reg = self._solve(self.users, self.user_rows, self.items)
+        item_loss, _ = self._solve(self.items, self.item_rows, self.users)
+        # Each item row's objective holds the whole data loss once and the
+        # item ridge; the user ridge comes from the user solves.
+        return float(item_loss.sum() + user_reg.sum())
+
+    def _scores(self):
+        # Growth (rows x n_cols) and prune scores of both tables at the
+        # current weights, from one gradient pass; computed once per
+        # prune/grow step, whichever of grow_fns and prune_scores asks first.
+        if self._cache is None:
+            self._cache = []
+            for tab, rows, other in ((self.users, self.user_rows, self.items),
+                                     (self.items, self.item_rows, self.users)):
+                grow = np.empty((tab.n_rows, tab.n_cols), np.float32)
+                prune = np.empty(tab.nnz, np.float32)
+                self._k.curvature_scores(grow, prune, tab.indptr, tab.indices, tab.values_buf,
+                                         *rows, other.indptr, other.indices, other.values_buf,
+                                         self._gram(other), self.w0, self.lam)
+                self._cache.append((grow, prune))
+        return self._cache
+
+    def grow_fns(self, key):
+        def make(t):
+            def fill(r0, r1, out):
+                out[:] = self._scores()[t][0][r0:r1]
+            return fill
+        return [make(0), make(1)]
+
+    def prune_scores(self):
+        return [prune for _, prune in self._scores()]
+
+    def rebuild(self):
+        self._cache = None

@@ -1,0 +1,309 @@
+"""iALS kernels on sparse tables: Gram matrices, exact row solves, curvature scores.
+
+The loss of one row ``u`` (a user against the items, or an item against the
+users) with weight vector ``w`` restricted to the row's active coordinates
+``S`` is
+
+    L_u(w) = sum_{i in I_u} c_ui (w . h_i - 1)^2 + w0 sum_{i not in I_u} (w . h_i)^2
+             + lam_u |w|^2
+
+with ``h_i`` the other side's rows, ``c_ui`` the confidence of an observed
+pair and ``w0`` the weight of every other pair. With ``G = H^T H`` (the Gram
+matrix of the other side) it is a quadratic form
+
+    L_u(w) = w^T A w - 2 b . w + sum_i c_ui,
+    A = w0 G + sum_{i in I_u} (c_ui - w0) h_i h_i^T + lam_u I,   b = sum_i c_ui h_i,
+
+so the exact minimiser on ``S`` solves ``A_SS w_S = b_S`` (a small Cholesky
+system), and for any coordinate ``j`` the gradient is ``2 (A w - b)_j`` and
+the curvature ``2 A_jj``. Pairs with ``c_ui = 0`` (excluded, not observed)
+cancel the ``w0`` term: they are neither positive nor negative.
+
+Kernels know arrays only. Tables are passed as ``(indptr, indices, values)``
+with the weights in ``values[:, 0]``.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def gram(indptr, indices, values, d):
+    """``H^T H`` (float64, ``(d, d)``) of a sparse table's weights.
+
+    Serial: it costs a small fraction of an epoch's solves, and a fixed
+    summation order keeps results independent of the number of threads.
+    """
+    n = indptr.shape[0] - 1
+    G = np.zeros((d, d))
+    for r in range(n):
+        p0, p1 = indptr[r], indptr[r + 1]
+        for p in range(p0, p1):
+            a = indices[p]
+            va = np.float64(values[p, 0])
+            for q in range(p0, p1):
+                G[a, indices[q]] += va * values[q, 0]
+    return G
+
+
+@njit(cache=True)
+def _cholesky_solve(A, b, k):
+    """Solve ``A[:k, :k] x = b[:k]`` in place (``x`` in ``b``), reading A's lower triangle.
+
+    ``A`` is symmetric positive definite (the ridge term sees to it); a
+    pivot that rounding left non-positive is clamped so the solve stays
+    finite.
+    """
+    for j in range(k):
+        s = A[j, j]
+        for m in range(j):
+            s -= A[j, m] * A[j, m]
+        if s <= 1e-300:
+            s = 1e-300
+        ljj = math.sqrt(s)
+        A[j, j] = ljj
+        for i in range(j + 1, k):
+            t = A[i, j]
+            for m in range(j):
+                t -= A[i, m] * A[j, m]
+            A[i, j] = t / ljj
+    for i in range(k):
+        t = b[i]
+        for m in range(i):
+            t -= A[i, m] * b[m]
+        b[i] = t / A[i, i]
+    for i in range(k - 1, -1, -1):
+        t = b[i]
+        for m in range(i + 1, k):
+            t -= A[m, i] * b[m]
+        b[i] = t / A[i, i]
+
+
+@njit(cache=True)
+def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, lam, n_other,
+            pos, A, b, sel, selv, hv):
+    """Fill the lower triangle of ``A[:k, :k]`` and ``b[:k]`` of one row on ``cols[:k]``.
+
+    ``cols`` is sorted; ``pos`` (length d, all -1 on entry and on return)
+    maps a column to its place in ``cols``; ``hv`` is scratch of length d.
+    Returns ``(sum_i c_ui, lam_u)``.
+    """
+    for a in range(k):
+        pos[cols[a]] = a
+    for a in range(k):
+        b[a] = 0.0
+        for c in range(a + 1):
+            A[a, c] = w0 * G[cols[a], cols[c]]
+    csum = 0.0
+    for t in range(h0, h1):
+        i = x_idx[t]
+        c = np.float64(x_c[t])
+        csum += c
+        m = 0
+        for p in range(o_indptr[i], o_indptr[i + 1]):
+            q = pos[o_indices[p]]
+            if q >= 0:
+                sel[m] = q
+                selv[m] = o_values[p, 0]
+                m += 1
+        cw = c - w0
+        for a in range(m):
+            b[sel[a]] += c * selv[a]
+        if 2 * m >= k:
+            # Mostly dense overlap: a contiguous rank-1 update (vectorises).
+            for a in range(k):
+                hv[a] = 0.0
+            for a in range(m):
+                hv[sel[a]] = selv[a]
+            for a in range(k):
+                cva = cw * hv[a]
+                if cva != 0.0:
+                    for e in range(a + 1):
+                        A[a, e] += cva * hv[e]
+        else:
+            # sel ascends (rows and cols are sorted): e <= a stays in the lower triangle.
+            for a in range(m):
+                cva = cw * selv[a]
+                for e in range(a + 1):
+                    A[sel[a], sel[e]] += cva * selv[e]
+    lam_u = lam * (csum + w0 * n_other)
+    for a in range(k):
+        A[a, a] += lam_u
+        pos[cols[a]] = -1
+    return csum, lam_u
+
+
+@njit(cache=True)
+def _solve_row(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, lam, n_other,
+               pos, A, b, sel, selv, x):
+    """Exact minimiser ``x[:k]`` of the row's loss on ``cols[:k]``; returns ``(loss, reg)``.
+
+    ``loss`` is the row's whole objective (data and its ridge term) at the
+    solution, ``reg`` the ridge term alone.
+    """
+    csum, lam_u = _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0,
+                          lam, n_other, pos, A, b, sel, selv, x)
+    # Keep b: the objective at the solution is csum - b . x.
+    for a in range(k):
+        x[a] = b[a]
+    _cholesky_solve(A, x, k)
+    bx = 0.0
+    sq = 0.0
+    for a in range(k):
+        bx += b[a] * x[a]
+        sq += x[a] * x[a]
+    return csum - bx, lam_u * sq
+
+
+@njit(cache=True, parallel=True)
+def solve_rows(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices, o_values,
+               G, w0, lam, n_blocks, loss, reg):
+    """Replace every row's active weights by the exact minimiser of its loss.
+
+    ``loss[r]`` and ``reg[r]`` receive the row's objective and ridge term at
+    the solution. Rows are independent, so the result does not depend on the
+    number of threads.
+    """
+    n = indptr.shape[0] - 1
+    d = G.shape[0]
+    n_other = o_indptr.shape[0] - 1
+    for blk in prange(n_blocks):
+        pos = np.full(d, -1, np.int64)
+        cols = np.empty(d, np.int64)
+        A = np.empty((d, d))
+        b = np.empty(d)
+        x = np.empty(d)
+        sel = np.empty(d, np.int64)
+        selv = np.empty(d)
+        for r in range(blk, n, n_blocks):
+            p0, p1 = indptr[r], indptr[r + 1]
+            k = p1 - p0
+            for a in range(k):
+                cols[a] = indices[p0 + a]
+            lo, rg = _solve_row(cols, k, x_indptr[r], x_indptr[r + 1], x_idx, x_c, o_indptr,
+                                o_indices, o_values, G, w0, lam, n_other, pos, A, b, sel,
+                                selv, x)
+            for a in range(k):
+                values[p0 + a, 0] = np.float32(x[a])
+            loss[r] = lo
+            reg[r] = rg
+
+
+@njit(cache=True)
+def _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
+               o_values, G, w0, lam, n_other, w, g, h):
+    """Gradient ``g`` and Hessian diagonal ``h`` (length d, halved) of row ``r`` at its weights.
+
+    Both are over all d coordinates, active or not: ``g = A w - b`` and
+    ``h = diag(A)`` (the factor 2 of the loss cancels in every score).
+    """
+    d = G.shape[0]
+    for j in range(d):
+        w[j] = 0.0
+        g[j] = 0.0
+        h[j] = 0.0
+    p0, p1 = indptr[r], indptr[r + 1]
+    for p in range(p0, p1):
+        w[indices[p]] = values[p, 0]
+    csum = 0.0
+    for t in range(x_indptr[r], x_indptr[r + 1]):
+        i = x_idx[t]
+        c = np.float64(x_c[t])
+        csum += c
+        s = 0.0
+        for p in range(o_indptr[i], o_indptr[i + 1]):
+            s += w[o_indices[p]] * o_values[p, 0]
+        cw = c - w0
+        e = cw * s - c
+        for p in range(o_indptr[i], o_indptr[i + 1]):
+            v = np.float64(o_values[p, 0])
+            j = o_indices[p]
+            g[j] += e * v
+            h[j] += cw * v * v
+    lam_u = lam * (csum + w0 * n_other)
+    for j in range(d):
+        s = 0.0
+        for p in range(p0, p1):
+            s += G[j, indices[p]] * w[indices[p]]
+        g[j] += w0 * s + lam_u * w[j]
+        h[j] += w0 * G[j, j] + lam_u
+
+
+@njit(cache=True, parallel=True)
+def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr,
+                     o_indices, o_values, G, w0, lam):
+    """Growth and prune scores of every row of a table, from one gradient pass.
+
+    ``grow[r, j] = g_j / sqrt(H_jj)``: its square, ``g_j^2 / H_jj``, is the
+    loss decrease of the best step on coordinate j alone (up to a factor
+    2), scale-free across frequent and rare rows. ``prune[p] = w_p^2 *
+    H_jj`` per active weight (storage order): the loss increase of zeroing
+    that weight of a solved row (up to a factor 2).
+    """
+    d = G.shape[0]
+    n = indptr.shape[0] - 1
+    n_other = o_indptr.shape[0] - 1
+    for r in prange(n):
+        w = np.empty(d)
+        g = np.empty(d)
+        h = np.empty(d)
+        _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
+                   o_values, G, w0, lam, n_other, w, g, h)
+        for j in range(d):
+            grow[r, j] = np.float32(g[j] / math.sqrt(h[j])) if h[j] > 0 else 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            prune[p] = np.float32(w[j] * w[j] * h[j])
+
+
+@njit(cache=True, parallel=True)
+def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam, k_keep, U,
+                 M):
+    """Rows of new users: the exact iALS solve on a budget of ``k_keep`` coordinates.
+
+    Each row is solved on all d coordinates, keeps the ``k_keep`` with the
+    largest ``w_j^2 * A_jj`` (the loss increase of dropping each) and is
+    solved again exactly on those. ``U[r]`` gets the weights, ``M[r]`` the
+    active mask. Rows are independent.
+    """
+    n_rows, d = U.shape
+    n_other = i_indptr.shape[0] - 1
+    for r in prange(n_rows):
+        pos = np.full(d, -1, np.int64)
+        cols = np.arange(d)
+        A = np.empty((d, d))
+        b = np.empty(d)
+        x = np.empty(d)
+        sel = np.empty(d, np.int64)
+        selv = np.empty(d)
+        h0, h1 = x_indptr[r], x_indptr[r + 1]
+        for j in range(d):
+            U[r, j] = 0.0
+            M[r, j] = False
+        if h1 == h0:
+            # No history: nothing to fit; the row keeps its budget at zero.
+            for j in range(min(k_keep, d)):
+                M[r, j] = True
+            continue
+        _solve_row(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam,
+                   n_other, pos, A, b, sel, selv, x)
+        if k_keep < d:
+            # The diagonal of A again (the solve factored it in place).
+            sol = x.copy()
+            _system(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam,
+                    n_other, pos, A, b, sel, selv, x)
+            score = np.empty(d)
+            for j in range(d):
+                score[j] = -(sol[j] * sol[j] * A[j, j])
+            order = np.argsort(score, kind="mergesort")
+            keep = np.sort(order[:k_keep])
+            for a in range(k_keep):
+                cols[a] = keep[a]
+            _solve_row(cols, k_keep, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0,
+                       lam, n_other, pos, A, b, sel, selv, x)
+        k = min(k_keep, d)
+        for a in range(k):
+            U[r, cols[a]] = np.float32(x[a])
+            M[r, cols[a]] = True
