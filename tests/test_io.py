@@ -320,8 +320,14 @@ def test_every_flipped_byte_raises_value_error_or_loads_the_same_model(tiny_file
             continue
         # Only zip bookkeeping the reader does not use (timestamps, local copies of
         # sizes, bits after the end of a stream) may change unnoticed: the model must
-        # then be the same.
-        assert not content[pos], f"flip at byte {pos} (entry contents) was not detected"
+        # then be the same. A flip inside a compressed stream can also be void (a
+        # Huffman code length of a symbol the stream never uses): then every member
+        # must inflate to the very same bytes.
+        if content[pos]:
+            with zipfile.ZipFile(tiny_file) as zf0, zipfile.ZipFile(bad) as zf1:
+                for name in zf0.namelist():
+                    assert zf0.read(name) == zf1.read(name), (
+                        f"flip at byte {pos} changed entry {name} and was not detected")
         got = model.recommend(users, n=8, filter_seen=False)
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])
