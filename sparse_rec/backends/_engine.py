@@ -8,6 +8,7 @@ _ENGINES = {
     ("mf", "cpu"): ("sparse_rec.backends.cpu", "MFEngine"),
     ("mf", "cuda"): ("sparse_rec.backends.cuda", "MFEngine"),
     ("ncf", "cpu"): ("sparse_rec.backends.cpu", "NCFEngine"),
+    ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
 }
 
 
