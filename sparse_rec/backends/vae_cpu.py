@@ -153,8 +153,11 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
     G["b_d"][:] = dlT.sum(axis=1)
     aT = np.ascontiguousarray(dec[-1].T)
     gD = np.empty(D.nnz, np.float32)
-    KV.decoder_backward(*_arr(D), aT, dlT, gD, parts[:, :, : aT.shape[1]])
-    da = parts[:, :, : aT.shape[1]].sum(axis=0).T
+    if parts.shape[2] != aT.shape[1]:
+        # Contiguous rows of exactly the batch: the kernel's inner loops vectorise.
+        parts = np.empty(parts.shape[:2] + (aT.shape[1],), np.float32)
+    KV.decoder_backward(*_arr(D), aT, dlT, gD, parts)
+    da = parts.sum(axis=0).T
     for layer in reversed(range(layout.n_dec)):
         dpre = da * (1.0 - dec[layer + 1] ** 2)
         G[f"dec_W{layer}"][:] = dec[layer].T @ dpre
@@ -225,8 +228,8 @@ class VAEEngine(Engine):
         self.dropout, self.beta = float(dropout), float(beta)
         self.anneal_steps = int(anneal_steps)
         self.batch = int(max(1, min(batch_size, max(self.n_samples, 1))))
-        self.parts = np.zeros((numba.get_num_threads(), state.layout.hidden[0],
-                               max(self.batch, BLOCK)), np.float32)
+        self.parts = np.zeros((numba.get_num_threads(), state.layout.hidden[0], self.batch),
+                              np.float32)
         self.wmask = state.layout.weight_mask()
 
     def anneal(self):
