@@ -214,7 +214,7 @@ class VAEEngine(Engine):
     """
 
     def __init__(self, data, encoder, decoder, state, *, learning_rate, alpha, dropout, beta,
-                 anneal_steps, batch_size):
+                 anneal_steps, batch_size, table_learning_rate=None):
         self.E, self.D, self.state = encoder, decoder, state
         n_users = data.x_indptr.shape[0] - 1
         n_items = encoder.n_rows
@@ -225,6 +225,8 @@ class VAEEngine(Engine):
         self.users = np.flatnonzero(np.diff(data.x_indptr))
         self.n_samples = len(self.users)
         self.lr, self.alpha = float(learning_rate), float(alpha)
+        # The tables' step size (the estimator scales it with the density).
+        self.table_lr = self.lr if table_learning_rate is None else float(table_learning_rate)
         self.dropout, self.beta = float(dropout), float(beta)
         self.anneal_steps = int(anneal_steps)
         self.batch = int(max(1, min(batch_size, max(self.n_samples, 1))))
@@ -288,8 +290,9 @@ class VAEEngine(Engine):
                                  eps, L, np.float32(beta / B), self.parts)
             state.n_updates += 1
             t = state.n_updates
-            KV.adam_table(self.E.values_buf, gE, self.E.nnz, t, self.lr, np.float32(self.alpha))
-            KV.adam_table(self.D.values_buf, gD, self.D.nnz, t, self.lr, np.float32(self.alpha))
+            for tab, g in ((self.E, gE), (self.D, gD)):
+                KV.adam_table(tab.values_buf, g, tab.nnz, t, self.table_lr,
+                              np.float32(self.alpha))
             self._adam_dense(grad, t)
         return total
 
