@@ -74,6 +74,14 @@ def _arr(t):
     return t.indptr, t.indices, t.values_buf
 
 
+def _full(t):
+    """The weights as a contiguous ``(n_rows, n_cols)`` array when every coordinate
+    is active (density 1), else None: BLAS then beats any CSR kernel."""
+    if t.nnz != t.n_rows * t.n_cols or t.nnz == 0:
+        return None
+    return np.ascontiguousarray(t.values_buf[: t.nnz, 0].reshape(t.n_rows, t.n_cols))
+
+
 def normalised(indptr, indices, values, n_rows):
     """Each row's values divided by its L2 norm (the Mult-VAE input), float32."""
     rows = np.repeat(np.arange(n_rows), np.diff(indptr))
@@ -90,8 +98,13 @@ def forward(E, P, layout, hist, eps=None):
     eps``, or ``mu`` when ``eps`` is None (inference).
     """
     indptr, indices, vals = hist
-    pre = np.empty((len(indptr) - 1, layout.hidden[0]), np.float32)
-    KV.encode(indptr, indices, vals, *_arr(E), P["b_e"], pre)
+    B = len(indptr) - 1
+    W = _full(E)
+    if W is None:
+        pre = np.empty((B, layout.hidden[0]), np.float32)
+        KV.encode(indptr, indices, vals, *_arr(E), P["b_e"], pre)
+    else:
+        pre = sp.csr_matrix((vals, indices, indptr), shape=(B, E.n_rows)) @ W + P["b_e"]
     enc = [np.tanh(pre, out=pre)]
     for layer in range(layout.n_enc):
         enc.append(np.tanh(enc[-1] @ P[f"enc_W{layer}"] + P[f"enc_b{layer}"]))
@@ -108,6 +121,9 @@ def forward(E, P, layout, hist, eps=None):
 def logits_t(D, aT, b_d, r0=0, r1=None):
     """Logits of items ``r0:r1`` for the batch with last decoder activations ``aT.T``."""
     r1 = D.n_rows if r1 is None else r1
+    W = _full(D)
+    if W is not None:
+        return W[r0:r1] @ aT + b_d[r0:r1, None]
     out = np.empty((r1 - r0, aT.shape[1]), np.float32)
     KV.decode(r0, r1, *_arr(D), aT, b_d, out)
     return out
@@ -128,7 +144,8 @@ def softmax_loss_grad(L, idx, rows, vals, scale):
     """Multinomial log-likelihood of a batch and its logits' gradient, in place.
 
     ``L`` (items x batch) holds logits; on return it holds ``(softmax * n_x
-    - x) * scale``. Returns the per-user negative log-likelihoods.
+    - x) * scale``. Returns the per-user negative log-likelihoods and
+    log-normalisers (``logsumexp`` of each user's logits).
     """
     B = L.shape[1]
     m = L.max(axis=0)
@@ -137,10 +154,11 @@ def softmax_loss_grad(L, idx, rows, vals, scale):
     np.exp(L, out=L)
     total = L.sum(axis=0)
     nx = np.bincount(rows, vals, minlength=B).astype(np.float32)
-    nll = nx * (m + np.log(total)) - np.bincount(rows, vals * picked, minlength=B)
+    lse = m + np.log(total)
+    nll = nx * lse - np.bincount(rows, vals * picked, minlength=B)
     L *= (nx / total * scale)[None, :]
     L[idx, rows] -= vals * scale
-    return nll
+    return nll, lse
 
 
 def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scale, parts):
@@ -152,12 +170,17 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
     """
     G["b_d"][:] = dlT.sum(axis=1)
     aT = np.ascontiguousarray(dec[-1].T)
-    gD = np.empty(D.nnz, np.float32)
-    if parts.shape[2] != aT.shape[1]:
-        # Contiguous rows of exactly the batch: the kernel's inner loops vectorise.
-        parts = np.empty(parts.shape[:2] + (aT.shape[1],), np.float32)
-    KV.decoder_backward(*_arr(D), aT, dlT, gD, parts)
-    da = parts.sum(axis=0).T
+    W = _full(D)
+    if W is not None:
+        gD = (dlT @ dec[-1]).ravel()
+        da = dlT.T @ W
+    else:
+        gD = np.empty(D.nnz, np.float32)
+        if parts.shape[2] != aT.shape[1]:
+            # Contiguous rows of exactly the batch: the kernel's inner loops vectorise.
+            parts = np.empty(parts.shape[:2] + (aT.shape[1],), np.float32)
+        KV.decoder_backward(*_arr(D), aT, dlT, gD, parts)
+        da = parts.sum(axis=0).T
     for layer in reversed(range(layout.n_dec)):
         dpre = da * (1.0 - dec[layer + 1] ** 2)
         G[f"dec_W{layer}"][:] = dec[layer].T @ dpre
@@ -179,8 +202,13 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
         da = dpre @ P[f"enc_W{layer}"].T
     dpre1 = np.ascontiguousarray(da * (1.0 - enc[0] ** 2), np.float32)
     G["b_e"][:] = dpre1.sum(axis=0)
-    gE = np.empty(E.nnz, np.float32)
-    KV.encoder_grad(*hist_t, *_arr(E)[:2], dpre1, gE)
+    if _full(E) is not None:
+        t_indptr, t_rows, t_vals = hist_t
+        gE = (sp.csr_matrix((t_vals, t_rows, t_indptr), shape=(E.n_rows, len(dpre1)))
+              @ dpre1).ravel()
+    else:
+        gE = np.empty(E.nnz, np.float32)
+        KV.encoder_grad(*hist_t, *_arr(E)[:2], dpre1, gE)
     return gE, gD, dpre1
 
 
@@ -283,7 +311,7 @@ class VAEEngine(Engine):
             enc, mu, logvar, dec, eps, L, hist_t, (idx, rows, vals) = self._pass(
                 users, rng, G, train_noise=True)
             beta = self.anneal()
-            nll = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / B))
+            nll, _ = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / B))
             kl = -0.5 * np.sum(1.0 + logvar - mu ** 2 - np.exp(logvar), axis=1)
             total += float(nll.sum()) + beta * float(kl.sum())
             gE, gD, _ = backward(self.E, self.D, P, G, layout, hist_t, enc, mu, logvar, dec,
@@ -334,12 +362,16 @@ class VAEEngine(Engine):
             scratch = layout.views(np.zeros(layout.size, np.float32))
             S = len(sample)
             dpre = np.empty((S, layout.hidden[0]), np.float32)
+            A = np.empty((S, layout.hidden[0]), np.float32)
+            lse = np.empty(S, np.float32)
             for b0 in range(0, S, BLOCK):
                 users = sample[b0: b0 + BLOCK]
+                b1 = b0 + len(users)
                 enc, mu, logvar, dec, _, L, hist_t, (idx, rows, vals) = self._pass(
                     users, None, scratch, train_noise=False)
-                softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / S))
-                dpre[b0: b0 + len(users)] = backward(
+                A[b0:b1] = dec[-1]
+                lse[b0:b1] = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / S))[1]
+                dpre[b0:b1] = backward(
                     self.E, self.D, P, scratch, layout, hist_t, enc, mu, logvar, dec, None, L,
                     np.float32(self.anneal() / S), self.parts)[2]
             Xs = self.X[sample]
@@ -347,16 +379,11 @@ class VAEEngine(Engine):
             cache["XsT"] = sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr()
             cache["dpre"] = dpre
             # Decoder side: the base users' last activations and log-normalisers.
+            pos = np.searchsorted(sample, base)
             Xb = self.X[base]
-            A = hidden_of(self.E, P, layout, Xb)
-            aT = np.ascontiguousarray(A.T)
-            lse = np.empty(len(base), np.float32)
-            for b0 in range(0, len(base), BLOCK):
-                L = logits_t(self.D, np.ascontiguousarray(aT[:, b0: b0 + BLOCK]), P["b_d"])
-                m = L.max(axis=0)
-                lse[b0: b0 + L.shape[1]] = m + np.log(np.exp(L - m).sum(axis=0))
-            cache.update(A=A, aT=aT, lse=lse, nx=np.asarray(Xb.sum(axis=1)).ravel()
-                         .astype(np.float32), XbT=Xb.T.tocsr().astype(np.float32), P=P)
+            cache.update(A=A[pos], aT=np.ascontiguousarray(A[pos].T), lse=lse[pos],
+                         nx=np.asarray(Xb.sum(axis=1)).ravel().astype(np.float32),
+                         XbT=Xb.T.tocsr().astype(np.float32), P=P)
 
         def fill_encoder(r0, r1, G):
             prepare()
