@@ -231,6 +231,16 @@ def test_budget_is_exact_after_every_epoch(fitted):
     assert sum(p for _, _, p in nnz) > 0  # the pattern did move
     assert est.history_[-1]["empty_users"] == 0
     assert est.nbytes_ < est.dense_nbytes_
+    # The default budget="table" keeps each table's half.
+    assert {(h["nnz_encoder"], h["nnz_decoder"]) for h in est.history_} == {(288, 288)}
+
+
+def test_global_budget_moves_weights_and_keeps_the_total(X):
+    rows = []
+    small(budget="global", callbacks=[lambda e, row: rows.append(row)]).fit(X)
+    budget = round(0.3 * 2 * 60 * 16)
+    assert all(r["nnz"] == r["nnz_encoder"] + r["nnz_decoder"] == budget for r in rows)
+    assert len({r["nnz_encoder"] for r in rows}) > 1
 
 
 def test_training_lowers_the_loss_and_beats_popularity(X):

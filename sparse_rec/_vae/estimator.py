@@ -39,9 +39,10 @@ class DSLMultVAE(VAEModel, DSLEstimator):
     The two ``n_items x hidden_layer_sizes[0]`` matrices (the encoder's
     input layer and the decoder's output layer), nearly all the
     parameters, are CSR tables holding only their active weights, with
-    Adam's two moments stored on the same pattern. One budget of
+    Adam's two moments stored on the same pattern. A budget of
     ``round(density * 2 * n_items * hidden_layer_sizes[0])`` active weights
-    covers both; it is kept exactly after every epoch while every
+    covers both (half each by default); it is kept exactly after every
+    epoch while every
     ``update_interval`` epochs the ``rho_t`` fraction of smallest-magnitude
     weights is pruned and as many inactive coordinates with the largest
     loss gradient are grown (at zero weight and zero optimiser state). The
@@ -92,8 +93,12 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         How the update ratio decays over the run (to 0.005).
     grow : {"gradient", "random"}, default="gradient"
         Grow where the loss gradient is largest, or at random (ablation).
-    budget : {"global", "table"}, default="global"
-        One budget over both tables (the split is learned) or one per table.
+    budget : {"table", "global"}, default="table"
+        Each table keeps half the budget, or one budget over both (the
+        split is learned). On validation users of the built-in MovieLens
+        set (100 epochs, density 0.2) ``"global"`` moves weights into the
+        encoder's rare-item rows and loses: Recall@20 0.223 against 0.266
+        per table (dense 0.265); on MovieLens 100K both are within 1%.
     random_state : int, numpy Generator or None, default=None
         Seed of the pattern, the initial weights, the order, the dropout
         and the Gaussian noise.
@@ -200,7 +205,7 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         update_interval=5,
         schedule="cosine",
         grow="gradient",
-        budget="global",
+        budget="table",
         random_state=None,
         n_threads=None,
         backend="cpu",
