@@ -31,4 +31,4 @@ print(f"Recall@20 {recall_at_k(ids, held_out, 20):.4f}, NDCG@20 {ndcg_at_k(ids, 
 print(f"active weights {model.n_active_:,} of {2 * ds.n_items * 600:,} in the two item tables;"
       f" {model.nbytes_:,} bytes stored, {model.nbytes_ / model.dense_nbytes_:.2f}x dense")
 first = ds.item_names[ids[0, :5]] if ds.item_names is not None else ids[0, :5]
-print("top 5 for the first new user:", list(first))
+print("top 5 for the first new user:", [str(t) for t in first])
