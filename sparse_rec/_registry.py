@@ -38,6 +38,8 @@ MODELS = {
                                     cli="mf"),
     "DSLNCF": Model(("sparse_rec._ncf.estimator", "DSLNCF"),
                     served=("sparse_rec.serving", "ServedNCF"), exported=True, cli="ncf"),
+    "DSLMultVAE": Model(("sparse_rec._vae.estimator", "DSLMultVAE"),
+                        served=("sparse_rec.serving", "ServedMultVAE"), exported=True),
     "ImplicitRecommender": Model(("sparse_rec.interop", "ImplicitRecommender")),
 }
 

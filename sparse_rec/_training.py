@@ -230,6 +230,9 @@ class DSLEstimator(PartialFitMixin, WorkflowMixin, BaseDSLEstimator):
         row["nnz"] = sum(t.nnz for t in params.tables)
         for key, which in (("empty_users", params.user_tables),
                            ("empty_items", params.item_tables)):
+            if not which:  # a model without such rows (Mult-VAE has no user tables)
+                row[key] = 0
+                continue
             empty = np.logical_and.reduce([params.tables[t].row_nnz() == 0 for t in which])
             row[key] = int(np.count_nonzero(empty))
         return row

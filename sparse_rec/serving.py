@@ -32,9 +32,10 @@ from ._mf.scoring import MFModel
 from ._ncf.scoring import NCFModel
 from ._recommend import RecommenderMixin
 from ._registry import served
+from ._vae.scoring import VAEModel
 from ._workflows import WorkflowMixin
 
-__all__ = ["load_model", "ServedMF", "ServedNCF"]
+__all__ = ["load_model", "ServedMF", "ServedNCF", "ServedMultVAE"]
 
 
 class _Served(WorkflowMixin, RecommenderMixin):
@@ -67,6 +68,10 @@ class ServedNCF(NCFModel, _Served):
     """A loaded :class:`~sparse_rec.DSLNCF`, for scoring only (see :class:`ServedMF`)."""
 
 
+class ServedMultVAE(VAEModel, _Served):
+    """A loaded :class:`~sparse_rec.DSLMultVAE`, for scoring only (see :class:`ServedMF`)."""
+
+
 # Saved class -> the class that serves it (module, attribute), from the registry.
 _SERVED = served()
 
@@ -86,13 +91,13 @@ def load_model(path, *, n_threads=None, max_bytes=None):
 
     Returns
     -------
-    ServedMF or ServedNCF
+    ServedMF, ServedNCF or ServedMultVAE
 
     Raises
     ------
     ValueError
         If the file is damaged, not a model file, or holds a model this
-        module cannot serve (DSLMatrixFactorization and DSLNCF files only).
+        module cannot serve (the registered models with a served class only).
     """
     model = _load(path, classes=_SERVED, max_bytes=max_bytes)
     if n_threads is not None:

@@ -12,9 +12,9 @@ LAYERS = [
     ["_table"],
     ["_dsl"],
     ["backends"],
-    ["_mf.scoring", "_ncf.scoring"],
+    ["_mf.scoring", "_ncf.scoring", "_vae.scoring"],
     ["_base", "_training"],
-    ["_mf.estimator", "_ncf.estimator", "_mf", "_ncf"],
+    ["_mf.estimator", "_ncf.estimator", "_vae.estimator", "_mf", "_ncf", "_vae"],
     ["_registry", "_io", "serving", "cli", "ann"],
 ]
 HELPERS = {"_threads", "_validation", "_recommend", "_workflows", "exceptions", "metrics",

@@ -1,0 +1,349 @@
+"""DSLMultVAE: passes against a NumPy Mult-VAE (finite differences), budget, API, errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sparse_rec import DSLMultVAE, load
+from sparse_rec._base import TrainData
+from sparse_rec._dsl import PruneGrow
+from sparse_rec.backends import vae_cpu as V
+from sparse_rec.datasets import make_interactions
+from sparse_rec.serving import ServedMultVAE, load_model
+
+N_USERS, N_ITEMS, HIDDEN, D = 6, 7, (5,), 3
+
+# --------------------------------------------------------------------------- #
+# A NumPy Mult-VAE from the paper's equations, in float64.
+# --------------------------------------------------------------------------- #
+
+
+def reference_loss(Ed, Dd, P, Xin, X, eps, beta):
+    """Mean over rows of -sum x log softmax(logits) + beta * KL, dense float64."""
+    h = np.tanh(Xin @ Ed + P["b_e"])
+    for layer in range(len(HIDDEN) - 1):
+        h = np.tanh(h @ P[f"enc_W{layer}"] + P[f"enc_b{layer}"])
+    q = h @ P["q_W"] + P["q_b"]
+    mu, lv = q[:, :D], q[:, D:]
+    a = mu if eps is None else mu + np.exp(0.5 * lv) * eps
+    for layer in range(len(HIDDEN)):
+        a = np.tanh(a @ P[f"dec_W{layer}"] + P[f"dec_b{layer}"])
+    logits = a @ Dd.T + P["b_d"]
+    m = logits.max(axis=1, keepdims=True)
+    logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+    nll = -(X * logp).sum(axis=1)
+    kl = -0.5 * (1 + lv - mu ** 2 - np.exp(lv)).sum(axis=1)
+    return float((nll + beta * kl).mean()), logits
+
+
+def tiny_model(density=0.6, seed=0, hidden=HIDDEN):
+    est = DSLMultVAE(hidden_layer_sizes=hidden, n_components=D, density=density)
+    params = est._init_params(N_USERS, N_ITEMS, seed)
+    rng = np.random.default_rng(seed)
+    for t in params.tables:  # weights large enough that every term matters
+        t.values_buf[: t.nnz, 0] = rng.normal(0, 0.5, t.nnz)
+    params.layout.dense[0] = rng.normal(0, 0.5, params.layout.dense.shape[1])
+    return est, params
+
+
+def tiny_data(seed=0):
+    X = sp.random(N_USERS, N_ITEMS, density=0.5, random_state=seed, format="csr",
+                  data_rvs=lambda n: np.ones(n))
+    X = X.tolil()
+    for u in range(N_USERS):
+        X[u, u % N_ITEMS] = 1.0  # no empty row
+    X = X.tocsr().astype(np.float32)
+    X.sort_indices()
+    return X
+
+
+def dense64(t):
+    return t.dense_rows(np.arange(t.n_rows)).astype(np.float64)
+
+
+def finite_difference(f, x, positions, h=1e-5):
+    out = np.empty(len(positions))
+    for j, pos in enumerate(positions):
+        old = x[pos]
+        x[pos] = old + h
+        up = f()
+        x[pos] = old - h
+        down = f()
+        x[pos] = old
+        out[j] = (up - down) / (2 * h)
+    return out
+
+
+@pytest.mark.parametrize("density", [0.6, 1.0])  # 1.0: every table full, the BLAS path
+def test_forward_and_backward_match_numpy_with_finite_differences(density):
+    est, params = tiny_model(density)
+    E, Dt = params.tables
+    state = params.layout
+    layout = state.layout
+    X = tiny_data()
+    rng = np.random.default_rng(3)
+    B = X.shape[0]
+    vals, rows = V.normalised(X.indptr, X.indices, X.data, B)
+    keep = rng.random(len(vals)) >= 0.3  # a dropout mask
+    Xin = sp.csr_matrix((np.where(keep, vals / 0.7, 0), X.indices.copy(), X.indptr.copy()),
+                        shape=X.shape)
+    Xin.eliminate_zeros()
+    eps = rng.standard_normal((B, D)).astype(np.float32)
+    beta = 0.3
+    hist = (Xin.indptr.astype(np.int64), Xin.indices.astype(np.int32),
+            Xin.data.astype(np.float32))
+    hist_t = V.transposed(*hist, X.shape)
+    P = layout.views(state.dense[0])
+    enc, mu, lv, dec, = V.forward(E, P, layout, hist, eps)
+    L = V.logits_t(Dt, np.ascontiguousarray(dec[-1].T), P["b_d"])
+    Ed, Dd = dense64(E), dense64(Dt)
+    w64 = state.dense[0].astype(np.float64)
+    P64 = layout.views(w64)
+    Xin64, X64 = Xin.toarray().astype(np.float64), X.toarray().astype(np.float64)
+    ref, ref_logits = reference_loss(Ed, Dd, P64, Xin64, X64, eps.astype(np.float64), beta)
+    np.testing.assert_allclose(L.T, ref_logits, rtol=1e-4, atol=1e-5)
+    nll, _ = V.softmax_loss_grad(L, X.indices.astype(np.int64), rows, X.data, np.float32(1 / B))
+    kl = -0.5 * np.sum(1 + lv - mu ** 2 - np.exp(lv), axis=1)
+    assert abs((nll.sum() + beta * kl.sum()) / B - ref) < 1e-4 * max(1, abs(ref))
+    grad = np.zeros(layout.size, np.float32)
+    parts = np.zeros((2, HIDDEN[0], B), np.float32)
+    gE, gD, _ = V.backward(E, Dt, P, layout.views(grad), layout, hist_t, enc, mu, lv, dec, eps,
+                           L, np.float32(beta / B), parts)
+
+    def loss():
+        return reference_loss(Ed, Dd, P64, Xin64, X64, eps.astype(np.float64), beta)[0]
+
+    for tab, G, M in ((E, gE, Ed), (Dt, gD, Dd)):
+        rows_t = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
+        pos = list(zip(rows_t, tab.indices.astype(np.int64), strict=True))
+        np.testing.assert_allclose(G, finite_difference(loss, M, pos), rtol=2e-3, atol=2e-5)
+    pos = [(p,) for p in range(layout.size)]
+    np.testing.assert_allclose(grad, finite_difference(loss, w64, pos), rtol=2e-3, atol=2e-5)
+
+
+def test_growth_gradients_are_the_dense_gradient_of_the_mean_loss():
+    est, params = tiny_model(density=0.4)
+    X = tiny_data(1)
+    data = TrainData.from_matrix(X)
+    engine = est._make_engine(data, params)
+    E, Dt = params.tables
+    layout = params.layout.layout
+    w64 = params.layout.dense[0].astype(np.float64)
+    P64 = layout.views(w64)
+    vals, _ = V.normalised(X.indptr, X.indices, X.data, X.shape[0])
+    Xin = sp.csr_matrix((vals, X.indices, X.indptr), shape=X.shape).toarray().astype(np.float64)
+    Xw = sp.csr_matrix((data.x_weight, data.x_indices, data.x_indptr), shape=X.shape).toarray()
+    beta = engine.anneal()
+    Ed, Dd = dense64(E), dense64(Dt)
+
+    def loss():  # all users (fewer than the sample size), no dropout, z = mu
+        return reference_loss(Ed, Dd, P64, Xin, Xw.astype(np.float64), None, beta)[0]
+
+    every = [(i, k) for i in range(N_ITEMS) for k in range(HIDDEN[0])]
+    fills = engine.grow_fns(np.uint64(5))
+    for fill, M in zip(fills, (Ed, Dd), strict=True):
+        G = np.zeros((N_ITEMS, HIDDEN[0]), np.float32)
+        fill(0, 3, G[:3])  # two chunks: the contract of PruneGrow
+        fill(3, N_ITEMS, G[3:])
+        np.testing.assert_allclose(G.ravel(), finite_difference(loss, M, every), rtol=2e-3,
+                                   atol=2e-5)
+
+
+def test_adam_state_moves_with_the_pattern_through_prune_and_grow():
+    est, params = tiny_model(density=0.5)
+    X = tiny_data(2)
+    engine = est._make_engine(TrainData.from_matrix(X), params)
+    engine.epoch(np.uint64(1))
+    engine.epoch(np.uint64(2))
+    before = {}
+    for t, tab in enumerate(params.tables):
+        rows = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
+        for r, c, v in zip(rows, tab.indices, tab.values_buf[: tab.nnz], strict=True):
+            before[t, r, int(c)] = v.copy()
+    pg = PruneGrow(params.tables, budget="global", grow="gradient", chunk_bytes=64)
+    pruned, grown = pg.step(0.3, 0, engine.grow_fns(np.uint64(3)), rebuild=engine.rebuild)
+    assert pruned.sum() == grown.sum() > 0
+    kept = new = 0
+    for t, tab in enumerate(params.tables):
+        rows = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
+        for r, c, v in zip(rows, tab.indices, tab.values_buf[: tab.nnz], strict=True):
+            if (t, r, int(c)) in before:
+                np.testing.assert_array_equal(v, before[t, r, int(c)])
+                kept += 1
+            else:
+                np.testing.assert_array_equal(v, 0.0)
+                new += 1
+    assert new == grown.sum() and kept + new == len(before)
+    assert np.isfinite(engine.epoch(np.uint64(4)))
+
+
+def test_kl_annealing_schedule():
+    est, params = tiny_model()
+    engine = DSLMultVAE(beta=0.2, anneal_steps=10)._make_engine(
+        TrainData.from_matrix(tiny_data()), params)
+    seen = []
+    for _ in range(4):
+        seen.append(engine.anneal())
+        engine.epoch(np.uint64(len(seen)))  # one batch per epoch: one update
+    np.testing.assert_allclose(seen, [0.0, 0.1, 0.2, 0.2])  # slope 1/10, capped at beta
+    assert params.layout.n_updates == 4
+    zero = DSLMultVAE(beta=0.2, anneal_steps=0)._make_engine(
+        TrainData.from_matrix(tiny_data()), params)
+    assert zero.anneal() == 0.2
+
+
+# --------------------------------------------------------------------------- #
+# Fits.
+# --------------------------------------------------------------------------- #
+
+
+def small(**kw):
+    args = dict(hidden_layer_sizes=(16,), n_components=4, density=0.3, max_iter=6,
+                update_interval=1, batch_size=64, random_state=0, n_threads=1)
+    args.update(kw)
+    return DSLMultVAE(**args)
+
+
+@pytest.fixture(scope="module")
+def X():
+    return make_interactions(150, 60, 1500, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(X):
+    nnz = []
+    est = small(callbacks=[lambda e, row: nnz.append(
+        (e.encoder_table_.nnz + e.decoder_table_.nnz, row["nnz"], row["pruned"]))]).fit(X)
+    est.set_params(callbacks=None)  # a lambda neither pickles nor saves
+    return est, nnz
+
+
+def test_budget_is_exact_after_every_epoch(fitted):
+    est, nnz = fitted
+    budget = round(0.3 * 2 * 60 * 16)
+    assert est.n_active_ == budget
+    assert [a for a, _, _ in nnz] == [budget] * 6
+    assert [b for _, b, _ in nnz] == [budget] * 6
+    assert sum(p for _, _, p in nnz) > 0  # the pattern did move
+    assert est.history_[-1]["empty_users"] == 0
+    assert est.nbytes_ < est.dense_nbytes_
+    # The default budget="table" keeps each table's half.
+    assert {(h["nnz_encoder"], h["nnz_decoder"]) for h in est.history_} == {(288, 288)}
+
+
+def test_global_budget_moves_weights_and_keeps_the_total(X):
+    rows = []
+    small(budget="global", callbacks=[lambda e, row: rows.append(row)]).fit(X)
+    budget = round(0.3 * 2 * 60 * 16)
+    assert all(r["nnz"] == r["nnz_encoder"] + r["nnz_decoder"] == budget for r in rows)
+    assert len({r["nnz_encoder"] for r in rows}) > 1
+
+
+def test_training_lowers_the_loss_and_beats_popularity(X):
+    from sparse_rec.metrics import recall_at_k
+    from sparse_rec.model_selection import random_split
+
+    X_tr, X_te = random_split(X, test_size=0.2, random_state=0)
+    est = small(density=1.0, max_iter=30, learning_rate=3e-3).fit(X_tr)
+    assert est.history_[-1]["loss"] < est.history_[0]["loss"]
+    ids, _ = est.recommend(np.arange(X.shape[0]), n=10)
+    pop = np.asarray(X_tr.sum(axis=0)).ravel()
+    top = np.argsort(-pop, kind="stable")
+    pop_ids = np.array([[j for j in top if X_tr[u, j] == 0][:10] for u in range(X.shape[0])])
+    assert recall_at_k(ids, X_te, 10) > recall_at_k(pop_ids, X_te, 10)
+
+
+def test_one_thread_fit_is_reproducible(X, fitted):
+    again = small(callbacks=[lambda e, row: None]).fit(X)
+    est = fitted[0]
+    for name in ("encoder_table_", "decoder_table_"):
+        np.testing.assert_array_equal(getattr(est, name).weights, getattr(again, name).weights)
+    np.testing.assert_array_equal(est.dense_params_, again.dense_params_)
+
+
+def test_recommend_for_history_of_a_training_row_equals_recommend(X, fitted):
+    est = fitted[0]
+    users = np.array([0, 3, 7, 11])
+    ids, scores = est.recommend(users, n=8)
+    ids_h, scores_h = est.recommend_for_history(X[users], n=8)
+    np.testing.assert_array_equal(ids, ids_h)
+    np.testing.assert_array_equal(scores, scores_h)
+    S = est.decision_function(X[users])
+    np.testing.assert_array_equal(est.score_items(users, ids), np.take_along_axis(S, ids, 1))
+    assert (est.predict(X[users]) == ids[:, 0]).all()
+    assert not X[users][np.arange(4)[:, None], ids].toarray().any()  # history filtered
+    sim, _ = est.similar_items([0, 1], n=5)
+    assert sim.shape == (2, 5) and not (sim == np.array([[0], [1]])).any()
+
+
+def test_save_load_serving_and_pickle_roundtrip(X, fitted, tmp_path):
+    est = fitted[0]
+    users = np.arange(20)
+    want = est.recommend(users, n=10)
+    path = est.save(tmp_path / "vae.npz")
+    for other in (load(path), load_model(path), pickle.loads(pickle.dumps(est))):
+        got = other.recommend(users, n=10)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(other.decision_function(X[:5]), est.decision_function(X[:5]))
+    assert isinstance(load_model(path), ServedMultVAE)
+    assert load(path).n_active_ == est.n_active_
+    np.testing.assert_array_equal(clone(est).get_params()["hidden_layer_sizes"], (16,))
+
+
+def test_warm_start_continues_and_refuses_another_structure(X):
+    est = small(max_iter=2, warm_start=True).fit(X)
+    updates = est.n_updates_
+    est.fit(X)
+    assert est.n_iter_ == 4 and est.n_updates_ == 2 * updates
+    est.set_params(hidden_layer_sizes=(8,))
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        est.fit(X)
+
+
+def test_early_stopping_scores_from_the_training_part(X):
+    est = small(max_iter=8, early_stopping=True, n_iter_no_change=2).fit(X)
+    assert len(est.validation_scores_) == est.n_iter_ >= 1
+    assert est.seen_.nnz == X.nnz  # restored after scoring
+
+
+@pytest.mark.parametrize("param, value, match", [
+    ("dropout", 1.0, "dropout"),
+    ("dropout", -0.1, "dropout"),
+    ("beta", -1.0, "beta"),
+    ("anneal_steps", -1, "anneal_steps"),
+    ("anneal_steps", 2.5, "anneal_steps"),
+    ("hidden_layer_sizes", (0,), "hidden_layer_sizes"),
+    ("hidden_layer_sizes", (), "hidden_layer_sizes"),
+    ("batch_size", 0, "batch_size"),
+    ("n_components", 0, "n_components"),
+    ("density", 0.0, "density"),
+    ("backend", "tpu", "backend"),
+])
+def test_bad_parameters_say_what_must_hold(X, param, value, match):
+    with pytest.raises(ValueError, match=match):
+        small(**{param: value}).fit(X)
+
+
+def test_bad_inputs(X, fitted):
+    est = fitted[0]
+    with pytest.raises(ValueError, match="features"):
+        est.recommend_for_history(sp.csr_matrix((2, 59)))
+    with pytest.raises(ValueError):
+        small().fit(-X)
+    with pytest.raises(ValueError):
+        est.recommend([150])
+    # An empty history is a zero input: scores are finite, nothing to filter.
+    ids, scores = est.recommend_for_history(sp.csr_matrix((1, 60)), n=3)
+    assert (ids >= 0).all() and np.isfinite(scores).all()
+
+
+@parametrize_with_checks([DSLMultVAE(hidden_layer_sizes=(8,), n_components=2, max_iter=2,
+                                     update_interval=1, batch_size=16, random_state=0,
+                                     n_threads=1)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
