@@ -38,6 +38,9 @@ MODELS = {
                                     cli="mf"),
     "DSLNCF": Model(("sparse_rec._ncf.estimator", "DSLNCF"),
                     served=("sparse_rec.serving", "ServedNCF"), exported=True, cli="ncf"),
+    "DSLLightGCN": Model(("sparse_rec._lightgcn.estimator", "DSLLightGCN"),
+                         served=("sparse_rec.serving", "ServedLightGCN"), exported=True,
+                         cli="lightgcn"),
     "ImplicitRecommender": Model(("sparse_rec.interop", "ImplicitRecommender")),
 }
 

@@ -26,12 +26,13 @@ True
 """
 
 from ._io import _load
+from ._lightgcn.scoring import LightGCNModel
 from ._mf.scoring import MFModel
 from ._ncf.scoring import NCFModel
 from ._recommend import RecommenderMixin
 from ._registry import served
 
-__all__ = ["load_model", "ServedMF", "ServedNCF"]
+__all__ = ["load_model", "ServedMF", "ServedNCF", "ServedLightGCN"]
 
 
 class _Served(RecommenderMixin):
@@ -62,6 +63,13 @@ class ServedMF(MFModel, _Served):
 
 class ServedNCF(NCFModel, _Served):
     """A loaded :class:`~sparse_rec.DSLNCF`, for scoring only (see :class:`ServedMF`)."""
+
+
+class ServedLightGCN(LightGCNModel, _Served):
+    """A loaded :class:`~sparse_rec.DSLLightGCN`, for scoring only (see :class:`ServedMF`).
+
+    Propagates the layer-0 tables over ``seen_`` once, on first use.
+    """
 
 
 # Saved class -> the class that serves it (module, attribute), from the registry.

@@ -12,9 +12,9 @@ LAYERS = [
     ["_table"],
     ["_dsl"],
     ["backends"],
-    ["_mf.scoring", "_ncf.scoring"],
+    ["_mf.scoring", "_ncf.scoring", "_lightgcn.scoring"],
     ["_base", "_training"],
-    ["_mf.estimator", "_ncf.estimator", "_mf", "_ncf"],
+    ["_mf.estimator", "_ncf.estimator", "_lightgcn.estimator", "_mf", "_ncf", "_lightgcn"],
     ["_registry", "_io", "serving", "cli"],
 ]
 HELPERS = {"_threads", "_validation", "_recommend", "exceptions", "metrics", "model_selection",

@@ -8,6 +8,7 @@ _ENGINES = {
     ("mf", "cpu"): ("sparse_rec.backends.cpu", "MFEngine"),
     ("mf", "cuda"): ("sparse_rec.backends.cuda", "MFEngine"),
     ("ncf", "cpu"): ("sparse_rec.backends.cpu", "NCFEngine"),
+    ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
 }
 
 
