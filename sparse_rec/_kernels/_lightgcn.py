@@ -27,12 +27,13 @@ ADAM = 0
 ADAGRAD = 1
 
 
-@njit(cache=True, parallel=True)
-def spmm_table(g_indptr, g_indices, g_vals, t_indptr, t_indices, t_v, out):
-    """``out = G @ T`` for a sparse layer-0 table ``T`` (the sparse first product).
+@njit(cache=True, parallel=True, fastmath=True)
+def spmm_table(g_indptr, g_indices, g_vals, t_indptr, t_indices, t_w, out):
+    """``out = G @ T`` for a sparse layer-0 table ``T`` (weights ``t_w``, contiguous).
 
     Costs ``nnz(G)`` times the mean active weights per row of ``T``, not
-    ``nnz(G) * n_components``.
+    ``nnz(G) * n_components``; scattered adds do not vectorise, so it pays
+    below about one active weight in eight (``spmm_dense`` otherwise).
     """
     for r in prange(out.shape[0]):
         o = out[r]
@@ -40,30 +41,30 @@ def spmm_table(g_indptr, g_indices, g_vals, t_indptr, t_indices, t_v, out):
         for q in range(g_indptr[r], g_indptr[r + 1]):
             k = g_indices[q]
             s = g_vals[q]
-            for p in range(t_indptr[k], t_indptr[k + 1]):
-                o[t_indices[p]] += s * t_v[p, 0]
+            # Unsigned positions and columns spare negative-index wraparound.
+            for p in range(np.uint64(t_indptr[k]), np.uint64(t_indptr[k + 1])):
+                o[np.uint32(t_indices[p])] += s * t_w[p]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def spmm_dense(g_indptr, g_indices, g_vals, X, add, has_add, out):
     """``out = G @ X``, plus ``add`` when ``has_add`` (dense ``X``, ``out`` not ``X``)."""
     d = X.shape[1]
     for r in prange(out.shape[0]):
-        acc = np.zeros(d, np.float32)
+        o = out[r]
+        if has_add:
+            o[:] = add[r]
+        else:
+            o[:] = 0.0
         for q in range(g_indptr[r], g_indptr[r + 1]):
-            k = g_indices[q]
+            # Row views: contiguous inner loops that vectorise.
+            xk = X[g_indices[q]]
             s = g_vals[q]
             for c in range(d):
-                acc[c] += s * X[k, c]
-        if has_add:
-            for c in range(d):
-                out[r, c] = add[r, c] + acc[c]
-        else:
-            for c in range(d):
-                out[r, c] = acc[c]
+                o[c] += s * xk[c]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indices, out):
     """``out[p] = scale * (add + G @ X)[r, c]`` at each active coordinate ``p = (r, c)``.
 
@@ -74,32 +75,43 @@ def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indi
     for r in prange(t_indptr.shape[0] - 1):
         p0 = t_indptr[r]
         p1 = t_indptr[r + 1]
+        ar = add[r]
         for p in range(p0, p1):
-            out[p] = add[r, t_indices[p]]
+            out[p] = ar[t_indices[p]]
         for q in range(g_indptr[r], g_indptr[r + 1]):
             k = g_indices[q]
             s = g_vals[q]
+            xk = X[k]
             for p in range(p0, p1):
-                out[p] += s * X[k, t_indices[p]]
+                out[p] += s * xk[t_indices[p]]
         for p in range(p0, p1):
             out[p] *= scale
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def rows_dense(g_indptr, g_indices, g_vals, X, add, scale, r0, r1, out):
     """``out = scale * (add + G @ X)[r0:r1]``: growth scores of a chunk of rows."""
     d = X.shape[1]
     for b in prange(r1 - r0):
         r = r0 + b
-        for c in range(d):
-            out[b, c] = add[r, c]
+        o = out[b]
+        o[:] = add[r]
         for q in range(g_indptr[r], g_indptr[r + 1]):
-            k = g_indices[q]
+            xk = X[g_indices[q]]
             s = g_vals[q]
             for c in range(d):
-                out[b, c] += s * X[k, c]
+                o[c] += s * xk[c]
         for c in range(d):
-            out[b, c] *= scale
+            o[c] *= scale
+
+
+@njit(cache=True, parallel=True)
+def gather_pattern(t_indptr, t_indices, D, scale, out):
+    """``out[p] = scale * D[r, c]`` at each active coordinate ``p = (r, c)``."""
+    for r in prange(t_indptr.shape[0] - 1):
+        dr = D[r]
+        for p in range(t_indptr[r], t_indptr[r + 1]):
+            out[p] = scale * dr[t_indices[p]]
 
 
 @njit(cache=True, parallel=True)
@@ -127,8 +139,9 @@ def _margins(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indic
             gs[b] = 0.0
             continue
         x = 0.0
+        fu, fi, fj = Fu[u], Fi[i], Fi[j]
         for c in range(Fu.shape[1]):
-            x += Fu[u, c] * (Fi[i, c] - Fi[j, c])
+            x += fu[c] * (fi[c] - fj[c])
         sample_loss, g = log_sigmoid_grad(x)
         w = x_weight[pos]
         loss += w * sample_loss
@@ -170,11 +183,12 @@ def bpr_batch(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indi
         i = ps[b]
         g = np.float32(gs[b]) * inv
         # d softplus(-x)/dx = -g
+        fu, fi, fj = Fu[u], Fi[i], Fi[j]
+        gu, gi, gj = Gu[u], Gi[i], Gi[j]
         for c in range(d):
-            fu = Fu[u, c]
-            Gu[u, c] -= g * (Fi[i, c] - Fi[j, c])
-            Gi[i, c] -= g * fu
-            Gi[j, c] += g * fu
+            gu[c] -= g * (fi[c] - fj[c])
+            gi[c] -= g * fu[c]
+            gj[c] += g * fu[c]
         cu[u] += inv
         ci[i] += inv
         ci[j] += inv
@@ -221,8 +235,10 @@ def history_embeddings(h_indptr, h_indices, inv_sqrt_deg, P, scale, out):
         if n == 0:
             continue
         su = 1.0 / math.sqrt(n)
+        o = out[r]
         for q in range(h_indptr[r], h_indptr[r + 1]):
             i = h_indices[q]
             s = np.float32(scale * su * inv_sqrt_deg[i])
+            pi = P[i]
             for c in range(d):
-                out[r, c] += s * P[i, c]
+                o[c] += s * pi[c]
