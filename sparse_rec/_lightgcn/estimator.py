@@ -60,19 +60,21 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         Step rule; its state is stored on the tables' pattern (moves with
         prune/grow, grown weights start at zero state) and dropped after
         ``fit``.
-    learning_rate : float, default=0.005
-        Step size.
-    alpha : float, default=1e-4
+    learning_rate : float, default=0.03
+        Step size. Large for LightGCN (its code uses 0.001 with batches of
+        2048) because the batches are large.
+    alpha : float, default=1e-3
         L2 penalty on the layer-0 rows of each mini-batch (the LightGCN
-        code's weight decay): ``alpha / 2 * sum ||E0_row||^2`` over the
-        batch's user, positive and negative rows, over the batch size.
+        code's weight decay, 1e-4 there): ``alpha / 2 * sum ||E0_row||^2``
+        over the batch's user, positive and negative rows, over the batch
+        size.
     batch_size : int, default=8192
         Samples per mini-batch. Each mini-batch costs two propagations over
         the whole graph whatever its size, so large batches keep an epoch
         cheap on a few cores.
-    max_iter : int, default=100
+    max_iter : int, default=60
         Epochs.
-    update_ratio : float in [0, 1), default=0.3
+    update_ratio : float in [0, 1), default=0.5
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training.
     update_interval : int, default=5
@@ -165,11 +167,11 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         density=0.2,
         loss="bpr",
         optimizer="adam",
-        learning_rate=0.005,
-        alpha=1e-4,
+        learning_rate=0.03,
+        alpha=1e-3,
         batch_size=8192,
-        max_iter=100,
-        update_ratio=0.3,
+        max_iter=60,
+        update_ratio=0.5,
         update_interval=5,
         schedule="cosine",
         grow="gradient",
