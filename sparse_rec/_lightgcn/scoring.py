@@ -30,8 +30,8 @@ class LightGCNModel:
     _snapshot_attributes = ("user_table_", "item_table_")
     # What a model file stores (sparse_rec._io); the optimiser state is not.
     _saved_attributes = (
-        "user_table_", "item_table_", "n_layers_", "seen_", "n_users_", "n_items_", "n_features_in_",
-        "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
+        "user_table_", "item_table_", "n_layers_", "seen_", "n_users_", "n_items_",
+        "n_features_in_", "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
         "best_validation_score_", "validation_scores_",
     )
     # Shapes checked on load (sparse_rec._io), before _check_loaded.
