@@ -2,8 +2,8 @@
 
 :func:`load_model` reads a model file written by ``est.save`` (see
 :func:`sparse_rec.load` for the format and its checks) into a small
-read-only object (:class:`ServedMF` or :class:`ServedNCF`) with the
-estimator's recommendation methods:
+read-only object (:class:`ServedMF`, :class:`ServedNCF` or
+:class:`ServedLightGCN`) with the estimator's recommendation methods:
 ``recommend``, ``recommend_for_history``, ``score_items``,
 ``similar_items``, ``decision_function`` and ``predict``. It runs the very
 scoring code of the estimator, but imports neither scikit-learn nor joblib,
@@ -88,13 +88,14 @@ def load_model(path, *, n_threads=None):
 
     Returns
     -------
-    ServedMF or ServedNCF
+    ServedMF, ServedNCF or ServedLightGCN
 
     Raises
     ------
     ValueError
         If the file is damaged, not a model file, or holds a model this
-        module cannot serve (DSLMatrixFactorization and DSLNCF files only).
+        module cannot serve (DSLMatrixFactorization, DSLNCF and DSLLightGCN files
+        only).
     """
     model = _load(path, classes=_SERVED)
     if n_threads is not None:
