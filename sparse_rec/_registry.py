@@ -40,6 +40,9 @@ MODELS = {
                     served=("sparse_rec.serving", "ServedNCF"), exported=True, cli="ncf"),
     "DSLMultVAE": Model(("sparse_rec._vae.estimator", "DSLMultVAE"),
                         served=("sparse_rec.serving", "ServedMultVAE"), exported=True),
+    "DSLLightGCN": Model(("sparse_rec._lightgcn.estimator", "DSLLightGCN"),
+                         served=("sparse_rec.serving", "ServedLightGCN"), exported=True,
+                         cli="lightgcn"),
     "ImplicitRecommender": Model(("sparse_rec.interop", "ImplicitRecommender")),
 }
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparse_rec import DSLNCF, DSLMatrixFactorization
+from sparse_rec import DSLNCF, DSLLightGCN, DSLMatrixFactorization
 from sparse_rec.datasets import make_interactions
-from sparse_rec.serving import ServedMF, ServedNCF, load_model
+from sparse_rec.serving import ServedLightGCN, ServedMF, ServedNCF, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +41,8 @@ MODELS = {
                                          random_state=0, n_threads=1),
     "ncf": lambda: DSLNCF(n_components=4, hidden_layer_sizes=(8, 4), density=0.5, max_iter=3,
                           update_interval=1, batch_size=64, random_state=0, n_threads=1),
+    "lightgcn": lambda: DSLLightGCN(n_components=8, density=0.3, max_iter=3, update_interval=1,
+                                    batch_size=256, random_state=0, n_threads=1),
 }
 
 
@@ -70,7 +72,8 @@ def test_serving_runs_without_scikit_learn_and_matches_the_estimator(saved):
 def test_served_model_has_the_estimator_methods_and_attributes(saved):
     mf, X, path = saved
     served = load_model(path, n_threads=1)
-    assert isinstance(served, ServedNCF if isinstance(mf, DSLNCF) else ServedMF)
+    want = {DSLNCF: ServedNCF, DSLLightGCN: ServedLightGCN}.get(type(mf), ServedMF)
+    assert isinstance(served, want)
     assert served.n_active_ == mf.n_active_ and served.nbytes_ == mf.nbytes_
     np.testing.assert_array_equal(served.score_items([1, 2], [[0, 1], [2, 3]]),
                                   mf.score_items([1, 2], [[0, 1], [2, 3]]))
