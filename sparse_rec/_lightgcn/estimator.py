@@ -117,6 +117,13 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     seen_ : scipy.sparse.csr_matrix
         ``X``: the graph a fitted model propagates over, and the items
         ``recommend`` filters.
+    folded_users_ : ndarray of int64
+        Users added or refitted by :meth:`partial_fit_users` (empty after
+        ``fit``): their final embedding is the fold-in of their ``seen_`` row.
+    folded_graph_ : scipy.sparse.csr_matrix
+        Their rows of the graph the model propagates over (the fitted
+        history of a refitted user, empty for an added one), so that the
+        item embeddings stay the fitted ones.
     n_layers_ : int
         The propagation layers the model was fitted with (scoring uses them).
     n_iter_ : int
