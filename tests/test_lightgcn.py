@@ -408,3 +408,13 @@ def test_partial_fit_items_is_not_defined():
     est = small().fit(X)
     with pytest.raises(NotImplementedError, match="edges of the graph"):
         est.partial_fit_items([25], sp.csr_matrix((40, 1)))
+
+
+def test_loaded_folded_users_are_checked(tmp_path):
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small().fit(X[:35]).partial_fit_users(np.arange(35, 40), X[35:])
+    est.folded_users_ = np.array([0, 1, 2, 3, 99])
+    path = est.save(tmp_path / "bad.npz")
+    for loader in (load, load_model):
+        with pytest.raises(ValueError, match="folded_users_ must be increasing user indices"):
+            loader(path)
