@@ -56,6 +56,8 @@ class LightGCNModel:
         if (users is None) != (G is None):
             raise ValueError("folded_users_ and folded_graph_ come together; the file has one.")
         if users is None:
+            self.folded_users_ = np.zeros(0, np.int64)
+            self.folded_graph_ = sp.csr_matrix((0, self.n_items_), dtype=np.float32)
             return
         users = np.asarray(users)
         if users.ndim != 1 or (users.size and users.dtype.kind not in "iu"):
