@@ -311,6 +311,9 @@ class WorkflowMixin:
           item; item ``j`` contributes the drop of the score of ``item``
           when ``j`` is left out, and ``score`` is the score of the whole
           history's fold-in. This costs ``len(history) + 1`` fold-ins.
+        * DSLLightGCN: exact split over the last propagation step; item
+          ``j`` contributes ``a c_uj P_j . F_i`` and ``rest`` is the user's
+          own layer-0 term (see the LightGCN user guide).
 
         Parameters
         ----------

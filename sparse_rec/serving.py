@@ -76,7 +76,8 @@ class ServedMultVAE(VAEModel, _Served):
 class ServedLightGCN(LightGCNModel, _Served):
     """A loaded :class:`~sparse_rec.DSLLightGCN`, for scoring only (see :class:`ServedMF`).
 
-    Propagates the layer-0 tables over ``seen_`` once, on first use.
+    Propagates the layer-0 tables over ``seen_`` (with ``folded_graph_``'s rows
+    for the users of ``folded_users_``) once, on first use.
     """
 
 

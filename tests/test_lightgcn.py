@@ -282,3 +282,139 @@ def test_bad_input_raises():
         est.recommend([25])
     with pytest.raises(ValueError):
         small().fit(sp.csr_matrix(-np.ones((4, 3))))
+
+
+# --- workflows (issue 15) ------------------------------------------------------------
+def _raw_dataset(X):
+    from sparse_rec.datasets import from_frame
+
+    C = X.tocoo()
+    return from_frame({"user_id": np.array([f"u{r:02d}" for r in C.row]),
+                       "item_id": np.array([f"i{c:02d}" for c in C.col])})
+
+
+def test_recommend_ids_and_indices_on_estimator_and_served(tmp_path):
+    X = make_interactions(40, 25, 300, random_state=2)
+    ds = _raw_dataset(X)
+    est = small().fit(ds)
+    assert list(est.user_ids_) == list(ds.user_ids)
+    served = load_model(est.save(tmp_path / "gcn.npz"))
+    rows = ds.user_index(["u03", "u00"])
+    np.testing.assert_array_equal(est.user_index(["u03", "u00"]), rows)
+    np.testing.assert_array_equal(served.item_index(["i04"]), ds.item_index(["i04"]))
+    ids, ref = est.recommend(rows, n=5)
+    for model in (est, served):
+        items, scores = model.recommend_ids(["u03", "u00"], n=5)
+        np.testing.assert_array_equal(items, np.asarray(ds.item_ids)[ids])
+        np.testing.assert_array_equal(scores, ref)
+        with pytest.raises(KeyError, match="'nobody'"):
+            model.recommend_ids(["nobody"])
+
+
+def test_similar_users_is_cosine_of_final_embeddings(tmp_path):
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small().fit(X)
+    F = est.user_embeddings_.astype(np.float64)
+    U = F / np.linalg.norm(F, axis=1)[:, None]
+    S = U @ U.T
+    for model in (est, load_model(est.save(tmp_path / "gcn.npz"))):
+        ids, scores = model.similar_users([0, 7], n=4)
+        for b, u in enumerate([0, 7]):
+            s = S[u].copy()
+            s[u] = -np.inf
+            assert u not in ids[b]
+            np.testing.assert_allclose(scores[b], np.sort(s)[::-1][:4], atol=1e-5)
+            np.testing.assert_allclose(S[u, ids[b]], scores[b], atol=1e-5)
+
+
+def test_explain_splits_the_score_over_the_history_exactly(tmp_path):
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small().fit(X)
+    a = 1.0 / (est.n_layers_ + 1)
+    user, hist = 5, X[5].indices
+    served = load_model(est.save(tmp_path / "gcn.npz"))
+    for item in (0, 11, int(hist[0])):
+        e = est.explain(user, item, n=len(hist))
+        score = est.score_items([user], [[item]])[0, 0]
+        assert set(e.items.tolist()) == set(hist.tolist())
+        assert np.isclose(e.score, score, atol=1e-6)
+        assert (np.diff(e.contributions) <= 0).all()
+        # The rest is the user's own layer-0 term, computed here independently.
+        own = a * est.user_table_.dense_rows([user])[0] @ est.item_embeddings_[item]
+        assert np.isclose(e.rest, own, atol=1e-5)
+        # Item j's term: the fold-in of the history {j} (another code path,
+        # the kernel) scaled by 1 / sqrt(|h_u|), the user's degree.
+        one = sp.csr_matrix((np.ones(len(hist)), e.items, np.arange(len(hist) + 1)),
+                            shape=(len(hist), X.shape[1]))
+        terms = est._fold_in(one) @ est.item_embeddings_[item] / np.sqrt(len(hist))
+        np.testing.assert_allclose(e.contributions, terms, rtol=1e-4, atol=1e-6)
+        s = served.explain(user, item, n=2)
+        np.testing.assert_array_equal(s.items, e.items[:2])
+        np.testing.assert_allclose(s.contributions, e.contributions[:2])
+    # Without propagation the history does not enter a fitted user's score.
+    flat = small(n_layers=0).fit(X)
+    e = flat.explain(user, 3, n=3)
+    assert (e.contributions == 0).all()
+    assert np.isclose(e.rest, flat.score_items([user], [[3]])[0, 0], atol=1e-6)
+
+
+def test_partial_fit_users_folds_in_and_keeps_items_and_others(tmp_path):
+    X = make_interactions(60, 40, 700, random_state=0)
+    est = small().fit(X[:50])
+    H = sp.csr_matrix(X[50:])
+    expected = est.recommend_for_history(H, n=6)
+    refit = est.recommend_for_history(H[:1], n=6)
+    others = est.recommend(np.arange(3, 50), n=6)
+    Fi, n_active, tabs = est.item_embeddings_, est.n_active_, est.item_table_.nbytes
+    # User 2 is refitted with user 50's history; users 50..59 are added.
+    est.partial_fit_users([2, *range(50, 60)], sp.vstack([H[:1], H]))
+    assert est.n_users_ == 60 and est.seen_.shape == (60, 40)
+    assert est.user_table_.n_rows == 60
+    np.testing.assert_array_equal(est.seen_[50:].toarray(), H.toarray())
+    np.testing.assert_array_equal(est.seen_[2].toarray(), H[:1].toarray())
+    ids, scores = est.recommend(np.arange(50, 60), n=6)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(est.recommend([2], n=6)[0], refit[0])
+    # The graph the items are propagated over is the fitted one.
+    np.testing.assert_array_equal(est.item_embeddings_, Fi)
+    np.testing.assert_array_equal(est.recommend(np.arange(3, 50), n=6)[0], others[0])
+    np.testing.assert_array_equal(est.folded_users_, [2, *range(50, 60)])
+    np.testing.assert_array_equal(est.folded_graph_[0].indices, X[2].indices)
+    assert est.folded_graph_[1:].nnz == 0
+    assert est.n_active_ == n_active == est.user_table_.nnz + est.item_table_.nnz
+    graph = (est.seen_.indptr.nbytes + est.seen_.indices.nbytes + est.folded_users_.nbytes
+             + est.folded_graph_.indptr.nbytes + est.folded_graph_.indices.nbytes)
+    assert est.nbytes_ == est.user_table_.nbytes + tabs + graph
+    # A folded user's score is its history's alone (no layer-0 term).
+    e = est.explain(55, 7, n=40)
+    assert abs(e.rest) < 1e-6
+    assert np.isclose(e.score, est.score_items([55], [[7]])[0, 0], atol=1e-6)
+    # Refitting user 2 again keeps its fitted edges; a file keeps the folding.
+    est.partial_fit_users([2], H[1:2])
+    np.testing.assert_array_equal(est.folded_graph_[0].indices, X[2].indices)
+    np.testing.assert_array_equal(est.item_embeddings_, Fi)
+    path = est.save(tmp_path / "gcn.npz")
+    for other in (load(path), load_model(path), pickle.loads(pickle.dumps(est))):
+        np.testing.assert_array_equal(other.recommend(np.arange(60), n=6)[0],
+                                      est.recommend(np.arange(60), n=6)[0])
+        assert other.nbytes_ == est.nbytes_
+    # A new fit propagates over all of seen_ again.
+    assert len(small().fit(X).folded_users_) == 0
+
+
+def test_partial_fit_items_is_not_defined():
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small().fit(X)
+    with pytest.raises(NotImplementedError, match="edges of the graph"):
+        est.partial_fit_items([25], sp.csr_matrix((40, 1)))
+
+
+def test_loaded_folded_users_are_checked(tmp_path):
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small().fit(X[:35]).partial_fit_users(np.arange(35, 40), X[35:])
+    est.folded_users_ = np.array([0, 1, 2, 3, 99])
+    path = est.save(tmp_path / "bad.npz")
+    for loader in (load, load_model):
+        with pytest.raises(ValueError, match="folded_users_ must be increasing user indices"):
+            loader(path)

@@ -1,8 +1,10 @@
 """DSLLightGCN: LightGCN (He et al., SIGIR 2020) with sparse layer-0 embeddings (DSL)."""
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import backends
+from .._recommend import check_fitted
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
 from .._validation import check_budget, check_positive_int
@@ -115,6 +117,13 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     seen_ : scipy.sparse.csr_matrix
         ``X``: the graph a fitted model propagates over, and the items
         ``recommend`` filters.
+    folded_users_ : ndarray of int64
+        Users added or refitted by :meth:`partial_fit_users` (empty after
+        ``fit``): their final embedding is the fold-in of their ``seen_`` row.
+    folded_graph_ : scipy.sparse.csr_matrix
+        Their rows of the graph the model propagates over (the fitted
+        history of a refitted user, empty for an added one), so that the
+        item embeddings stay the fitted ones.
     n_layers_ : int
         The propagation layers the model was fitted with (scoring uses them).
     n_iter_ : int
@@ -271,6 +280,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     def _publish(self, params):
         self.user_table_, self.item_table_ = params.tables
         self.n_layers_ = int(self.n_layers)
+        # A fit propagates over all of seen_: no user is folded in.
+        self.folded_users_ = np.zeros(0, np.int64)
+        self.folded_graph_ = sp.csr_matrix((0, self.item_table_.n_rows), dtype=np.float32)
         self._clear_caches()
 
     def _account(self, params):
@@ -282,7 +294,104 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     def _graph_nbytes(self):
         X = self.seen_
         binary = X.nnz == 0 or bool(np.all(X.data == 1))
-        return int(X.indptr.nbytes + X.indices.nbytes + (0 if binary else X.data.nbytes))
+        out = int(X.indptr.nbytes + X.indices.nbytes + (0 if binary else X.data.nbytes))
+        users, G = self._folded()
+        if G is not None:
+            out += int(users.nbytes + G.indptr.nbytes + G.indices.nbytes)
+        return out
+
+    # --- workflow hooks (sparse_rec._workflows) --------------------------------
+    def _partial_user_tables(self, X):
+        # No layer-0 row is solved: partial_fit_users folds users in (below).
+        return {}
+
+    def _partial_item_rows(self, items, X_cols):
+        raise NotImplementedError(
+            "DSLLightGCN cannot add or refit items without a refit: an item's interactions are "
+            "edges of the graph every final embedding is propagated over, so they would change "
+            "the degrees and embeddings of its users and, through them, of other items; no "
+            "solve of item rows against a fixed user side is defined. Users can be added with "
+            "partial_fit_users; refit with the new items."
+        )
+
+    def partial_fit_users(self, users, X_rows, *, ids=None):
+        """Add users and refit users' histories by fold-in, without training.
+
+        A folded user's final embedding is one propagation step of its
+        history over the fitted items' layers, exactly as
+        :meth:`recommend_for_history` computes it (``_fold_in``; its own
+        layer-0 term is dropped). The graph the items are propagated over
+        does not change: an added user has no edges in it and an empty
+        layer-0 row, a refitted user keeps its fitted edges and layer-0 row
+        (they shape the item embeddings). So item embeddings, every other
+        user and ``n_active_`` are unchanged; ``seen_`` takes the new
+        histories (what ``recommend`` filters and ``explain`` reads) and the
+        fitted edges of refitted users are kept in ``folded_graph_``
+        (``folded_users_`` lists the folded users), counted in ``nbytes_``
+        and saved with the model.
+
+        Parameters
+        ----------
+        users : array-like of int
+            User indices, existing (< ``n_users_``) or new (``n_users_``,
+            ``n_users_ + 1``, ...).
+        X_rows : sparse matrix or array-like of shape (len(users), ``n_items_``)
+            The whole history of each user.
+        ids : array-like, optional
+            Raw id of each entry of ``users``; required for new users when
+            the model keeps ``user_ids_``.
+
+        Returns
+        -------
+        self
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sparse_rec import DSLLightGCN
+        >>> from sparse_rec.datasets import make_interactions
+        >>> X = make_interactions(60, 40, 600, random_state=0)
+        >>> gcn = DSLLightGCN(n_components=8, max_iter=2, batch_size=256, random_state=0,
+        ...                   n_threads=1).fit(X[:50])
+        >>> want = gcn.recommend_for_history(X[50:], n=3)[0]
+        >>> _ = gcn.partial_fit_users(np.arange(50, 60), X[50:])
+        >>> bool(np.array_equal(gcn.recommend(np.arange(50, 60), n=3)[0], want))
+        True
+        """
+        check_fitted(self)
+        n_old, old_seen = self.n_users_, self.seen_
+        was, was_rows = self._folded()
+        super().partial_fit_users(users, X_rows, ids=ids)
+        users = np.asarray(users, np.int64).reshape(-1)
+        tab, d = self.user_table_, self.user_table_.n_cols
+        if self.n_users_ > n_old:
+            # Added users: empty layer-0 rows (nothing of theirs enters the graph).
+            indptr = np.concatenate([tab.indptr, np.full(self.n_users_ - n_old, tab.indptr[-1])])
+            self.user_table_ = SparseEmbeddingTable(
+                indptr.astype(np.int64), tab.indices_buf[:tab.nnz].copy(),
+                np.ascontiguousarray(tab.values_buf[:tab.nnz, :1]), d)
+        # The graph rows of the folded users: kept from before, else the
+        # fitted seen_ row of a user folded for the first time, else none.
+        folded = np.union1d(was, users)
+        src = np.full(len(folded), -1, np.int64)
+        old = folded < n_old
+        src[old] = len(was) + folded[old]
+        src[np.isin(folded, was)] = np.searchsorted(was, folded[np.isin(folded, was)])
+        pool = sp.vstack([sp.csr_matrix((0, self.n_items_), dtype=np.float32)
+                          if was_rows is None else sp.csr_matrix(was_rows, dtype=np.float32),
+                          sp.csr_matrix(old_seen, dtype=np.float32),
+                          sp.csr_matrix((1, self.n_items_), dtype=np.float32)]).tocsr()
+        src[src < 0] = pool.shape[0] - 1
+        G = pool[src]
+        G.data[:] = 1.0
+        G.sort_indices()
+        self.folded_users_, self.folded_graph_ = folded.astype(np.int64), G
+        graph = self._graph_nbytes()
+        tabs = self.user_table_.nbytes + self.item_table_.nbytes
+        self.nbytes_ = int(tabs + graph)
+        self.dense_nbytes_ = int(4 * d * (self.n_users_ + self.n_items_) + graph)
+        self._clear_caches()
+        return self
 
     def fit(self, X, y=None, exclude=None):
         try:

@@ -11,10 +11,12 @@ them once, on first use after a fit or a load, and kept in ``_cache``.
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._kernels import _lightgcn as K
 from .._kernels import _topk
 from .._threads import numba_threads
+from .._validation import check_pattern
 from ..backends.cpu_lightgcn import Graph, propagate
 
 # Query rows scored per dense block (bounds the score block's memory).
@@ -32,7 +34,7 @@ class LightGCNModel:
     _saved_attributes = (
         "user_table_", "item_table_", "n_layers_", "seen_", "n_users_", "n_items_",
         "n_features_in_", "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
-        "best_validation_score_", "validation_scores_",
+        "best_validation_score_", "validation_scores_", "folded_users_", "folded_graph_",
     )
     # Shapes checked on load (sparse_rec._io), before _check_loaded.
     _loaded_shapes = (
@@ -49,6 +51,25 @@ class LightGCNModel:
         for tab in (self.user_table_, self.item_table_):
             if tab.values_buf.dtype != np.float32:
                 raise ValueError("layer-0 weights must be float32.")
+        # Files written before partial_fit_users existed have no folded users.
+        users, G = getattr(self, "folded_users_", None), getattr(self, "folded_graph_", None)
+        if (users is None) != (G is None):
+            raise ValueError("folded_users_ and folded_graph_ come together; the file has one.")
+        if users is None:
+            self.folded_users_ = np.zeros(0, np.int64)
+            self.folded_graph_ = sp.csr_matrix((0, self.n_items_), dtype=np.float32)
+            return
+        users = np.asarray(users)
+        if users.ndim != 1 or (users.size and users.dtype.kind not in "iu"):
+            raise ValueError(f"folded_users_ must be a 1-D integer array; got {users.dtype} of "
+                             f"shape {users.shape}.")
+        if users.size and (users.min() < 0 or users.max() >= self.n_users_
+                           or (np.diff(users) <= 0).any()):
+            raise ValueError("folded_users_ must be increasing user indices below n_users_.")
+        if not sp.issparse(G) or G.shape != (len(users), self.n_items_):
+            raise ValueError(f"folded_graph_ must be a sparse ({len(users)}, n_items_) matrix; "
+                             f"got {getattr(G, 'shape', type(G).__name__)}.")
+        self.folded_graph_ = check_pattern(G, (len(users), self.n_items_), "folded_graph_")
 
     # --- fitted views ----------------------------------------------------------
     @property
@@ -71,6 +92,27 @@ class LightGCNModel:
         """Final item embeddings (mean of the layers), dense float32 (a copy)."""
         return self._final()[1].copy()
 
+    def _folded(self):
+        """``(users, graph rows)`` of the users added or refitted by ``partial_fit_users``."""
+        users = getattr(self, "folded_users_", None)
+        if users is None or len(users) == 0:
+            return np.zeros(0, np.int64), None
+        return np.asarray(users, np.int64), self.folded_graph_
+
+    def _graph_pattern(self):
+        """CSR ``(indptr, indices)`` the propagation reads: ``seen_``, except that a
+        folded user keeps the graph row it had before (none for an added user)."""
+        X = self.seen_
+        users, G = self._folded()
+        if G is None:
+            return X.indptr, X.indices
+        src = np.arange(self.n_users_)
+        src[users] = self.n_users_ + np.arange(len(users))
+        stacked = sp.vstack([sp.csr_matrix(X), sp.csr_matrix(G, dtype=X.dtype)]).tocsr()
+        out = stacked[src]
+        out.sort_indices()
+        return out.indptr, out.indices
+
     def _graph(self):
         cache = self.__dict__.setdefault("_cache", {})
         if "graph" not in cache:
@@ -78,18 +120,25 @@ class LightGCNModel:
             # split's; afterwards the pattern the model keeps as seen_.
             g = self.__dict__.get("_train_graph")
             if g is None:
-                X = self.seen_
-                g = Graph.from_pattern(X.indptr, X.indices, self.n_items_)
+                g = Graph.from_pattern(*self._graph_pattern(), self.n_items_)
             cache["graph"] = g
         return cache["graph"]
 
     def _final(self):
-        """``(Fu, Fi, Pi)``: final embeddings and the items' summed layers below L (cached)."""
+        """``(Fu, Fi, Pi)``: final embeddings and the items' summed layers below L (cached).
+
+        A folded user's final embedding is the fold-in of its ``seen_`` row
+        (``_fold_in``), not its propagated one.
+        """
         cache = self.__dict__.setdefault("_cache", {})
         if "final" not in cache:
             with numba_threads(self.n_threads):
-                cache["final"] = propagate(self._graph(), self.user_table_, self.item_table_,
-                                           int(self.n_layers_), item_layers=True)
+                Fu, Fi, Pi = propagate(self._graph(), self.user_table_, self.item_table_,
+                                       int(self.n_layers_), item_layers=True)
+            users, _ = self._folded()
+            if len(users) and "_train_graph" not in self.__dict__:
+                Fu[users] = self._history_embeddings(self.seen_[users], Pi)
+            cache["final"] = Fu, Fi, Pi
         return cache["final"]
 
     # --- model hooks for RecommenderMixin --------------------------------------
@@ -128,7 +177,9 @@ class LightGCNModel:
         exactly its final embedding less ``a * E0_u``. Interaction values are
         ignored (the graph is binary); an empty history gives zero scores.
         """
-        _, _, Pi = self._final()
+        return self._history_embeddings(X, self._final()[2])
+
+    def _history_embeddings(self, X, Pi):
         g = self._graph()
         out = np.empty((X.shape[0], Pi.shape[1]), np.float32)
         with numba_threads(self.n_threads):
@@ -136,6 +187,32 @@ class LightGCNModel:
                                  g.inv_sqrt_item_deg, Pi,
                                  np.float32(1.0 / (int(self.n_layers_) + 1)), out)
         return out
+
+    # --- workflow hooks (sparse_rec._workflows) --------------------------------
+    def _user_vectors(self):
+        return self._final()[0]
+
+    def _explain(self, user, item, hist_items, hist_values):
+        """Exact split of the score over the history (LightGCN's first propagation step).
+
+        A user's final embedding is ``a * E0_u + sum_{j in h_u} a c_uj P_j``
+        (``a = 1 / (n_layers + 1)``, ``c_uj = 1 / sqrt(|h_u| deg(j))``,
+        ``P_j`` item ``j``'s layers below ``L``), so the score of ``i`` is
+        ``a E0_u . F_i`` plus one term ``a c_uj P_j . F_i`` per history item:
+        those are the contributions, and the user's own layer-0 term is the
+        rest. A folded user has no layer-0 term; with ``n_layers=0`` the
+        history does not enter a fitted user's score at all.
+        """
+        Fu, Fi, Pi = self._final()
+        score = float(np.dot(Fu[user].astype(np.float64), Fi[item]))
+        users, _ = self._folded()
+        folded = bool(np.isin(user, users))
+        if int(self.n_layers_) == 0 and not folded:
+            return np.zeros(len(hist_items)), score
+        c = self._graph().inv_sqrt_item_deg[hist_items].astype(np.float64)
+        c /= np.sqrt(len(hist_items)) * (int(self.n_layers_) + 1)
+        contrib = c * (Pi[hist_items].astype(np.float64) @ Fi[item].astype(np.float64))
+        return contrib, score
 
     def _similar(self, rows, n):
         _, Fi, _ = self._final()
