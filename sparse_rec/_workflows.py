@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from ._recommend import check_fitted
 from ._validation import check_ids, check_interactions, check_positive_int
 
-__all__ = ["Explanation", "PartialFitMixin", "WorkflowMixin", "unpack_dataset"]
+__all__ = ["Explanation", "PartialFitMixin", "WorkflowMixin", "occluded", "unpack_dataset"]
 
 Explanation = namedtuple("Explanation", ["items", "contributions", "score", "rest"])
 Explanation.__doc__ = """What :meth:`explain` returns.
@@ -79,6 +79,17 @@ class _IdIndex:
                 )
             out[k] = pos
         return out
+
+
+def occluded(hist_items, hist_values, n_items, drop):
+    """CSR rows of one history, row ``k`` without its entry ``drop[k]`` (-1: whole)."""
+    h, m = len(hist_items), len(drop)
+    keep = np.ones(m * h, bool)
+    d = np.flatnonzero(drop >= 0)
+    keep[d * h + drop[d]] = False
+    rows = np.repeat(np.arange(m), h)[keep]
+    return sp.csr_matrix((np.tile(hist_values, m)[keep], (rows, np.tile(hist_items, m)[keep])),
+                         shape=(m, n_items))
 
 
 def _pad_value(dtype):
@@ -284,12 +295,7 @@ class WorkflowMixin:
     def _explain(self, user, item, hist_items, hist_values):
         """Occlusion: the drop of the fold-in score when a history item is left out."""
         h = len(hist_items)
-        rows = np.repeat(np.arange(h + 1), h)
-        cols = np.tile(hist_items, h + 1)
-        vals = np.tile(hist_values, h + 1)
-        keep = np.ones((h + 1) * h, bool)
-        keep[h + np.arange(h) * (h + 1)] = False  # row 1 + j drops history item j
-        X = sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(h + 1, self.n_items_))
+        X = occluded(hist_items, hist_values, self.n_items_, np.arange(-1, h))
         side = self._fold_in(X)
         s = self._score(np.arange(h + 1), np.full((h + 1, 1), item, np.int64),
                         user_side=side)[:, 0].astype(np.float64)
