@@ -230,8 +230,10 @@ class WorkflowMixin:
 
         Similarity is the cosine of the model's user vectors (for
         DSL-MF its user factors; for DSLNCF the GMF and MLP user
-        embeddings side by side); a user without active weights is similar
-        to no one (score 0). ``n`` is clipped to ``n_users_ - 1``.
+        embeddings side by side; for DSLMultVAE the encoder means ``mu`` of
+        the users' histories); a user without active weights (DSLMultVAE:
+        without history) is similar to no one (score 0). ``n`` is clipped
+        to ``n_users_ - 1``.
 
         Parameters
         ----------
@@ -317,6 +319,10 @@ class WorkflowMixin:
           item; item ``j`` contributes the drop of the score of ``item``
           when ``j`` is left out, and ``score`` is the score of the whole
           history's fold-in. This costs ``len(history) + 1`` fold-ins.
+        * DSLMultVAE: occlusion of the encoder's input (the history is
+          re-normalised without ``j``); ``j`` contributes the drop of the
+          logit of ``item``. The network is not additive: ``rest`` also
+          holds what history items do together.
 
         Parameters
         ----------
@@ -502,7 +508,11 @@ class PartialFitMixin:
         (they must be ``n_users_, n_users_ + 1, ...``); ``seen_`` takes the
         new histories. Items and every other user are unchanged.
 
-        Defined for DSL-MF and DSLNCF (both fold users in).
+        Defined for DSL-MF and DSLNCF (both fold users in) and
+        DSLMultVAE, whose users are their histories: it only writes
+        ``seen_`` (no solve, ``n_active_`` unchanged), after which
+        :meth:`recommend` on them is :meth:`recommend_for_history` of the
+        rows.
 
         Parameters
         ----------
@@ -556,7 +566,8 @@ class PartialFitMixin:
 
         Defined for DSL-MF (BPR: the mirror of its user fold-in). DSLNCF
         raises NotImplementedError: its item rows feed the MLP and it has no
-        item solve.
+        item solve; so does DSLMultVAE: a new item needs an encoder row, a
+        decoder row and an output bias, tied to every item by the softmax.
 
         Parameters
         ----------
