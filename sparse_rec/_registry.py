@@ -39,7 +39,11 @@ MODELS = {
     "DSLNCF": Model(("sparse_rec._ncf.estimator", "DSLNCF"),
                     served=("sparse_rec.serving", "ServedNCF"), exported=True, cli="ncf"),
     "DSLMultVAE": Model(("sparse_rec._vae.estimator", "DSLMultVAE"),
-                        served=("sparse_rec.serving", "ServedMultVAE"), exported=True),
+                        served=("sparse_rec.serving", "ServedMultVAE"), exported=True,
+                        cli="multvae"),
+    "DSLLightGCN": Model(("sparse_rec._lightgcn.estimator", "DSLLightGCN"),
+                         served=("sparse_rec.serving", "ServedLightGCN"), exported=True,
+                         cli="lightgcn"),
     "ImplicitRecommender": Model(("sparse_rec.interop", "ImplicitRecommender")),
 }
 

@@ -2,9 +2,9 @@
 
 :func:`load_model` reads a model file written by ``est.save`` (see
 :func:`sparse_rec.load` for the format and its checks) into a small
-read-only object (:class:`ServedMF`, :class:`ServedNCF` or
-:class:`ServedMultVAE`) with the
-estimator's recommendation methods:
+read-only object (:class:`ServedMF`, :class:`ServedNCF`,
+:class:`ServedLightGCN` or :class:`ServedMultVAE`) with the estimator's
+recommendation methods:
 ``recommend``, ``recommend_for_history``, ``score_items``,
 ``similar_items``, ``decision_function`` and ``predict``, and the read-only
 workflow methods ``recommend_ids`` (raw ids in and out), ``user_index``,
@@ -29,6 +29,7 @@ True
 """
 
 from ._io import _load
+from ._lightgcn.scoring import LightGCNModel
 from ._mf.scoring import MFModel
 from ._ncf.scoring import NCFModel
 from ._recommend import RecommenderMixin
@@ -36,7 +37,7 @@ from ._registry import served
 from ._vae.scoring import VAEModel
 from ._workflows import WorkflowMixin
 
-__all__ = ["load_model", "ServedMF", "ServedNCF", "ServedMultVAE"]
+__all__ = ["load_model", "ServedMF", "ServedNCF", "ServedMultVAE", "ServedLightGCN"]
 
 
 class _Served(WorkflowMixin, RecommenderMixin):
@@ -73,6 +74,13 @@ class ServedMultVAE(VAEModel, _Served):
     """A loaded :class:`~sparse_rec.DSLMultVAE`, for scoring only (see :class:`ServedMF`)."""
 
 
+class ServedLightGCN(LightGCNModel, _Served):
+    """A loaded :class:`~sparse_rec.DSLLightGCN`, for scoring only (see :class:`ServedMF`).
+
+    Propagates the layer-0 tables over ``seen_`` once, on first use.
+    """
+
+
 # Saved class -> the class that serves it (module, attribute), from the registry.
 _SERVED = served()
 
@@ -92,7 +100,7 @@ def load_model(path, *, n_threads=None, max_bytes=None):
 
     Returns
     -------
-    ServedMF, ServedNCF or ServedMultVAE
+    ServedMF, ServedNCF, ServedMultVAE or ServedLightGCN
 
     Raises
     ------

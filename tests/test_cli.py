@@ -23,15 +23,17 @@ def test_saved_model_file_loads_safely(model_file):
     assert model.n_active_ == round(0.2 * 8 * (model.n_users_ + model.n_items_))
 
 
-def test_fit_trains_any_registered_estimator(tmp_path, capsys):
-    from sparse_rec import DSLNCF, load
+@pytest.mark.parametrize("name, cls", [("ncf", "DSLNCF"), ("multvae", "DSLMultVAE"),
+                                       ("lightgcn", "DSLLightGCN")])
+def test_fit_trains_any_registered_estimator(tmp_path, capsys, name, cls):
+    from sparse_rec import load
 
-    model = tmp_path / "ncf.npz"
-    assert main(["fit", "--estimator", "ncf", "--epochs", "1", "--quiet", "--n-components",
+    model = tmp_path / f"{name}.npz"
+    assert main(["fit", "--estimator", name, "--epochs", "1", "--quiet", "--n-components",
                  "4", "--output", str(model), "--threads", "1"]) == 0
     assert "NDCG@20" in capsys.readouterr().out
     loaded = load(model)
-    assert type(loaded) is DSLNCF and loaded.n_iter_ == 1 and loaded.n_components == 4
+    assert type(loaded).__name__ == cls and loaded.n_iter_ == 1 and loaded.n_components == 4
 
 
 def test_evaluate_reproduces_the_figures_of_fit(tmp_path, capsys):

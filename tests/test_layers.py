@@ -12,9 +12,10 @@ LAYERS = [
     ["_table"],
     ["_dsl"],
     ["backends"],
-    ["_mf.scoring", "_ncf.scoring", "_vae.scoring"],
+    ["_mf.scoring", "_ncf.scoring", "_vae.scoring", "_lightgcn.scoring"],
     ["_base", "_training"],
-    ["_mf.estimator", "_ncf.estimator", "_vae.estimator", "_mf", "_ncf", "_vae"],
+    ["_mf.estimator", "_ncf.estimator", "_vae.estimator", "_lightgcn.estimator", "_mf", "_ncf",
+     "_vae", "_lightgcn"],
     ["_registry", "_io", "serving", "cli", "ann"],
 ]
 HELPERS = {"_threads", "_validation", "_recommend", "_workflows", "exceptions", "metrics",

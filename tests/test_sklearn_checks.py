@@ -3,6 +3,7 @@
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sparse_rec import DSLMatrixFactorization
+from sparse_rec._lightgcn import DSLLightGCN
 from sparse_rec._ncf import DSLNCF
 
 ESTIMATORS = [
@@ -10,6 +11,8 @@ ESTIMATORS = [
                            n_threads=1),
     DSLNCF(n_components=4, hidden_layer_sizes=(8, 4), max_iter=3, update_interval=1,
            batch_size=32, random_state=0, n_threads=1),
+    DSLLightGCN(n_components=4, max_iter=3, update_interval=1, batch_size=64, random_state=0,
+                n_threads=1),
 ]
 
 EXPECTED_FAILURES = {}

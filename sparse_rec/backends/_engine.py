@@ -12,6 +12,7 @@ _ENGINES = {
     # DSL-MF with loss="ials" (the estimator's _engine_key()).
     ("mf-ials", "cpu"): ("sparse_rec.backends.cpu", "IALSEngine"),
     ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
+    ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
 }
 
 

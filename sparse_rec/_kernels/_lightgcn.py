@@ -1,0 +1,244 @@
+"""LightGCN kernels: propagation over the normalised bipartite graph, BPR, steps.
+
+Layout shared by every kernel here:
+
+* the graph ``g_indptr, g_indices, g_vals``: one block of the symmetric
+  normalised adjacency ``A_hat = D^-1/2 A D^-1/2``, users x items (``R``)
+  or items x users (``R^T``), canonical CSR with values
+  ``1 / sqrt(deg(u) deg(i))``;
+* layer-0 tables ``t_indptr, t_indices, t_v``: CSR rows of active
+  coordinates with ``t_v[p, 0]`` the weight and further slots optimiser
+  state (Adam: ``m, v``; Adagrad: the accumulator);
+* dense blocks ``X`` / ``out`` of shape (rows, n_components), float32.
+
+Row-parallel products write each output row from one thread in a fixed
+order, so results do not depend on the number of threads.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._bpr import log_sigmoid_grad, sample_negative
+from ._rng import draw, randint
+
+ADAM = 0
+ADAGRAD = 1
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def spmm_table(g_indptr, g_indices, g_vals, t_indptr, t_indices, t_w, out):
+    """``out = G @ T`` for a sparse layer-0 table ``T`` (weights ``t_w``, contiguous).
+
+    Costs ``nnz(G)`` times the mean active weights per row of ``T``, not
+    ``nnz(G) * n_components``; scattered adds do not vectorise, so it pays
+    below about one active weight in eight (``spmm_dense`` otherwise).
+    """
+    for r in prange(out.shape[0]):
+        o = out[r]
+        o[:] = 0.0
+        for q in range(g_indptr[r], g_indptr[r + 1]):
+            k = g_indices[q]
+            s = g_vals[q]
+            # Unsigned positions and columns spare negative-index wraparound.
+            for p in range(np.uint64(t_indptr[k]), np.uint64(t_indptr[k + 1])):
+                o[np.uint32(t_indices[p])] += s * t_w[p]
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def spmm_dense(g_indptr, g_indices, g_vals, X, add, has_add, out):
+    """``out = G @ X``, plus ``add`` when ``has_add`` (dense ``X``, ``out`` not ``X``)."""
+    d = X.shape[1]
+    for r in prange(out.shape[0]):
+        o = out[r]
+        if has_add:
+            o[:] = add[r]
+        else:
+            o[:] = 0.0
+        for q in range(g_indptr[r], g_indptr[r + 1]):
+            # Row views: contiguous inner loops that vectorise.
+            xk = X[g_indices[q]]
+            s = g_vals[q]
+            for c in range(d):
+                o[c] += s * xk[c]
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indices, out):
+    """``out[p] = scale * (add + G @ X)[r, c]`` at each active coordinate ``p = (r, c)``.
+
+    The last product of the backward pass: layer 0 needs its gradient only
+    where it has weights, so this costs ``nnz(G)`` times the active weights
+    per row.
+    """
+    for r in prange(t_indptr.shape[0] - 1):
+        p0 = t_indptr[r]
+        p1 = t_indptr[r + 1]
+        ar = add[r]
+        for p in range(p0, p1):
+            out[p] = ar[t_indices[p]]
+        for q in range(g_indptr[r], g_indptr[r + 1]):
+            k = g_indices[q]
+            s = g_vals[q]
+            xk = X[k]
+            for p in range(p0, p1):
+                out[p] += s * xk[t_indices[p]]
+        for p in range(p0, p1):
+            out[p] *= scale
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def rows_dense(g_indptr, g_indices, g_vals, X, add, scale, r0, r1, out):
+    """``out = scale * (add + G @ X)[r0:r1]``: growth scores of a chunk of rows."""
+    d = X.shape[1]
+    for b in prange(r1 - r0):
+        r = r0 + b
+        o = out[b]
+        o[:] = add[r]
+        for q in range(g_indptr[r], g_indptr[r + 1]):
+            xk = X[g_indices[q]]
+            s = g_vals[q]
+            for c in range(d):
+                o[c] += s * xk[c]
+        for c in range(d):
+            o[c] *= scale
+
+
+@njit(cache=True, parallel=True)
+def gather_pattern(t_indptr, t_indices, D, scale, out):
+    """``out[p] = scale * D[r, c]`` at each active coordinate ``p = (r, c)``."""
+    for r in prange(t_indptr.shape[0] - 1):
+        dr = D[r]
+        for p in range(t_indptr[r], t_indptr[r + 1]):
+            out[p] = scale * dr[t_indices[p]]
+
+
+@njit(cache=True, parallel=True)
+def add_table(t_indptr, t_indices, t_v, scale, out):
+    """``out += scale * T`` for a sparse layer-0 table ``T``."""
+    for r in prange(t_indptr.shape[0] - 1):
+        for p in range(t_indptr[r], t_indptr[r + 1]):
+            out[r, t_indices[p]] += scale * t_v[p, 0]
+
+
+@njit(cache=True, parallel=True)
+def _margins(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices, Fu, Fi,
+             us, ps, js, gs):
+    loss = 0.0
+    for b in prange(n):
+        s = s0 + b
+        pos = randint(draw(key, s, 0), x_indices.shape[0])
+        u = x_rows[pos]
+        i = x_indices[pos]
+        j = sample_negative(key, s, u, n_items, f_indptr, f_indices)
+        us[b] = u
+        ps[b] = i
+        js[b] = j
+        if j < 0:
+            gs[b] = 0.0
+            continue
+        x = 0.0
+        fu, fi, fj = Fu[u], Fi[i], Fi[j]
+        for c in range(Fu.shape[1]):
+            x += fu[c] * (fi[c] - fj[c])
+        sample_loss, g = log_sigmoid_grad(x)
+        w = x_weight[pos]
+        loss += w * sample_loss
+        gs[b] = w * g
+    return loss
+
+
+@njit(cache=True)
+def bpr_batch(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices, Fu, Fi,
+              Gu, Gi, cu, ci, work_i, work_f):
+    """BPR on the final embeddings for samples ``s0 : s0 + n`` of an epoch keyed ``key``.
+
+    Sample ``s`` draws an interaction uniformly (user ``u``, positive ``i``,
+    weight ``w``) and a negative ``j`` outside the user's forbidden row.
+    Fills ``Gu, Gi`` (zeroed here) with the gradient of the *mean* weighted
+    loss ``sum_s w_s softplus(-x_s) / n`` with respect to the final
+    embeddings, ``x = <F_u, F_i - F_j>``, and ``cu, ci`` with how often each
+    row occurs, divided by ``n`` (the L2 term's weights). Returns the summed
+    weighted loss. Margins are computed in parallel, the gradient scattered
+    serially (in sample order: reproducible for any thread count).
+    """
+    us = work_i[0, :n]
+    ps = work_i[1, :n]
+    js = work_i[2, :n]
+    gs = work_f[:n]
+    loss = _margins(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices,
+                    Fu, Fi, us, ps, js, gs)
+    Gu[:] = 0.0
+    Gi[:] = 0.0
+    cu[:] = 0.0
+    ci[:] = 0.0
+    d = Fu.shape[1]
+    inv = np.float32(1.0 / max(n, 1))
+    for b in range(n):
+        j = js[b]
+        if j < 0:
+            continue
+        u = us[b]
+        i = ps[b]
+        g = np.float32(gs[b]) * inv
+        # d softplus(-x)/dx = -g
+        fu, fi, fj = Fu[u], Fi[i], Fi[j]
+        gu, gi, gj = Gu[u], Gi[i], Gi[j]
+        for c in range(d):
+            gu[c] -= g * (fi[c] - fj[c])
+            gi[c] -= g * fu[c]
+            gj[c] += g * fu[c]
+        cu[u] += inv
+        ci[i] += inv
+        ci[j] += inv
+    return loss
+
+
+@njit(cache=True, parallel=True)
+def step_table(t_indptr, t_v, grad, counts, reg, lr, b1, b2, eps, optimizer):
+    """One optimiser step of every active weight of a layer-0 table.
+
+    ``grad`` holds the propagated gradient per active weight; the L2 term
+    adds ``reg * counts[row] * w`` (the row's occurrences in the batch over
+    the batch size). Adam reads ``lr`` with the bias correction folded in.
+    """
+    for r in prange(t_indptr.shape[0] - 1):
+        rc = reg * counts[r]
+        for p in range(t_indptr[r], t_indptr[r + 1]):
+            w = t_v[p, 0]
+            g = grad[p] + rc * w
+            if optimizer == ADAM:
+                m = b1 * t_v[p, 1] + (1.0 - b1) * g
+                v = b2 * t_v[p, 2] + (1.0 - b2) * g * g
+                t_v[p, 1] = m
+                t_v[p, 2] = v
+                t_v[p, 0] = w - lr * m / (math.sqrt(v) + eps)
+            else:
+                acc = t_v[p, 1] + g * g
+                t_v[p, 1] = acc
+                t_v[p, 0] = w - lr * g / (math.sqrt(acc) + eps)
+
+
+@njit(cache=True, parallel=True)
+def history_embeddings(h_indptr, h_indices, inv_sqrt_deg, P, scale, out):
+    """``out[r] = scale * sum_{i in row r} P[i] / sqrt(|row r| * deg(i))``.
+
+    A new user's final embedding when its layer-0 row is zero: one
+    propagation step of its history over the items' summed layers ``P``.
+    """
+    d = P.shape[1]
+    for r in prange(h_indptr.shape[0] - 1):
+        n = h_indptr[r + 1] - h_indptr[r]
+        for c in range(d):
+            out[r, c] = 0.0
+        if n == 0:
+            continue
+        su = 1.0 / math.sqrt(n)
+        o = out[r]
+        for q in range(h_indptr[r], h_indptr[r + 1]):
+            i = h_indices[q]
+            s = np.float32(scale * su * inv_sqrt_deg[i])
+            pi = P[i]
+            for c in range(d):
+                o[c] += s * pi[c]

@@ -1,0 +1,293 @@
+"""DSLLightGCN: LightGCN (He et al., SIGIR 2020) with sparse layer-0 embeddings (DSL)."""
+
+import numpy as np
+
+from .. import backends
+from .._table import SparseEmbeddingTable
+from .._training import DSLEstimator, Params
+from .._validation import check_budget, check_positive_int
+from ..backends.cpu_lightgcn import Graph
+from .scoring import LightGCNModel
+
+#: Losses with an engine, and the engine key of each (other losses plug in here).
+LOSSES = {"bpr": "lightgcn"}
+_SLOTS = {"adam": 3, "adagrad": 2}
+# Layer-0 weights start uniform with this standard deviation (the LightGCN
+# code's N(0, 0.1)), whatever the density: Adam rescales steps anyway.
+_INIT_STD = 0.1
+
+
+class DSLLightGCN(LightGCNModel, DSLEstimator):
+    """LightGCN with BPR loss, its layer-0 embeddings trained sparse from scratch (DSL).
+
+    The model of He et al. (SIGIR 2020): one embedding table ``E0`` of
+    ``(n_users + n_items) x n_components``, propagated through the
+    normalised user-item graph ``A_hat = D^-1/2 A D^-1/2`` (``A`` the binary
+    bipartite adjacency of ``X``), ``E(l+1) = A_hat E(l)``; the final
+    embeddings are the mean of ``E0 .. E_L`` and a user's score of an item
+    is the dot product of their final embeddings.
+
+    Only ``E0`` is a parameter. It is kept as two CSR tables (users, items)
+    holding exactly ``round(density * n_components * (n_users + n_items))``
+    active weights under one budget; every ``update_interval`` epochs the
+    ``rho_t`` fraction of smallest-magnitude weights is pruned and as many
+    inactive coordinates with the largest loss gradient (through the
+    propagation) are grown, with ``rho_t`` decaying from ``update_ratio`` on
+    ``schedule``.
+
+    Each epoch draws ``nnz(X)`` BPR samples (a positive interaction
+    uniformly at random, weighted by its value scaled to mean 1, and a
+    negative item uniformly among those the user did not interact with) in
+    mini-batches of ``batch_size``. Every mini-batch propagates the current
+    ``E0`` through the whole graph and takes the exact gradient of the
+    batch's mean loss back through it (``A_hat`` is symmetric: ``dL/dE0 =
+    sum_l A_hat^l G / (L + 1)``), plus an L2 penalty ``alpha`` on the batch's
+    ``E0`` rows, then one optimiser step of every active weight.
+
+    Parameters
+    ----------
+    n_components : int, default=64
+        Columns of the layer-0 tables.
+    n_layers : int, default=3
+        Propagation layers ``L`` (0 gives matrix factorisation without
+        biases).
+    density : float in (0, 1], default=0.2
+        Fraction of the ``n_components * (n_users + n_items)`` layer-0
+        weights that are active. 1.0 trains a dense model (no prune/grow).
+    loss : {"bpr"}, default="bpr"
+        Training loss (each loss has its engine).
+    optimizer : {"adam", "adagrad"}, default="adam"
+        Step rule; its state is stored on the tables' pattern (moves with
+        prune/grow, grown weights start at zero state) and dropped after
+        ``fit``.
+    learning_rate : float, default=0.03
+        Step size. Large for LightGCN (its code uses 0.001 with batches of
+        2048) because the batches are large.
+    alpha : float, default=1e-3
+        L2 penalty on the layer-0 rows of each mini-batch (the LightGCN
+        code's weight decay, 1e-4 there): ``alpha / 2 * sum ||E0_row||^2``
+        over the batch's user, positive and negative rows, over the batch
+        size.
+    batch_size : int, default=8192
+        Samples per mini-batch. Each mini-batch costs two propagations over
+        the whole graph whatever its size, so large batches keep an epoch
+        cheap on a few cores.
+    max_iter : int, default=60
+        Epochs.
+    update_ratio : float in [0, 1), default=0.5
+        Initial fraction of active weights pruned and regrown per update.
+        0 gives static sparse training.
+    update_interval : int, default=5
+        Epochs between prune/grow updates (never after the last epoch).
+    schedule : {"cosine", "linear", "constant"}, default="cosine"
+    grow : {"gradient", "random"}, default="gradient"
+    budget : {"global", "table"}, default="global"
+        One budget over users, items and dimensions (as the DSL authors'
+        code masks the one embedding table), or a fixed count per table.
+    random_state : int, numpy Generator or None, default=None
+    n_threads : int or None, default=None
+        Numba threads during ``fit`` and scoring (None: all). Products are
+        row-parallel and gradients scattered in sample order, so a fit does
+        not depend on the number of threads.
+    backend : {"cpu"}, default="cpu"
+    verbose : int, default=0
+    callbacks : list of callable or None, default=None
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of each user's interactions (not in
+        the training graph), score NDCG@10 on them after every epoch and keep
+        the best epoch's weights.
+    validation_fraction : float in (0, 1), default=0.1
+    n_iter_no_change : int, default=5
+    tol : float, default=1e-4
+    warm_start : bool, default=False
+        Refit from the current tables when ``X`` has the fitted shape
+        (optimiser state from zero); another ``n_components`` or
+        ``n_layers`` raises ValueError.
+
+    Attributes
+    ----------
+    user_table_, item_table_ : SparseEmbeddingTable
+        Layer-0 embeddings (the parameters).
+    user_factors_, item_factors_ : scipy.sparse.csr_matrix
+        The same as CSR matrices.
+    user_embeddings_, item_embeddings_ : ndarray of float32
+        Final embeddings (propagated over ``seen_``).
+    seen_ : scipy.sparse.csr_matrix
+        ``X``: the graph a fitted model propagates over, and the items
+        ``recommend`` filters.
+    n_layers_ : int
+        The propagation layers the model was fitted with (scoring uses them).
+    n_iter_ : int
+    history_ : list of dict
+        Per epoch as in :class:`~sparse_rec.DSLMatrixFactorization`
+        (``loss`` is the mean weighted BPR loss, without the L2 term).
+    n_active_ : int
+        Active layer-0 weights (the budget).
+    nbytes_ : int
+        Bytes a model file needs to recommend: the layer-0 tables (indptr,
+        indices, weights) and the graph's pattern (``seen_``'s indptr and
+        indices, and its values when they are not all 1).
+    dense_nbytes_ : int
+        The same with dense float32 layer-0 tables.
+
+    Notes
+    -----
+    Serving. The propagated embeddings are dense and depend on the graph, so
+    a model file holds ``E0`` and ``seen_``; on first use after a fit or a
+    load the normalised graph (``R`` and ``R^T``: 8 bytes per interaction
+    each, plus row pointers) and the final embeddings (``4 * n_components *
+    (n_users + 2 * n_items)`` bytes: users, items and the items' summed
+    lower layers for new users) are built once and kept. Scoring is then a
+    dense dot product.
+
+    New users (:meth:`recommend_for_history`): their final embedding is one
+    propagation step of their history over the fitted items' layers, with a
+    zero layer-0 row (see ``_fold_in``); nothing is trained.
+
+    Examples
+    --------
+    >>> from sparse_rec import DSLLightGCN
+    >>> from sparse_rec.datasets import make_interactions
+    >>> X = make_interactions(200, 100, 3000, random_state=0)
+    >>> gcn = DSLLightGCN(n_components=16, density=0.25, max_iter=4, batch_size=1024,
+    ...                   random_state=0, n_threads=1).fit(X)
+    >>> gcn.n_active_ == round(0.25 * 16 * (200 + 100))
+    True
+    >>> ids, scores = gcn.recommend([0, 1], n=5)
+    >>> ids.shape
+    (2, 5)
+    """
+
+    _progress_name = "DSL-LightGCN"
+
+    def __init__(
+        self,
+        n_components=64,
+        n_layers=3,
+        density=0.2,
+        loss="bpr",
+        optimizer="adam",
+        learning_rate=0.03,
+        alpha=1e-3,
+        batch_size=8192,
+        max_iter=60,
+        update_ratio=0.5,
+        update_interval=5,
+        schedule="cosine",
+        grow="gradient",
+        budget="global",
+        random_state=None,
+        n_threads=None,
+        backend="cpu",
+        verbose=0,
+        callbacks=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        tol=1e-4,
+        warm_start=False,
+    ):
+        self.n_components = n_components
+        self.n_layers = n_layers
+        self.density = density
+        self.loss = loss
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.update_ratio = update_ratio
+        self.update_interval = update_interval
+        self.schedule = schedule
+        self.grow = grow
+        self.budget = budget
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.backend = backend
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+
+    # --- model hooks of the shared fit (sparse_rec._training) -------------------
+    def _engine_key(self):
+        return LOSSES.get(self.loss, "lightgcn")
+
+    def _validate(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {self.loss!r}.")
+        self._validate_common(optimizer=tuple(_SLOTS),
+                              backend=backends.devices(self._engine_key()))
+        L = self.n_layers
+        if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 0:
+            raise ValueError(f"n_layers must be an integer >= 0; got {L!r}. Use for example "
+                             "n_layers=3 (the LightGCN paper's).")
+        check_positive_int(self.batch_size, "batch_size", hint="Use for example 8192.")
+
+    def _structure(self):
+        return {"n_components": int(self.n_components), "n_layers": int(self.n_layers)}
+
+    def _fitted_structure(self):
+        return {"n_components": self.user_table_.n_cols, "n_layers": int(self.n_layers_)}
+
+    def _init_params(self, n_users, n_items, seed):
+        d = int(self.n_components)
+        total = d * (n_users + n_items)
+        nnz = check_budget(int(round(self.density * total)), total, n_users + n_items)
+        rng = np.random.default_rng(seed)
+        # One uniform pattern over both tables (as DSL-MF): a hypergeometric
+        # split of the budget, then each table draws its rows.
+        n_u = int(rng.hypergeometric(d * n_users, d * n_items, nnz)) if nnz < total else d * n_users
+        slots, scale = _SLOTS[self.optimizer], _INIT_STD * np.sqrt(3.0)
+        users = SparseEmbeddingTable.random(n_users, d, n_u, n_slots=slots, scale=scale, seed=seed)
+        items = SparseEmbeddingTable.random(n_items, d, nnz - n_u, n_slots=slots, scale=scale,
+                                            seed=seed + 1)
+        return self._params(users, items)
+
+    def _warm_params(self):
+        users, items = self.user_table_, self.item_table_
+        for tab in (users, items):
+            tab.add_state(_SLOTS[self.optimizer])
+        return self._params(users, items)
+
+    @staticmethod
+    def _params(users, items):
+        return Params([users, items], ["user", "item"], user_tables=[0], item_tables=[1])
+
+    def _make_engine(self, data, params):
+        graph = Graph.from_pattern(data.x_indptr, data.x_indices, params.tables[1].n_rows)
+        # Mid-fit scoring (early stopping, callbacks) propagates over the
+        # training split, never over held-out interactions.
+        self._train_graph = graph
+        self._clear_caches()
+        engine = backends.engine_class(self._engine_key(), self.backend)
+        return engine(data, *params.tables, graph, n_layers=int(self.n_layers),
+                      learning_rate=self.learning_rate, alpha=self.alpha,
+                      optimizer=self.optimizer, batch_size=self.batch_size)
+
+    def _publish(self, params):
+        self.user_table_, self.item_table_ = params.tables
+        self.n_layers_ = int(self.n_layers)
+        self._clear_caches()
+
+    def _account(self, params):
+        super()._account(params)
+        graph = self._graph_nbytes()
+        self.nbytes_ += graph
+        self.dense_nbytes_ += graph
+
+    def _graph_nbytes(self):
+        X = self.seen_
+        binary = X.nnz == 0 or bool(np.all(X.data == 1))
+        return int(X.indptr.nbytes + X.indices.nbytes + (0 if binary else X.data.nbytes))
+
+    def fit(self, X, y=None, exclude=None):
+        try:
+            return super().fit(X, y, exclude)
+        finally:
+            # After fit the model propagates over seen_ (as a loaded one does).
+            self.__dict__.pop("_train_graph", None)
+            self._clear_caches()

@@ -1,0 +1,147 @@
+"""Scoring, new users and checks of a fitted LightGCN model.
+
+Shared by :class:`~sparse_rec.DSLLightGCN` and its served twin in
+:mod:`sparse_rec.serving`; imports numpy, scipy and numba only.
+
+A model file holds the layer-0 tables and the interaction pattern
+``seen_``; the graph and the final (propagated) embeddings are derived from
+them once, on first use after a fit or a load, and kept in ``_cache``.
+"""
+
+import numbers
+
+import numpy as np
+
+from .._kernels import _lightgcn as K
+from .._kernels import _topk
+from .._threads import numba_threads
+from ..backends.cpu_lightgcn import Graph, propagate
+
+# Query rows scored per dense block (bounds the score block's memory).
+_BLOCK_ROWS = 256
+
+
+class LightGCNModel:
+    """Model hooks of ``RecommenderMixin`` over ``user_table_``, ``item_table_`` and ``seen_``.
+
+    Needs ``n_layers_`` and ``n_threads`` besides the fitted attributes.
+    """
+
+    _snapshot_attributes = ("user_table_", "item_table_")
+    # What a model file stores (sparse_rec._io); the optimiser state is not.
+    _saved_attributes = (
+        "user_table_", "item_table_", "n_layers_", "seen_", "n_users_", "n_items_",
+        "n_features_in_", "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
+        "best_validation_score_", "validation_scores_",
+    )
+    # Shapes checked on load (sparse_rec._io), before _check_loaded.
+    _loaded_shapes = (
+        ("user_table_", ("n_users_", "n_components")),
+        ("item_table_", ("n_items_", "n_components")),
+        ("seen_", ("n_users_", "n_items_")),
+    )
+
+    def _check_loaded(self):
+        """Raise ValueError unless a loaded model is safe for the kernels."""
+        L = getattr(self, "n_layers_", None)
+        if not (isinstance(L, numbers.Integral) and not isinstance(L, bool) and 0 <= L <= 64):
+            raise ValueError(f"n_layers_ must be an integer in [0, 64]; got {L!r}.")
+        for tab in (self.user_table_, self.item_table_):
+            if tab.values_buf.dtype != np.float32:
+                raise ValueError("layer-0 weights must be float32.")
+
+    # --- fitted views ----------------------------------------------------------
+    @property
+    def user_factors_(self):
+        """Layer-0 user embeddings (the trained parameters), CSR."""
+        return self.user_table_.to_csr()
+
+    @property
+    def item_factors_(self):
+        """Layer-0 item embeddings (the trained parameters), CSR."""
+        return self.item_table_.to_csr()
+
+    @property
+    def user_embeddings_(self):
+        """Final user embeddings (mean of the layers), dense float32 (a copy)."""
+        return self._final()[0].copy()
+
+    @property
+    def item_embeddings_(self):
+        """Final item embeddings (mean of the layers), dense float32 (a copy)."""
+        return self._final()[1].copy()
+
+    def _graph(self):
+        cache = self.__dict__.setdefault("_cache", {})
+        if "graph" not in cache:
+            # Mid-fit (early stopping, callbacks) the graph is the training
+            # split's; afterwards the pattern the model keeps as seen_.
+            g = self.__dict__.get("_train_graph")
+            if g is None:
+                X = self.seen_
+                g = Graph.from_pattern(X.indptr, X.indices, self.n_items_)
+            cache["graph"] = g
+        return cache["graph"]
+
+    def _final(self):
+        """``(Fu, Fi, Pi)``: final embeddings and the items' summed layers below L (cached)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if "final" not in cache:
+            with numba_threads(self.n_threads):
+                cache["final"] = propagate(self._graph(), self.user_table_, self.item_table_,
+                                           int(self.n_layers_), item_layers=True)
+        return cache["final"]
+
+    # --- model hooks for RecommenderMixin --------------------------------------
+    def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None, self_exclude=False,
+               items=None):
+        Fu, Fi, _ = self._final()
+        Q = Fu if user_side is None else user_side
+        if items is not None:
+            Fi = items
+        out_idx = np.empty((len(rows), n), np.int64)
+        out_val = np.empty((len(rows), n), np.float32)
+        with numba_threads(self.n_threads):
+            for b0 in range(0, len(rows), _BLOCK_ROWS):
+                b1 = min(len(rows), b0 + _BLOCK_ROWS)
+                S = np.ascontiguousarray(Q[rows[b0:b1]] @ Fi.T, dtype=np.float32)
+                e0, e1 = ex_indptr[b0], ex_indptr[b1]
+                _topk.select_top_n(S, n, rows[b0:b1], ex_indptr[b0:b1 + 1] - e0,
+                                   ex_indices[e0:e1], allowed, self_exclude,
+                                   out_idx[b0:b1], out_val[b0:b1])
+        return out_idx, out_val
+
+    def _score(self, rows, cand, user_side=None):
+        Fu, Fi, _ = self._final()
+        Q = (Fu if user_side is None else user_side)[rows]
+        return np.einsum("bd,bmd->bm", Q, Fi[cand]).astype(np.float32)
+
+    def _fold_in(self, X):
+        """Final embeddings of users given by their histories ``X``: one propagation step.
+
+        LightGCN's final user embedding is ``a * (E0_u + sum_{l < L} sum_i
+        c_ui E_i^(l))`` with ``a = 1 / (n_layers + 1)`` and ``c_ui = 1 /
+        sqrt(|h_u| deg(i))``. A new user has no layer-0 row (``E0_u = 0``)
+        and the fitted item layers stand for the graph with the user added,
+        so its embedding is that sum over its history: no training, a pure
+        function of the row. For a user of the training data this gives
+        exactly its final embedding less ``a * E0_u``. Interaction values are
+        ignored (the graph is binary); an empty history gives zero scores.
+        """
+        _, _, Pi = self._final()
+        g = self._graph()
+        out = np.empty((X.shape[0], Pi.shape[1]), np.float32)
+        with numba_threads(self.n_threads):
+            K.history_embeddings(X.indptr.astype(np.int64), X.indices.astype(np.int32),
+                                 g.inv_sqrt_item_deg, Pi,
+                                 np.float32(1.0 / (int(self.n_layers_) + 1)), out)
+        return out
+
+    def _similar(self, rows, n):
+        _, Fi, _ = self._final()
+        norms = np.sqrt((Fi.astype(np.float64) ** 2).sum(axis=1))
+        unit = (Fi / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+        ex = np.zeros(len(rows) + 1, np.int64), np.zeros(0, np.int32)
+        allowed = np.ones(self.n_items_, np.bool_)
+        return self._top_n(rows, n, *ex, allowed, user_side=unit, self_exclude=True,
+                           items=unit)

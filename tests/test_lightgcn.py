@@ -1,0 +1,284 @@
+"""DSLLightGCN: propagation and its backward against NumPy, budget, files, errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from sparse_rec import DSLLightGCN, load
+from sparse_rec._base import TrainData
+from sparse_rec._kernels import _lightgcn as K
+from sparse_rec._table import SparseEmbeddingTable
+from sparse_rec.backends.cpu_lightgcn import SPARSE_BELOW, Graph, LightGCNEngine, propagate
+from sparse_rec.datasets import make_interactions
+from sparse_rec.serving import ServedLightGCN, load_model
+
+
+def blocks(n_groups=4, per_group=10, items_per_group=6, seed=0):
+    """Users in group g like the items of group g; one liked item held out each."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = n_groups * per_group, n_groups * items_per_group
+    X = np.zeros((n_users, n_items), np.float32)
+    held = np.zeros(n_users, np.int64)
+    for u in range(n_users):
+        g = u // per_group
+        items = np.arange(g * items_per_group, (g + 1) * items_per_group)
+        held[u] = rng.choice(items)
+        X[u, items] = 1
+        X[u, held[u]] = 0
+    return sp.csr_matrix(X), held
+
+
+def small(**kw):
+    params = dict(n_components=8, density=0.5, max_iter=6, update_interval=2, batch_size=256,
+                  learning_rate=0.05, random_state=0, n_threads=1)
+    params.update(kw)
+    return DSLLightGCN(**params)
+
+
+def dense_a_hat(X):
+    """The normalised bipartite adjacency, (n_users + n_items) square, float64."""
+    B = (X > 0).astype(np.float64).toarray()
+    nu, ni = B.shape
+    A = np.zeros((nu + ni, nu + ni))
+    A[:nu, nu:] = B
+    A[nu:, :nu] = B.T
+    deg = A.sum(axis=1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1)), 0.0)
+    return inv[:, None] * A * inv[None, :]
+
+
+def tables(X, d, density, seed=0, slots=3):
+    nu, ni = X.shape
+    users = SparseEmbeddingTable.random(nu, d, int(density * nu * d), n_slots=slots, scale=0.5,
+                                        seed=seed)
+    items = SparseEmbeddingTable.random(ni, d, int(density * ni * d), n_slots=slots, scale=0.5,
+                                        seed=seed + 1)
+    return users, items
+
+
+def dense_e0(users, items):
+    return np.vstack([users.dense_rows(np.arange(users.n_rows)),
+                      items.dense_rows(np.arange(items.n_rows))]).astype(np.float64)
+
+
+@pytest.mark.parametrize("density", [0.05, 1.0])  # the sparse and the dense first product
+@pytest.mark.parametrize("n_layers", [0, 1, 3])
+def test_propagation_matches_scipy_reference(density, n_layers):
+    X = make_interactions(30, 20, 150, random_state=1)
+    users, items = tables(X, 16, density)
+    assert (users.nnz < SPARSE_BELOW * 30 * 16) == (density < SPARSE_BELOW)
+    A = sp.csr_matrix(dense_a_hat(X))
+    E = dense_e0(users, items)
+    layers = [E]
+    for _ in range(n_layers):
+        layers.append(A @ layers[-1])
+    want = np.mean(layers, axis=0)
+    Fu, Fi = propagate(Graph.from_pattern(X.indptr, X.indices, 20), users, items, n_layers)
+    np.testing.assert_allclose(np.vstack([Fu, Fi]), want, rtol=1e-4, atol=1e-6)
+
+
+def _bpr_loss(E, A, n_layers, us, ps, js, nu):
+    F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
+    x = np.einsum("bd,bd->b", F[us], F[nu + ps] - F[nu + js])
+    return np.logaddexp(0.0, -x).sum() / len(us)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.6])
+def test_layer0_gradient_matches_finite_differences(density):
+    X = make_interactions(12, 9, 40, random_state=3)
+    nu, ni = X.shape
+    d, n_layers = 10, 3
+    users, items = tables(X, d, density, seed=4)
+    data = TrainData.from_matrix(X)
+    graph = Graph.from_pattern(data.x_indptr, data.x_indices, ni)
+    eng = LightGCNEngine(data, users, items, graph, n_layers=n_layers, learning_rate=0.1,
+                         alpha=0.0, optimizer="adam", batch_size=data.nnz)
+    key = np.uint64(7)
+    loss, gu, gi = eng.layer0_gradient(key, 0, data.nnz)
+    us, ps, js = (eng._work[0][r, :data.nnz] for r in range(3))
+    keep = js >= 0
+    us, ps, js = us[keep], ps[keep], js[keep]
+    A = dense_a_hat(X)
+    E = dense_e0(users, items)
+    # Skipped samples count in the mean's denominator as in the kernel.
+    scale = keep.sum() / data.nnz
+    assert loss / data.nnz == pytest.approx(scale * _bpr_loss(E, A, n_layers, us, ps, js, nu),
+                                            rel=1e-4)
+    # Active weights of both tables, by central differences in float64.
+    coords = [(r, c) for r in range(nu) for c in users.indices[users.indptr[r]:users.indptr[r + 1]]]
+    coords += [(nu + r, c) for r in range(ni)
+               for c in items.indices[items.indptr[r]:items.indptr[r + 1]]]
+    num = []
+    h = 1e-5
+    for r, c in coords:
+        Ep, Em = E.copy(), E.copy()
+        Ep[r, c] += h
+        Em[r, c] -= h
+        num.append(scale * (_bpr_loss(Ep, A, n_layers, us, ps, js, nu)
+                            - _bpr_loss(Em, A, n_layers, us, ps, js, nu)) / (2 * h))
+    np.testing.assert_allclose(np.concatenate([gu, gi]), num, rtol=2e-3, atol=1e-6)
+
+    # Growth: the dense gradient of every coordinate, active or not.
+    fills = eng.grow_fns(key)
+    Gu = np.zeros((nu, d), np.float32)
+    Gi = np.zeros((ni, d), np.float32)
+    fills[0](0, nu, Gu)
+    fills[1](2, ni, Gi[2:])  # a chunk not starting at row 0
+    fills[1](0, 2, Gi[:2])
+    # The full-gradient reference: dL/dE0 = a * sum_l A^l dL/dF.
+    F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
+    x = np.einsum("bd,bd->b", F[us], F[nu + ps] - F[nu + js])
+    g = -1.0 / (1.0 + np.exp(x)) / data.nnz
+    G = np.zeros_like(F)
+    np.add.at(G, us, g[:, None] * (F[nu + ps] - F[nu + js]))
+    np.add.at(G, nu + ps, g[:, None] * F[us])
+    np.add.at(G, nu + js, -g[:, None] * F[us])
+    want = np.mean([np.linalg.matrix_power(A, ell) @ G for ell in range(n_layers + 1)], axis=0)
+    np.testing.assert_allclose(np.vstack([Gu, Gi]), want, rtol=1e-3, atol=1e-7)
+
+
+def test_l2_term_is_on_the_batch_rows_only():
+    X = make_interactions(12, 9, 40, random_state=3)
+    users, items = tables(X, 4, 1.0, slots=2)
+    data = TrainData.from_matrix(X)
+    graph = Graph.from_pattern(data.x_indptr, data.x_indices, 9)
+    eng = LightGCNEngine(data, users, items, graph, n_layers=2, learning_rate=0.01,
+                         alpha=1.0, optimizer="adagrad", batch_size=5)
+    eng.layer0_gradient(np.uint64(1), 0, 5)
+    us, ps, js = (eng._work[0][r, :5] for r in range(3))
+    ok = js >= 0
+    cu, ci = eng._counts
+    # Each row's weight is its occurrences in the batch over the batch size.
+    np.testing.assert_allclose(cu, np.bincount(us[ok], minlength=12) / 5)
+    np.testing.assert_allclose(ci, (np.bincount(ps[ok], minlength=9)
+                                    + np.bincount(js[ok], minlength=9)) / 5)
+    # A step with a zero loss gradient moves only those rows, by alpha * count * w.
+    w = users.weights.copy()
+    K.step_table(users.indptr, users.values_buf, np.zeros(users.nnz, np.float32), cu,
+                 np.float32(1.0), np.float32(0.01), np.float32(0.9), np.float32(0.999),
+                 np.float32(1e-8), K.ADAGRAD)
+    rows = np.repeat(np.arange(12), users.row_nnz())
+    g = cu[rows] * w
+    want = w - 0.01 * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(users.weights, want, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(users.weights[cu[rows] == 0], w[cu[rows] == 0])
+
+
+def test_budget_is_exact_after_every_epoch_and_pattern_moves():
+    X, _ = blocks()
+    est = small(density=0.3, max_iter=9).fit(X)
+    budget = round(0.3 * 8 * sum(X.shape))
+    assert est.n_active_ == budget
+    assert len(est.history_) == est.n_iter_ == 9
+    assert all(h["nnz"] == budget for h in est.history_)
+    assert all(h["pruned"] == h["grown"] for h in est.history_)
+    assert sum(h["grown"] for h in est.history_) > 0
+    # The global budget moves weights between the tables.
+    assert len({h["nnz_user"] for h in est.history_}) > 1
+    assert est.user_factors_.nnz + est.item_factors_.nnz == budget
+    assert est.user_table_.values_buf.shape[1] == 1  # optimiser state dropped
+    assert est.nbytes_ < est.dense_nbytes_
+
+
+def test_recovers_held_out_item_of_the_users_group():
+    X, held = blocks()
+    est = small(density=0.5, max_iter=40).fit(X)
+    ids, _ = est.recommend(np.arange(X.shape[0]), n=1)
+    assert np.mean(ids[:, 0] == held) >= 0.9
+
+
+def test_history_of_a_training_user_is_its_embedding_without_layer_zero():
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small().fit(X)
+    a = 1.0 / (est.n_layers_ + 1)
+    E0 = est.user_table_.dense_rows(np.arange(40))
+    want = est.user_embeddings_ - a * E0
+    np.testing.assert_allclose(est._fold_in(X), want, rtol=1e-4, atol=1e-6)
+    ids, _ = est.recommend_for_history(X[:3], n=4)
+    scores = est.decision_function(X[:3])
+    np.testing.assert_allclose(scores, want[:3] @ est.item_embeddings_.T, rtol=1e-4, atol=1e-6)
+    assert ids.shape == (3, 4) and not any(X[r, ids[r]].nnz for r in range(3))
+
+
+def test_reproducible_and_independent_of_threads():
+    X = make_interactions(40, 25, 300, random_state=2)
+    a = small(n_threads=1).fit(X)
+    b = small(n_threads=2).fit(X)
+    assert np.array_equal(a.user_table_.weights, b.user_table_.weights)
+    assert np.array_equal(a.item_table_.indices, b.item_table_.indices)
+    c = small(random_state=1).fit(X)
+    assert not np.array_equal(a.item_table_.weights, c.item_table_.weights)
+
+
+def test_save_load_serving_and_pickle_score_the_same(tmp_path):
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small().fit(X)
+    users = np.arange(10)
+    want_ids, want_scores = est.recommend(users, n=5)
+    path = est.save(tmp_path / "gcn.npz")
+    for other in (load(path), load_model(path), pickle.loads(pickle.dumps(est))):
+        ids, scores = other.recommend(users, n=5)
+        assert np.array_equal(ids, want_ids)
+        np.testing.assert_array_equal(scores, want_scores)
+        np.testing.assert_array_equal(other.score_items([0, 1], [[1, 2], [3, 4]]),
+                                      est.score_items([0, 1], [[1, 2], [3, 4]]))
+        np.testing.assert_array_equal(other.recommend_for_history(X[:4], n=3)[0],
+                                      est.recommend_for_history(X[:4], n=3)[0])
+        np.testing.assert_array_equal(other.similar_items([0, 1], n=3)[0],
+                                      est.similar_items([0, 1], n=3)[0])
+    assert isinstance(load_model(path), ServedLightGCN)
+    assert load(path).nbytes_ == est.nbytes_
+
+
+def test_nbytes_counts_tables_and_graph():
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small(density=0.25).fit(X)
+    tabs = est.user_table_.nbytes + est.item_table_.nbytes
+    graph = est.seen_.indptr.nbytes + est.seen_.indices.nbytes
+    assert est.nbytes_ == tabs + graph
+    assert est.dense_nbytes_ == 4 * 8 * sum(X.shape) + graph
+
+
+def test_warm_start_continues_and_refuses_other_layers():
+    X = make_interactions(40, 25, 300, random_state=2)
+    est = small(warm_start=True, max_iter=2).fit(X)
+    est.fit(X)
+    assert est.n_iter_ == 4 and len(est.history_) == 4
+    est.set_params(n_layers=2)
+    with pytest.raises(ValueError, match="n_layers"):
+        est.fit(X)
+
+
+def test_early_stopping_scores_on_the_training_graph():
+    X = make_interactions(60, 30, 600, random_state=5)
+    est = small(early_stopping=True, max_iter=4).fit(X)
+    assert est.best_validation_score_ is not None
+    assert "_train_graph" not in vars(est)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(n_layers=-1), "n_layers must be an integer >= 0"),
+    (dict(n_layers=1.5), "n_layers must be an integer >= 0"),
+    (dict(loss="softmax"), "loss must be one of"),
+    (dict(optimizer="sgd"), "optimizer must be one of"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(backend="cuda"), "backend must be one of"),
+    (dict(density=0.0), "density"),
+    (dict(learning_rate=-1.0), "learning_rate"),
+])
+def test_bad_parameters_raise_clear_errors(kw, match):
+    X = make_interactions(20, 10, 80, random_state=0)
+    with pytest.raises(ValueError, match=match):
+        small(**kw).fit(X)
+
+
+def test_bad_input_raises():
+    est = small().fit(make_interactions(20, 10, 80, random_state=0))
+    with pytest.raises(ValueError, match="features"):
+        est.recommend_for_history(sp.csr_matrix((2, 7)))
+    with pytest.raises(ValueError):
+        est.recommend([25])
+    with pytest.raises(ValueError):
+        small().fit(sp.csr_matrix(-np.ones((4, 3))))
