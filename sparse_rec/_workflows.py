@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from ._recommend import check_fitted
 from ._validation import check_ids, check_interactions, check_positive_int
 
-__all__ = ["Explanation", "PartialFitMixin", "WorkflowMixin", "unpack_dataset"]
+__all__ = ["Explanation", "PartialFitMixin", "WorkflowMixin", "occluded", "unpack_dataset"]
 
 Explanation = namedtuple("Explanation", ["items", "contributions", "score", "rest"])
 Explanation.__doc__ = """What :meth:`explain` returns.
@@ -79,6 +79,17 @@ class _IdIndex:
                 )
             out[k] = pos
         return out
+
+
+def occluded(hist_items, hist_values, n_items, drop):
+    """CSR rows of one history, row ``k`` without its entry ``drop[k]`` (-1: whole)."""
+    h, m = len(hist_items), len(drop)
+    keep = np.ones(m * h, bool)
+    d = np.flatnonzero(drop >= 0)
+    keep[d * h + drop[d]] = False
+    rows = np.repeat(np.arange(m), h)[keep]
+    return sp.csr_matrix((np.tile(hist_values, m)[keep], (rows, np.tile(hist_items, m)[keep])),
+                         shape=(m, n_items))
 
 
 def _pad_value(dtype):
@@ -219,8 +230,10 @@ class WorkflowMixin:
 
         Similarity is the cosine of the model's user vectors (for
         DSL-MF its user factors; for DSLNCF the GMF and MLP user
-        embeddings side by side); a user without active weights is similar
-        to no one (score 0). ``n`` is clipped to ``n_users_ - 1``.
+        embeddings side by side; for DSLMultVAE the encoder means ``mu`` of
+        the users' histories); a user without active weights (DSLMultVAE:
+        without history) is similar to no one (score 0). ``n`` is clipped
+        to ``n_users_ - 1``.
 
         Parameters
         ----------
@@ -284,12 +297,7 @@ class WorkflowMixin:
     def _explain(self, user, item, hist_items, hist_values):
         """Occlusion: the drop of the fold-in score when a history item is left out."""
         h = len(hist_items)
-        rows = np.repeat(np.arange(h + 1), h)
-        cols = np.tile(hist_items, h + 1)
-        vals = np.tile(hist_values, h + 1)
-        keep = np.ones((h + 1) * h, bool)
-        keep[h + np.arange(h) * (h + 1)] = False  # row 1 + j drops history item j
-        X = sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(h + 1, self.n_items_))
+        X = occluded(hist_items, hist_values, self.n_items_, np.arange(-1, h))
         side = self._fold_in(X)
         s = self._score(np.arange(h + 1), np.full((h + 1, 1), item, np.int64),
                         user_side=side)[:, 0].astype(np.float64)
@@ -314,6 +322,10 @@ class WorkflowMixin:
         * DSLLightGCN: exact split over the last propagation step; item
           ``j`` contributes ``a c_uj P_j . F_i`` and ``rest`` is the user's
           own layer-0 term (see the LightGCN user guide).
+        * DSLMultVAE: occlusion of the encoder's input (the history is
+          re-normalised without ``j``); ``j`` contributes the drop of the
+          logit of ``item``. The network is not additive: ``rest`` also
+          holds what history items do together.
 
         Parameters
         ----------
@@ -499,7 +511,11 @@ class PartialFitMixin:
         (they must be ``n_users_, n_users_ + 1, ...``); ``seen_`` takes the
         new histories. Items and every other user are unchanged.
 
-        Defined for DSL-MF and DSLNCF (both fold users in).
+        Defined for DSL-MF and DSLNCF (both fold users in) and
+        DSLMultVAE, whose users are their histories: it only writes
+        ``seen_`` (no solve, ``n_active_`` unchanged), after which
+        :meth:`recommend` on them is :meth:`recommend_for_history` of the
+        rows.
 
         Parameters
         ----------
@@ -553,7 +569,8 @@ class PartialFitMixin:
 
         Defined for DSL-MF (BPR: the mirror of its user fold-in). DSLNCF
         raises NotImplementedError: its item rows feed the MLP and it has no
-        item solve.
+        item solve; so does DSLMultVAE: a new item needs an encoder row, a
+        decoder row and an output bias, tied to every item by the softmax.
 
         Parameters
         ----------

@@ -2,8 +2,9 @@
 
 :func:`load_model` reads a model file written by ``est.save`` (see
 :func:`sparse_rec.load` for the format and its checks) into a small
-read-only object (:class:`ServedMF`, :class:`ServedNCF` or
-:class:`ServedLightGCN`) with the estimator's recommendation methods:
+read-only object (:class:`ServedMF`, :class:`ServedNCF`,
+:class:`ServedLightGCN` or :class:`ServedMultVAE`) with the estimator's
+recommendation methods:
 ``recommend``, ``recommend_for_history``, ``score_items``,
 ``similar_items``, ``decision_function`` and ``predict``, and the read-only
 workflow methods ``recommend_ids`` (raw ids in and out), ``user_index``,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparse_rec import DSLNCF, DSLLightGCN, DSLMatrixFactorization
+from sparse_rec import DSLNCF, DSLLightGCN, DSLMatrixFactorization, DSLMultVAE
 from sparse_rec.datasets import make_interactions
-from sparse_rec.serving import ServedLightGCN, ServedMF, ServedNCF, load_model
+from sparse_rec.serving import ServedLightGCN, ServedMF, ServedMultVAE, ServedNCF, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,11 @@ MODELS = {
                           update_interval=1, batch_size=64, random_state=0, n_threads=1),
     "lightgcn": lambda: DSLLightGCN(n_components=8, density=0.3, max_iter=3, update_interval=1,
                                     batch_size=256, random_state=0, n_threads=1),
+    "vae": lambda: DSLMultVAE(hidden_layer_sizes=(16,), n_components=4, density=0.3, max_iter=3,
+                              update_interval=1, batch_size=64, random_state=0, n_threads=1),
 }
+SERVED = {DSLMatrixFactorization: ServedMF, DSLNCF: ServedNCF, DSLLightGCN: ServedLightGCN,
+          DSLMultVAE: ServedMultVAE}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -72,15 +76,27 @@ def test_serving_runs_without_scikit_learn_and_matches_the_estimator(saved):
 def test_served_model_has_the_estimator_methods_and_attributes(saved):
     mf, X, path = saved
     served = load_model(path, n_threads=1)
-    want = {DSLNCF: ServedNCF, DSLLightGCN: ServedLightGCN}.get(type(mf), ServedMF)
-    assert isinstance(served, want)
+    assert isinstance(served, SERVED[type(mf)])
     assert served.n_active_ == mf.n_active_ and served.nbytes_ == mf.nbytes_
     np.testing.assert_array_equal(served.score_items([1, 2], [[0, 1], [2, 3]]),
                                   mf.score_items([1, 2], [[0, 1], [2, 3]]))
     np.testing.assert_array_equal(served.similar_items([4], n=3)[0],
                                   mf.similar_items([4], n=3)[0])
     np.testing.assert_array_equal(served.decision_function(X[:3]), mf.decision_function(X[:3]))
-    assert not hasattr(served, "fit")
+    # The read-only workflows, on the very scoring code (or refused by both
+    # where the model does not define them).
+    try:
+        want = mf.similar_users([4, 7], n=3)
+    except NotImplementedError:
+        with pytest.raises(NotImplementedError):
+            served.similar_users([4, 7], n=3)
+    else:
+        for got, ref in zip(served.similar_users([4, 7], n=3), want, strict=True):
+            np.testing.assert_array_equal(got, ref)
+    got, want = served.explain(5, 2, n=3), mf.explain(5, 2, n=3)
+    np.testing.assert_array_equal(got.items, want.items)
+    np.testing.assert_allclose(got.contributions, want.contributions, rtol=1e-6, atol=1e-7)
+    assert not hasattr(served, "fit") and not hasattr(served, "partial_fit_users")
 
 
 def test_serving_refuses_a_damaged_file(saved, tmp_path):

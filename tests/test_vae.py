@@ -342,6 +342,149 @@ def test_bad_inputs(X, fitted):
     assert (ids >= 0).all() and np.isfinite(scores).all()
 
 
+# --------------------------------------------------------------------------- #
+# Workflows (issue 15): raw ids, similar users, explain, partial fits.
+# --------------------------------------------------------------------------- #
+
+
+def encoder_means(est, X):
+    """mu of the histories ``X`` from the fitted arrays, dense float64 (one hidden layer)."""
+    X = sp.csr_matrix(X, dtype=np.float64)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1))).ravel()
+    Xin = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ X
+    P = {k: v.astype(np.float64) for k, v in est.dense_layers_.items()}
+    h = np.tanh(Xin @ dense64(est.encoder_table_) + P["b_e"])
+    return (h @ P["q_W"] + P["q_b"])[:, :est.n_components_]
+
+
+def without(row, j):
+    """The one-row history ``row`` without item ``j``."""
+    keep = row.indices != j
+    return sp.csr_matrix((row.data[keep], row.indices[keep], [0, keep.sum()]), shape=row.shape)
+
+
+def test_raw_ids_in_and_out_on_the_estimator_and_the_served_model(X, tmp_path):
+    from sparse_rec.datasets import from_frame
+
+    C = X.tocoo()
+    ds = from_frame({"user_id": [f"u{r:03d}" for r in C.row],
+                     "item_id": [f"i{c:02d}" for c in C.col]})
+    est = small(max_iter=2).fit(ds)
+    np.testing.assert_array_equal(est.user_ids_, ds.user_ids)
+    served = load_model(est.save(tmp_path / "ids.npz"))
+    rows = ds.user_index(["u007", "u002"])
+    ids, scores = est.recommend(rows, n=5)
+    for model in (est, served):
+        np.testing.assert_array_equal(model.user_index(["u007", "u002"]), rows)
+        np.testing.assert_array_equal(model.item_index(["i03"]), [3])
+        items, got = model.recommend_ids(["u007", "u002"], n=5)
+        np.testing.assert_array_equal(items, ds.item_ids[ids])
+        np.testing.assert_array_equal(got, scores)
+        with pytest.raises(KeyError, match="'u999'"):
+            model.recommend_ids(["u999"])
+
+
+def test_similar_users_is_the_cosine_of_the_encoder_means(X, fitted, tmp_path):
+    est = fitted[0]
+    mu = encoder_means(est, X)
+    np.testing.assert_allclose(est._user_vectors(), mu, rtol=1e-4, atol=1e-5)
+    U = mu / np.linalg.norm(mu, axis=1, keepdims=True)
+    S = U @ U.T
+    users = [0, 5, 42]
+    ids, scores = est.similar_users(users, n=6)
+    for b, u in enumerate(users):
+        s = S[u].copy()
+        s[u] = -np.inf
+        assert u not in ids[b]
+        np.testing.assert_allclose(scores[b], np.sort(s)[::-1][:6], atol=1e-5)
+        np.testing.assert_allclose(S[u, ids[b]], scores[b], atol=1e-5)
+    served = load_model(est.save(tmp_path / "sim.npz"))
+    for got, want in zip(served.similar_users(users, n=6), (ids, scores), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_user_without_history_is_similar_to_no_one(X):
+    est = small(max_iter=2).fit(X)
+    est.partial_fit_users([150, 151], sp.csr_matrix((2, 60), dtype=np.float32))
+    ids, scores = est.similar_users([150], n=5)
+    assert (scores == 0).all()  # not 1.0 with the other empty user
+    ids, scores = est.similar_users([0], n=149)
+    assert not np.isin([150, 151], ids[0][scores[0] != 0]).any()
+
+
+def test_explain_is_the_logit_drop_of_leaving_each_history_item_out(X, fitted, monkeypatch):
+    from sparse_rec._vae import scoring
+
+    est = fitted[0]
+    user = 9
+    hist = X[user]
+    assert hist.nnz >= 4
+    for item in (0, int(hist.indices[0]), 33):
+        e = est.explain(user, item, n=hist.nnz)
+        full = est.decision_function(hist)[0, item]
+        assert sorted(e.items.tolist()) == sorted(hist.indices.tolist())
+        assert np.isclose(e.score, est.score_items([user], [[item]])[0, 0], atol=1e-6)
+        assert np.isclose(e.score, full, atol=1e-6)
+        for j, c in zip(e.items, e.contributions, strict=True):
+            drop = full - est.decision_function(without(hist, j))[0, item]
+            assert np.isclose(c, drop, atol=1e-5)
+        assert np.isclose(e.contributions.sum() + e.rest, e.score, atol=1e-5)
+        assert (np.diff(e.contributions) <= 0).all()  # largest first
+        np.testing.assert_array_equal(est.explain(user, item, n=2).items, e.items[:2])
+    # Histories longer than a scoring block are occluded block by block.
+    monkeypatch.setattr(scoring, "_SCORE_BLOCK", 3)
+    blocked = est.explain(user, 33, n=hist.nnz)
+    np.testing.assert_array_equal(blocked.items, e.items)
+    np.testing.assert_allclose(blocked.contributions, e.contributions, atol=1e-6)
+
+
+def test_partial_fit_users_writes_histories_and_scores_them_as_recommend_for_history(
+        X, tmp_path):
+    est = small(max_iter=3).fit(X[:120])
+    H = sp.csr_matrix(X[120:])
+    want = est.recommend_for_history(H, n=6)
+    want_2 = est.recommend_for_history(H[:1], n=6)
+    others = est.recommend(np.arange(3, 120), n=6)
+    weights = (est.encoder_table_.weights.copy(), est.decoder_table_.weights.copy(),
+               est.dense_params_.copy())
+    n_active, nbytes = est.n_active_, est.nbytes_
+    est.partial_fit_users(np.r_[2, 120:150], sp.vstack([H[:1], H]))
+    assert est.n_users_ == 150 and est.seen_.shape == (150, 60)
+    np.testing.assert_array_equal(est.seen_[120:].toarray(), H.toarray())
+    ids, scores = est.recommend(np.arange(120, 150), n=6)
+    np.testing.assert_array_equal(ids, want[0])
+    np.testing.assert_allclose(scores, want[1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(est.recommend([2], n=6)[0], want_2[0])
+    np.testing.assert_array_equal(est.recommend(np.arange(3, 120), n=6)[0], others[0])
+    # Nothing was solved: no weight moved, the budget and the bytes are the fit's.
+    for a, b in zip((est.encoder_table_.weights, est.decoder_table_.weights,
+                     est.dense_params_), weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert est.n_active_ == n_active and est.nbytes_ == nbytes
+    served = load_model(est.save(tmp_path / "grown.npz"))
+    np.testing.assert_array_equal(served.recommend(np.arange(120, 150), n=6)[0], want[0])
+
+
+def test_partial_fit_users_with_raw_ids(X):
+    from sparse_rec.datasets import from_frame
+
+    C = X.tocoo()
+    ds = from_frame({"user_id": C.row + 1000, "item_id": C.col})
+    est = small(max_iter=2).fit(ds)
+    with pytest.raises(ValueError, match="pass ids"):
+        est.partial_fit_users([150], X[:1])
+    est.partial_fit_users([150], X[:1], ids=[7])
+    assert est.user_ids_[-1] == 7
+    items, _ = est.recommend_ids([7], n=4)
+    np.testing.assert_array_equal(items, ds.item_ids[est.recommend_for_history(X[:1], n=4)[0]])
+
+
+def test_partial_fit_items_is_refused_with_the_reason(X, fitted):
+    est = fitted[0]
+    with pytest.raises(NotImplementedError, match="encoder row, a decoder row"):
+        est.partial_fit_items([60], sp.csr_matrix(X[:, [1]]))
+
+
 @parametrize_with_checks([DSLMultVAE(hidden_layer_sizes=(8,), n_components=2, max_iter=2,
                                      update_interval=1, batch_size=16, random_state=0,
                                      n_threads=1)])

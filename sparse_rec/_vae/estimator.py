@@ -184,6 +184,9 @@ class DSLMultVAE(VAEModel, DSLEstimator):
     (2, 5)
     >>> bool((vae.recommend_for_history(X[[0, 1]], n=5)[0] == ids).all())
     True
+    >>> _ = vae.partial_fit_users([200], X[[0]])  # a new user is their history
+    >>> bool((vae.recommend([200], n=5)[0] == ids[:1]).all())
+    True
     """
 
     _engine_model = "vae"

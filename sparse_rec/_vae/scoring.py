@@ -141,3 +141,45 @@ class VAEModel:
                 _topk.select_top_n(S, n, rows[b0:b1], ex[0][: b1 - b0 + 1], ex[1], allowed,
                                    True, out_idx[b0:b1], out_val[b0:b1])
         return out_idx, out_val
+
+    # --- workflow hooks (sparse_rec._workflows) --------------------------------
+    def _user_vectors(self):
+        """The encoder's means ``mu`` of the users' histories (the code a score decodes)."""
+        layout, P = self._views()
+        with numba_threads(self.n_threads):
+            mu = V.mean_of(self.encoder_table_, P, layout, self.seen_.tocsr())
+        # An empty history encodes to the biases' code, the same for every such
+        # user: they would all be each other's nearest; make them similar to no one.
+        mu[np.diff(self.seen_.indptr) == 0] = 0.0
+        return mu
+
+    def _explain(self, user, item, hist_items, hist_values):
+        """Occlusion, as the default, but scoring ``item``'s logit only, in blocks."""
+        from .._workflows import occluded
+
+        w = self.decoder_table_.dense_rows([item])[0].astype(np.float64)
+        b = float(self._views()[1]["b_d"][item])
+        h = len(hist_items)
+        drop = np.arange(-1, h)
+        s = np.empty(h + 1)
+        for b0 in range(0, h + 1, _SCORE_BLOCK):
+            A = self._fold_in(occluded(hist_items, hist_values, self.n_items_,
+                                       drop[b0:b0 + _SCORE_BLOCK]))
+            s[b0:b0 + len(A)] = A.astype(np.float64) @ w + b
+        score = float(self._score(np.array([user]), np.array([[item]], np.int64))[0, 0])
+        return s[0] - s[1:], score
+
+    def _partial_user_tables(self, X):
+        # A user is a pure function of their history (scoring reads seen_):
+        # adding or refitting users writes seen_ only, there is no row to solve.
+        return {}
+
+    def _partial_item_rows(self, items, X_cols):
+        raise NotImplementedError(
+            "DSLMultVAE cannot add or refit items without a refit: an item is an input of "
+            "the encoder and an output of the decoder's softmax, so a new item needs an "
+            "encoder row, a decoder row and an output bias, and the softmax over all items "
+            "ties its scores to every other item's; there is no solve of one item against "
+            "fixed users. Refit on the matrix with the new columns (users can be added "
+            "with partial_fit_users)."
+        )

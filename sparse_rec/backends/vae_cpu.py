@@ -129,15 +129,25 @@ def logits_t(D, aT, b_d, r0=0, r1=None):
     return out
 
 
-def hidden_of(E, P, layout, X):
-    """The decoder's last activations (inference) for the histories ``X`` (CSR)."""
-    out = np.empty((X.shape[0], layout.hidden[0]), np.float32)
+def _infer(E, P, layout, X, width, pick):
+    """``pick(forward(...))`` of the histories ``X`` (CSR), by blocks, with ``z = mu``."""
+    out = np.empty((X.shape[0], width), np.float32)
     for b0 in range(0, X.shape[0], BLOCK):
         Xb = X[b0: b0 + BLOCK]
         vals, _ = normalised(Xb.indptr, Xb.indices, Xb.data, Xb.shape[0])
         hist = (Xb.indptr.astype(np.int64), Xb.indices.astype(np.int32), vals)
-        out[b0: b0 + Xb.shape[0]] = forward(E, P, layout, hist)[3][-1]
+        out[b0: b0 + Xb.shape[0]] = pick(forward(E, P, layout, hist))
     return out
+
+
+def hidden_of(E, P, layout, X):
+    """The decoder's last activations (inference) for the histories ``X`` (CSR)."""
+    return _infer(E, P, layout, X, layout.hidden[0], lambda f: f[3][-1])
+
+
+def mean_of(E, P, layout, X):
+    """The encoder's means ``mu`` (the latent code scored) of the histories ``X`` (CSR)."""
+    return _infer(E, P, layout, X, layout.d, lambda f: f[1])
 
 
 def softmax_loss_grad(L, idx, rows, vals, scale):
