@@ -38,8 +38,8 @@ PUBLISHED_MF_BPR_RECALL = 0.1291
 SEED = 0
 
 # name -> (label, DSLMatrixFactorization overrides). Everything not listed stays at
-# the estimator's defaults: the point is that the defaults work.
-# BPR throughout (the default loss is iALS: benchmarks/quality.py compares both).
+# the estimator's BPR defaults (loss="bpr"): the point is that the defaults work.
+# The default loss is iALS: benchmarks/quality.py compares both.
 BPR_DEFAULTS = LOSS_DEFAULTS["bpr"]
 DSL_ROWS = {
     "dsl-1.0": ("DSL-MF (dense)", {"density": 1.0}),
@@ -82,7 +82,7 @@ class ImplicitAdapter:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of DSL-MF and implicit BPR (default: the estimator's max_iter)")
+                   help="epochs of DSL-MF and implicit BPR (default: BPR's max_iter, 100)")
     p.add_argument("--threads", type=int, default=2, help="threads for every model (default 2)")
     p.add_argument("--only", default=None,
                    help=f"comma-separated subset of rows: {','.join(ALL_ROWS)}")
