@@ -65,7 +65,7 @@ class Model:
 
 # Add a model with one line: its estimator must accept backend="cuda".
 MODELS = {
-    "mf-bpr": Model("DSL-MF (BPR)", DSLMatrixFactorization, {"n_components": 64},
+    "mf-bpr": Model("DSL-MF (BPR)", DSLMatrixFactorization, {"n_components": 64, "loss": "bpr"},
                     fit_epochs=20, smoke_params={"n_components": 8}),
     # On Gowalla an NCF epoch takes 25 s on 2 threads at density 0.2 and
     # about 60 s dense (the 2-core development machine, loaded): one timed

@@ -28,7 +28,8 @@ from sparse_rec.datasets import make_interactions
 
 
 def epoch_times(X, density, target, repeats, threads):
-    est = DSLMatrixFactorization(density=density, random_state=0)
+    # BPR's tables (two slots: weights and Adagrad state); the GPU engine is BPR's.
+    est = DSLMatrixFactorization(loss="bpr", density=density, random_state=0)
     users, items = est._init_tables(X.shape[0], X.shape[1], est.n_components, 0)
     bias_v = np.zeros((X.shape[1], 2), np.float32)
     data = TrainData.from_matrix(X)
@@ -57,7 +58,7 @@ def epoch_times(X, density, target, repeats, threads):
 
 
 def fit_time(X, density, backend, epochs):
-    est = DSLMatrixFactorization(density=density, max_iter=epochs, random_state=0,
+    est = DSLMatrixFactorization(loss="bpr", density=density, max_iter=epochs, random_state=0,
                                  backend=backend)
     t0 = time.perf_counter()
     est.fit(X)

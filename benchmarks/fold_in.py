@@ -60,7 +60,8 @@ def models(args):
     if "bpr" in args.losses:
         for density in (0.2, 1.0):
             yield f"DSL-MF density {density:g}", lambda d=density: DSLMatrixFactorization(
-                density=d, max_iter=epochs, random_state=SEED, n_threads=args.threads)
+                loss="bpr", density=d, max_iter=epochs, random_state=SEED,
+                n_threads=args.threads)
     if "ials" in args.losses:
         for density in (0.2, 1.0):
             yield f"DSL-MF iALS density {density:g}", lambda d=density: DSLMatrixFactorization(

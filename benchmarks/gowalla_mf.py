@@ -27,6 +27,7 @@ from _report import (
 from threadpoolctl import threadpool_limits
 
 from sparse_rec import DSLMatrixFactorization
+from sparse_rec._mf.estimator import LOSS_DEFAULTS
 from sparse_rec.datasets import load_lightgcn, make_interactions
 from sparse_rec.metrics import evaluate
 
@@ -37,7 +38,9 @@ PUBLISHED_MF_BPR_RECALL = 0.1291
 SEED = 0
 
 # name -> (label, DSLMatrixFactorization overrides). Everything not listed stays at
-# the estimator's defaults: the point is that the defaults work.
+# the estimator's BPR defaults (loss="bpr"): the point is that the defaults work.
+# The default loss is iALS: benchmarks/quality.py compares both.
+BPR_DEFAULTS = LOSS_DEFAULTS["bpr"]
 DSL_ROWS = {
     "dsl-1.0": ("DSL-MF (dense)", {"density": 1.0}),
     "dsl-0.5": ("DSL-MF", {"density": 0.5}),
@@ -79,7 +82,7 @@ class ImplicitAdapter:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of DSL-MF and implicit BPR (default: the estimator's max_iter)")
+                   help="epochs of DSL-MF and implicit BPR (default: BPR's max_iter, 100)")
     p.add_argument("--threads", type=int, default=2, help="threads for every model (default 2)")
     p.add_argument("--only", default=None,
                    help=f"comma-separated subset of rows: {','.join(ALL_ROWS)}")
@@ -123,16 +126,16 @@ def warm_up(rows, threads):
     for name in rows:
         if name in DSL_ROWS:
             est = DSLMatrixFactorization(**{"n_components": 8, **DSL_ROWS[name][1]},
-                                         random_state=SEED, n_threads=threads)
+                                         loss="bpr", random_state=SEED, n_threads=threads)
             # One prune/grow step needs update_interval + 1 epochs.
-            est.set_params(max_iter=est.update_interval + 1).fit(X)
+            est.set_params(max_iter=BPR_DEFAULTS["update_interval"] + 1).fit(X)
             est.recommend(np.arange(4), n=20, filter_seen=X[:4])
 
 
 def run_dsl(name, train, test, epochs, threads, seed=SEED):
     label, overrides = DSL_ROWS[name]
     est = DSLMatrixFactorization(
-        **{"n_components": D, **overrides}, max_iter=epochs, random_state=seed,
+        **{"n_components": D, **overrides}, loss="bpr", max_iter=epochs, random_state=seed,
         n_threads=threads,
     )
     t0 = time.perf_counter()
@@ -276,12 +279,12 @@ def report(results, train, test, args, epochs, spread=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    default_epochs = DSLMatrixFactorization().max_iter
+    default_epochs = BPR_DEFAULTS["max_iter"]
     if args.epochs is not None:
         epochs = args.epochs
     elif args.quick:
         # One prune/grow step happens only when max_iter > update_interval.
-        epochs = DSLMatrixFactorization().update_interval + 1
+        epochs = BPR_DEFAULTS["update_interval"] + 1
     else:
         epochs = default_epochs
     train, test = load_data(args.quick)

@@ -66,7 +66,7 @@ def main():
                     f"{t_check / t_copy:.1f}x"))
 
     ds = load_movielens_small(binarize=True)
-    model = DSLMatrixFactorization(max_iter=5, random_state=0).fit(ds.X)
+    model = DSLMatrixFactorization(loss="bpr", max_iter=5, random_state=0).fit(ds.X)
     with tempfile.TemporaryDirectory() as folder:
         path = save_model(model, Path(folder) / "m.npz")
 

@@ -75,7 +75,8 @@ def top_lists(model, X_train):
 
 def measure(name, X, density, folder):
     X_train, X_test = random_split(X, test_size=0.2, random_state=SEED)
-    model = DSLMatrixFactorization(n_components=64, density=density, random_state=SEED)
+    model = DSLMatrixFactorization(loss="bpr", max_iter=100, n_components=64, density=density,
+                                   random_state=SEED)
     t0 = time.perf_counter()
     model.fit(X_train)
     fit_s = time.perf_counter() - t0

@@ -57,7 +57,7 @@ def main(argv=None):
             ("DSLNCF (16, (32, 16, 8))", lambda d=density: DSLNCF(
                 density=d, max_iter=2, random_state=0, n_threads=args.threads)),
             ("DSL-MF (64)", lambda d=density: DSLMatrixFactorization(
-                density=d, max_iter=2, random_state=0, n_threads=args.threads)),
+                loss="bpr", density=d, max_iter=2, random_state=0, n_threads=args.threads)),
         ):
             model = make().fit(X)
             s = timed_recommend(model, users, repeats)

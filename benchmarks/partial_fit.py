@@ -51,7 +51,7 @@ def parse_args(argv=None):
 def models(args):
     epochs = 10 if args.quick else args.epochs
     yield f"DSL-MF density 0.2, {epochs} epochs", lambda: DSLMatrixFactorization(
-        density=0.2, max_iter=epochs, random_state=SEED, n_threads=args.threads)
+        loss="bpr", density=0.2, max_iter=epochs, random_state=SEED, n_threads=args.threads)
     if not args.quick:
         yield f"DSLNCF density 0.2, {args.ncf_epochs} epochs", lambda: DSLNCF(
             density=0.2, max_iter=args.ncf_epochs, random_state=SEED, n_threads=args.threads)
@@ -100,8 +100,9 @@ def items_part(X, args):
     test = sp.hstack([sp.csr_matrix((X.shape[0], n_old), dtype=np.float32), held]).tocsr()
     out = []
     epochs = 10 if args.quick else args.epochs
-    make = lambda: DSLMatrixFactorization(density=0.2, max_iter=epochs,  # noqa: E731
-                                          random_state=SEED, n_threads=args.threads)
+    make = lambda: DSLMatrixFactorization(loss="bpr", density=0.2,  # noqa: E731
+                                          max_iter=epochs, random_state=SEED,
+                                          n_threads=args.threads)
     est = make().fit(Xp[:, :n_old])
     t0 = time.perf_counter()
     est.partial_fit_items(np.arange(n_old, X.shape[1]), known)

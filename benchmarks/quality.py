@@ -45,13 +45,15 @@ DATA = Path(os.environ.get("SPARSE_REC_DATA", DATA))
 SEED = 0
 K = 20
 D = 64
-# iALS converges in few epochs (each is two exact alternating solves).
+# Each loss's defaults, written out (iALS converges in few epochs: each is
+# two exact alternating solves).
+BPR = {"loss": "bpr", "max_iter": 100, "update_interval": 5}
 IALS = {"loss": "ials", "max_iter": 20, "update_interval": 2}
 # name -> (label, DSLMatrixFactorization overrides); the rest are the defaults.
 DSL_ROWS = {
-    "bpr-1.0": ("DSL-MF BPR (dense)", {"density": 1.0}),
-    "bpr-0.2": ("DSL-MF BPR", {"density": 0.2}),
-    "bpr-0.1": ("DSL-MF BPR", {"density": 0.1}),
+    "bpr-1.0": ("DSL-MF BPR (dense)", {**BPR, "density": 1.0}),
+    "bpr-0.2": ("DSL-MF BPR", {**BPR, "density": 0.2}),
+    "bpr-0.1": ("DSL-MF BPR", {**BPR, "density": 0.1}),
     "ials-1.0": ("DSL-MF iALS (dense)", {**IALS, "density": 1.0}),
     "ials-0.2": ("DSL-MF iALS", {**IALS, "density": 0.2}),
     "ials-0.1": ("DSL-MF iALS", {**IALS, "density": 0.1}),
@@ -309,7 +311,8 @@ def main(argv=None):
         intro = (
             "Recall@20 and NDCG@20, full ranking with training items excluded, "
             f"{args.threads} threads. DSL rows: defaults with the listed loss and density "
-            f"(BPR: max_iter=100, update_interval=5; iALS: max_iter={IALS['max_iter']}, "
+            f"(BPR: max_iter={BPR['max_iter']}, update_interval={BPR['update_interval']}; "
+            f"iALS, the default loss: max_iter={IALS['max_iter']}, "
             f"update_interval={IALS['update_interval']}); implicit ALS: reg {ALS_REG}, "
             f"{ALS_ITERS} iterations, alpha best of {ALS_ALPHAS} on a validation split of "
             "the training part. 'factors-only / full': Recall@20 of the ranking by the factor "

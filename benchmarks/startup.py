@@ -27,7 +27,7 @@ from sparse_rec import DSLMatrixFactorization
 from sparse_rec.datasets import load_movielens_small
 X = load_movielens_small(binarize=True).X
 t1 = time.perf_counter()
-DSLMatrixFactorization(max_iter=20, random_state=0).fit(X)
+DSLMatrixFactorization(loss="bpr", max_iter=20, random_state=0).fit(X)
 t2 = time.perf_counter()
 print(f"{t1 - t0:.3f} {t2 - t1:.3f}")
 """

@@ -25,6 +25,7 @@ from _report import (
 from threadpoolctl import threadpool_limits
 
 from sparse_rec import DSLMatrixFactorization
+from sparse_rec._mf.estimator import LOSS_DEFAULTS
 from sparse_rec.datasets import load_lightgcn, load_movielens_small
 
 GOWALLA = DATA / "gowalla"
@@ -74,7 +75,8 @@ class Ours:
     def __init__(self, density, epochs, threads):
         self.name = f"DSL-MF (64), density {density:g}"
         self.density = density
-        self.params = dict(n_components=D, density=density, max_iter=epochs,
+        # The BPR model (the default loss is iALS): this compares sampled epochs.
+        self.params = dict(loss="bpr", n_components=D, density=density, max_iter=epochs,
                            random_state=SEED, n_threads=threads)
 
     def run(self, X):
@@ -117,7 +119,7 @@ def main(argv=None):
     epochs, repeats = args.epochs, args.repeats
     if args.quick:
         # One prune/grow step happens only when max_iter > update_interval.
-        epochs, repeats = DSLMatrixFactorization().update_interval + 1, 2
+        epochs, repeats = LOSS_DEFAULTS["bpr"]["update_interval"] + 1, 2
     X, data_name = load_data(args.quick)
     theirs = Theirs(epochs, args.threads)
     models = [Ours(args.density, epochs, args.threads), theirs, Ours(1.0, epochs, args.threads)]

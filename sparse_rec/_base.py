@@ -104,6 +104,15 @@ class SaveMixin:
 class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
     """Parameter checks common to DSL estimators."""
 
+    def _param_defaults(self):
+        """``{name: value}`` for parameters whose default depends on others (None given)."""
+        return {}
+
+    def _resolved(self, name):
+        """Parameter ``name`` as training uses it: its value, or the model's default for None."""
+        value = getattr(self, name)
+        return self._param_defaults().get(name) if value is None else value
+
     def _validate_common(self, **choices):
         """Check the shared parameters, and each ``name=options`` choice given."""
         from ._dsl import BUDGETS, GROW_RULES, SCHEDULES
@@ -112,8 +121,8 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
         check_positive_int(self.n_components, "n_components",
                            hint="Use for example n_components=64.")
         check_fraction(self.density, "density", hint="Pass a fraction such as 0.2.")
-        check_positive_int(self.max_iter, "max_iter")
-        check_positive_int(self.update_interval, "update_interval",
+        check_positive_int(self._resolved("max_iter"), "max_iter")
+        check_positive_int(self._resolved("update_interval"), "update_interval",
                            hint="Prune and grow every that many epochs, e.g. 5.")
         if not (isinstance(self.update_ratio, numbers.Real)
                 and not isinstance(self.update_ratio, (bool, np.bool_))
@@ -217,13 +226,13 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
         if self.verbose:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.max_iter, desc=desc, unit="epoch")
+            bar = tqdm(total=self._resolved("max_iter"), desc=desc, unit="epoch")
         best, best_state, stall = -np.inf, None, 0
         self.best_validation_score_ = None
         self.validation_scores_ = [] if X_val is not None else None
         done = 0
         try:
-            for epoch in range(self.max_iter):
+            for epoch in range(self._resolved("max_iter")):
                 row = run_epoch(epoch)
                 done = epoch + 1
                 row = {"epoch": first_epoch + done, **row}

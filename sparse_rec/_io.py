@@ -864,6 +864,10 @@ def _set_params(est, meta, path):
             _fail(path, f"parameter {key} is a JSON object; parameters are scalars or lists. "
                         + _RESAVE)
         values[key] = value
+    # A parameter added later: what files written before it existed mean
+    # (DSL-MF files without ``loss`` hold BPR models; the default is now iALS).
+    for key, value in getattr(type(est), "_absent_params", {}).items():
+        values.setdefault(key, value)
     if getattr(type(est), "_served", False):
         est.__dict__.update(values)
     else:

@@ -185,6 +185,7 @@ class DSLEstimator(PartialFitMixin, WorkflowMixin, BaseDSLEstimator):
         dynamic = self.update_ratio > 0 and sum(t.nnz for t in tables) < total
         # Weights must be on the host whenever something reads them mid-fit.
         watch = X_val is not None or bool(self.callbacks)
+        max_iter, interval = self._resolved("max_iter"), self._resolved("update_interval")
 
         def run_epoch(epoch):
             t0 = time.perf_counter()
@@ -193,8 +194,8 @@ class DSLEstimator(PartialFitMixin, WorkflowMixin, BaseDSLEstimator):
             key = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step)))
             loss = engine.epoch(key)
             done = epoch + 1
-            update = dynamic and done % self.update_interval == 0 and done < self.max_iter
-            if update or watch or done == self.max_iter:
+            update = dynamic and done % interval == 0 and done < max_iter
+            if update or watch or done == max_iter:
                 engine.download()
             mean_loss = loss / max(engine.n_samples, 1)
             # On a device the weights are checked whenever they come back.
@@ -210,7 +211,7 @@ class DSLEstimator(PartialFitMixin, WorkflowMixin, BaseDSLEstimator):
             pruned = grown = np.zeros(len(tables), np.int64)
             rho = 0.0
             if update:
-                rho = update_ratio_at(done, self.max_iter, self.update_ratio, self.schedule)
+                rho = update_ratio_at(done, max_iter, self.update_ratio, self.schedule)
                 gkey = np.uint64(_rng.epoch_key(np.uint64(seed), np.uint64(2 * step + 1)))
                 fns = engine.grow_fns(gkey) if self.grow == "gradient" else None
                 pruned, grown = pg.step(rho, seed + step + 1, fns,

@@ -26,7 +26,7 @@ Examples
 >>> from sparse_rec.ann import ApproximateTopK
 >>> from sparse_rec.datasets import make_interactions
 >>> X = make_interactions(100, 500, 3000, random_state=0)
->>> mf = DSLMatrixFactorization(n_components=16, max_iter=5, random_state=0,
+>>> mf = DSLMatrixFactorization(n_components=16, loss="bpr", max_iter=5, random_state=0,
 ...                             n_threads=1).fit(X)
 >>> index = ApproximateTopK(mf, n_lists=16, n_probe=4)
 >>> ids, scores = index.recommend([0, 1], n=10)

@@ -21,6 +21,27 @@ def test_saved_model_file_loads_safely(model_file):
     model = load(model_file)
     assert model.user_ids_.shape == (model.n_users_,)
     assert model.n_active_ == round(0.2 * 8 * (model.n_users_ + model.n_items_))
+    # The estimator's default loss.
+    assert model.loss == "ials" and model.n_iter_ == 3
+
+
+def test_fit_with_the_bpr_loss(tmp_path, capsys):
+    from sparse_rec import load
+
+    model = tmp_path / "bpr.npz"
+    assert main(["fit", "--loss", "bpr", "--epochs", "2", "--quiet", "--n-components", "8",
+                 "--output", str(model), "--threads", "1"]) == 0
+    assert "Recall@20" in capsys.readouterr().out
+    loaded = load(model)
+    assert loaded.loss == "bpr" and loaded.n_iter_ == 2 and loaded.item_bias_.any()
+
+
+def test_loss_of_another_estimator_is_reported(tmp_path, capsys):
+    assert main(["fit", "--estimator", "ncf", "--loss", "bpr", "--quiet", "--epochs", "1",
+                 "--output", str(tmp_path / "m.npz")]) == 2
+    assert "--loss is an option of --estimator mf only" in capsys.readouterr().err
+    assert main(["fit", "--loss", "mse", "--quiet"]) == 2
+    assert "invalid choice: 'mse'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, cls", [("ncf", "DSLNCF"), ("multvae", "DSLMultVAE"),

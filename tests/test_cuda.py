@@ -71,7 +71,8 @@ def test_many_gpu_threads_close_to_cpu_serial():
 def test_estimator_on_cuda_keeps_budget_and_learns():
     X, held = blocks(n_groups=3, per_group=6, items_per_group=5)
     mf = DSLMatrixFactorization(n_components=8, density=0.5, max_iter=40, update_interval=4,
-                                learning_rate=0.1, alpha=0.0, random_state=0, backend="cuda")
+                                learning_rate=0.1, alpha=0.0, random_state=0, backend="cuda",
+                                loss="bpr")
     mf.fit(X)
     budget = round(0.5 * 8 * sum(X.shape))
     assert all(h["nnz"] == budget for h in mf.history_)
@@ -85,10 +86,10 @@ def test_cuda_backend_without_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
     X, _ = blocks()
     with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
-        DSLMatrixFactorization(max_iter=1, backend="cuda").fit(X)
+        DSLMatrixFactorization(loss="bpr", max_iter=1, backend="cuda").fit(X)
 
 
 def test_unknown_backend_is_rejected():
     X, _ = blocks()
     with pytest.raises(ValueError, match=r"backend must be one of \('cpu', 'cuda'\); got 'tpu'"):
-        DSLMatrixFactorization(max_iter=1, backend="tpu").fit(X)
+        DSLMatrixFactorization(loss="bpr", max_iter=1, backend="tpu").fit(X)

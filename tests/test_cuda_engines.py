@@ -123,8 +123,9 @@ def test_mf_fit_on_one_cuda_thread_is_the_serial_cpu_fit(monkeypatch):
     monkeypatch.setattr(cuda_backend, "_simulated", lambda: True)
     monkeypatch.setattr(cuda_backend, "_SIM_MF_GRID", (1, 1))
     X = small_problem(seed=1, n_users=20, n_items=16)[0]
-    fits = [DSLMatrixFactorization(n_components=6, density=0.4, max_iter=4, update_interval=1,
-                                   update_ratio=0.3, random_state=0, n_threads=1,
+    fits = [DSLMatrixFactorization(loss="bpr", n_components=6, density=0.4, max_iter=4,
+                                   update_interval=1, update_ratio=0.3, random_state=0,
+                                   n_threads=1,
                                    backend=b).fit(X) for b in ("cpu", "cuda")]
     h_cpu, h_gpu = ([h["loss"] for h in f.history_] for f in fits)
     assert h_gpu == pytest.approx(h_cpu, rel=1e-4)

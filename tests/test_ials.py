@@ -220,7 +220,7 @@ def test_save_load_roundtrip(tmp_path):
 
 def test_file_without_loss_loads_as_bpr(tmp_path, monkeypatch):
     X = make_interactions(60, 40, 700, random_state=4)
-    est = DSLMatrixFactorization(n_components=8, max_iter=3, random_state=0,
+    est = DSLMatrixFactorization(n_components=8, max_iter=3, random_state=0, loss="bpr",
                                  n_threads=1).fit(X)
     encode = io._encode_params
 
@@ -259,7 +259,9 @@ def test_clone_and_grid_search_over_loss():
     ({"loss": "ials", "regularization": 0.0}, "regularization must be"),
     ({"loss": "ials", "unobserved_weight": -1.0}, "unobserved_weight must be"),
     ({"loss": "ials", "unobserved_weight": True}, "unobserved_weight must be"),
-    ({"loss": "ials", "backend": "cuda"}, "backend must be one of"),
+    ({"loss": "ials", "backend": "cuda"}, r"backend must be one of \('cpu',\) for "
+                                          "loss='ials'.*iALS has no GPU engine yet"),
+    ({"backend": "cuda"}, "iALS has no GPU engine yet.*loss='bpr' to train on the GPU"),
 ])
 def test_bad_parameters(params, match):
     X = make_interactions(20, 10, 80, random_state=0)
@@ -278,8 +280,63 @@ def test_warm_start_continues():
 def test_bpr_model_continued_by_ials_drops_the_bias():
     X = make_interactions(60, 40, 700, random_state=6)
     est = DSLMatrixFactorization(n_components=8, density=0.25, max_iter=3, random_state=0,
-                                 n_threads=1).fit(X)
+                                 loss="bpr", n_threads=1).fit(X)
     assert est.item_bias_.any()
     est.set_params(loss="ials", warm_start=True, max_iter=2, update_interval=1)
     est.fit(X)
     assert not est.item_bias_.any() and est.n_iter_ == 5
+
+
+def test_score_items_agrees_with_recommend():
+    X = make_interactions(60, 40, 700, random_state=2)
+    est = _fit(X)
+    ids, scores = est.recommend([3, 4], n=4)
+    # Same float32 dot products summed in another order: as in the factor ranking test.
+    np.testing.assert_allclose(est.score_items([3, 4], ids), scores, rtol=1e-5, atol=1e-6)
+
+
+# --- iALS is the default; epochs and update interval resolve per loss ------------------
+def _update_epochs(est):
+    return [h["epoch"] for h in est.history_ if h["update_ratio"] > 0]
+
+
+def test_default_is_ials_with_its_own_epochs_and_interval():
+    from test_mf import blocks
+
+    assert DSLMatrixFactorization().get_params()["loss"] == "ials"
+    X, held = blocks()
+    est = DSLMatrixFactorization(n_components=8, density=0.5, random_state=0,
+                                 n_threads=1).fit(X)
+    assert est.n_iter_ == len(est.history_) == 20
+    assert _update_epochs(est) == list(range(2, 20, 2))
+    assert not est.item_bias_.any()
+    # The default model learns the block structure (as BPR does in test_mf).
+    ids, _ = est.recommend(np.arange(X.shape[0]), n=1)
+    assert np.mean(ids[:, 0] == held) >= 0.9
+    # None stays None in the parameters (scikit-learn's clone and get_params).
+    assert est.get_params()["max_iter"] is None and est.get_params()["update_interval"] is None
+    assert clone(est).get_params() == est.get_params()
+
+
+def test_bpr_resolves_its_own_defaults_and_explicit_values_win():
+    X = make_interactions(30, 20, 200, random_state=0)
+    bpr = DSLMatrixFactorization(loss="bpr", n_components=4, density=0.5, random_state=0,
+                                 n_threads=1).fit(X)
+    assert bpr.n_iter_ == 100 and _update_epochs(bpr) == list(range(5, 100, 5))
+    for loss in ("bpr", "ials"):
+        est = DSLMatrixFactorization(loss=loss, n_components=4, density=0.5, max_iter=7,
+                                     update_interval=3, random_state=0, n_threads=1).fit(X)
+        assert est.n_iter_ == 7 and _update_epochs(est) == [3, 6]
+
+
+def test_saved_default_model_round_trips(tmp_path):
+    X = make_interactions(60, 40, 700, random_state=4)
+    est = DSLMatrixFactorization(n_components=8, density=0.25, random_state=0,
+                                 n_threads=1).fit(X)
+    back = load(est.save(tmp_path / "default.npz"))
+    assert back.get_params() == est.get_params() and back.loss == "ials"
+    a, b = est.recommend(np.arange(10), n=5), back.recommend(np.arange(10), n=5)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # A warm start of the loaded model continues with the resolved defaults.
+    back.set_params(warm_start=True).fit(X)
+    assert back.n_iter_ == 40

@@ -27,7 +27,8 @@ def blocks(n_groups=4, per_group=10, items_per_group=6, hold=1, seed=0):
 
 
 def fast(**kw):
-    params = dict(n_components=8, density=0.5, max_iter=30, learning_rate=0.1,
+    # The BPR model (learning_rate, optimizer, item bias); iALS: test_ials.py.
+    params = dict(loss="bpr", n_components=8, density=0.5, max_iter=30, learning_rate=0.1,
                   update_interval=3, random_state=0, n_threads=1)
     params.update(kw)
     return DSLMatrixFactorization(**params)

@@ -21,7 +21,7 @@ MF_PARAMS = dict(
     optimizer="adagrad", update_ratio=0.5, update_interval=5, schedule="cosine",
     grow="gradient", budget="global", random_state=3, n_threads=1, backend="cpu",
     verbose=0, callbacks=None, early_stopping=False, validation_fraction=0.1,
-    n_iter_no_change=5, tol=1e-4, warm_start=False,
+    n_iter_no_change=5, tol=1e-4, warm_start=False, loss="bpr",
 )
 NCF_PARAMS = dict(
     n_components=4, hidden_layer_sizes=(8, 4), density=0.3, n_negatives=2,
