@@ -200,6 +200,29 @@ def test_fold_in_is_the_exact_row_solve_on_the_budget():
     assert np.all(side.row_nnz() == 8)
 
 
+def test_partial_fit_items_is_the_exact_item_solve_on_the_budget():
+    X = make_interactions(60, 40, 700, random_state=3)
+    est = _fit(X)
+    P = est.user_factors_.toarray().astype(np.float64)
+    w0 = est._unobserved_weight()
+    k_keep = int(round(est.item_table_.nnz / 40))
+    cols = sp.csr_matrix(X[:, [3, 7]], dtype=np.float32)
+    cols.data[:] = 1.0
+    est.partial_fit_items([40, 41], cols)
+    assert est.n_items_ == 42 and np.all(est.item_bias_ == 0)
+    tab = est.item_table_
+    for r, item in enumerate([40, 41]):
+        S = tab.indices[tab.indptr[item]:tab.indptr[item + 1]].astype(np.int64)
+        assert len(S) == min(8, k_keep)
+        y = cols[:, [r]].toarray().ravel() > 0
+        c = np.where(y, 1.0, w0)
+        lam_i = est.regularization * (y.sum() + w0 * 60)
+        A = P[:, S].T @ (c[:, None] * P[:, S]) + lam_i * np.eye(len(S))
+        ref = np.linalg.solve(A, P[:, S].T @ (c * y))
+        np.testing.assert_allclose(tab.weights[tab.indptr[item]:tab.indptr[item + 1]], ref,
+                                   rtol=2e-4, atol=1e-5)
+
+
 def test_save_load_roundtrip(tmp_path):
     X = make_interactions(60, 40, 700, random_state=4)
     est = _fit(X, unobserved_weight=0.2, regularization=0.003)

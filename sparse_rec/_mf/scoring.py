@@ -152,15 +152,17 @@ class MFModel:
             )
         return self._rows_table(U, M)
 
-    def _fold_in_ials(self, X, k_keep, U, M):
+    def _fold_in_ials(self, X, k_keep, U, M, other="item"):
+        """Rows for ``X`` solved exactly against the fixed ``other`` side ("item" or "user")."""
         from .._kernels import _ials
 
-        items = self.item_table_
+        items = self.item_table_ if other == "item" else self.user_table_
         cache = self.__dict__.setdefault("_cache", {})
+        key = f"{other}_gram"
         with numba_threads(self.n_threads):
-            if "item_gram" not in cache:
-                cache["item_gram"] = _ials.gram(items.indptr, items.indices, items.values_buf,
-                                                items.n_cols)
+            if key not in cache:
+                cache[key] = _ials.gram(items.indptr, items.indices, items.values_buf,
+                                        items.n_cols)
             # Confidences relative to the row's mean value, as in fit (mean 1).
             counts = np.diff(X.indptr)
             sums = np.bincount(np.repeat(np.arange(X.shape[0]), counts),
@@ -169,7 +171,7 @@ class MFModel:
             conf = (X.data / np.repeat(mean, counts)).astype(np.float32)
             _ials.fold_in_ials(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32), conf, items.indptr,
-                items.indices, items.values_buf, cache["item_gram"],
+                items.indices, items.values_buf, cache[key],
                 self._unobserved_weight(), float(self.regularization), k_keep, U, M,
             )
 
@@ -226,7 +228,10 @@ class MFModel:
     def _partial_item_rows(self, items, X_cols):
         """Item rows and biases for the user columns ``X_cols``, users and other items fixed.
 
-        The mirror of ``_fold_in``: ``_FOLD_IN_PASSES`` Adagrad passes of
+        ``loss="ials"``: the exact iALS solve of each item against the user
+        side on the fitted mean number of active weights per item (as
+        ``_fold_in`` for users), bias 0. ``loss="bpr"``: the mirror of
+        ``_fold_in``: ``_FOLD_IN_PASSES`` Adagrad passes of
         the BPR loss over the item's users (one negative per user among the
         fitted items outside its history) and over ``nnz / n_items`` random
         interactions of other users in which the item is the negative (as
@@ -241,6 +246,14 @@ class MFModel:
         C = X_cols.T.tocsr()
         C.sort_indices()
         m = C.shape[0]
+        if self._loss() == "ials":
+            # The mirror of the iALS fold-in: the exact solve against the
+            # fixed user side; iALS has no item bias.
+            Q = np.zeros((m, d), np.float32)
+            M = np.zeros((m, d), np.bool_)
+            self._fold_in_ials(C, k_keep, Q, M, other="user")
+            tab = self._rows_table(Q, M)
+            return {"item_table_": tab}, {"item_bias_": np.zeros(m, np.float32)}
         Q = np.zeros((m, d), np.float32)
         M = np.zeros((m, d), np.bool_)
         B = np.zeros(m, np.float32)
