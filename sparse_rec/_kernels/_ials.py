@@ -87,17 +87,27 @@ _CHUNK = 256
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _accumulate(A, H, wH, n, k):
-    """``A[a, e] += sum_s wH[a, s] * H[e, s]`` on the lower triangle of ``A[:k, :k]``.
+def _accumulate(A, b, H, wH, n, k):
+    """Add one chunk of interactions to the lower triangle of ``A[:k, :k]`` and to ``b[:k]``.
 
-    Dot products along the interactions (contiguous, long) vectorise; the
-    reassociation this allows is the only change of summation order.
+    ``A[a, e] += sum_s wH[a, s] H[e, s]`` and ``b[a] += sum_s c_s H[a, s]``
+    with ``c_s`` in row ``d`` of ``wH``. Dot products along the
+    interactions (contiguous) vectorise; the reassociation this allows is
+    the only change of summation order.
     """
+    c = wH[H.shape[0] - 1]
     for a in range(k):
+        ha = H[a]
+        acc = 0.0
+        for s in range(n):
+            acc += c[s] * ha[s]
+        b[a] += acc
+        wa = wH[a]
         for e in range(a + 1):
+            he = H[e]
             acc = 0.0
             for s in range(n):
-                acc += wH[a, s] * H[e, s]
+                acc += wa[s] * he[s]
             A[a, e] += acc
 
 
@@ -106,12 +116,14 @@ def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, l
             pos, A, b, H, wH):
     """Fill the lower triangle of ``A[:k, :k]`` and ``b[:k]`` of one row on ``cols[:k]``.
 
-    ``cols`` is sorted; ``pos`` (length d, all -1 on entry and on return)
+    ``cols`` is sorted; ``pos`` (length d, all d on entry and on return)
     maps a column to its place in ``cols``; ``H`` and ``wH`` are
-    ``(d, _CHUNK)`` scratch: the other side's rows restricted to ``cols``,
-    one interaction per column, plain and times ``c_ui - w0``.
+    ``(d + 1, _CHUNK)`` scratch: the other side's rows restricted to
+    ``cols``, one interaction per column, plain and times ``c_ui - w0``
+    (row d of ``wH``: the confidences).
     Returns ``(sum_i c_ui, lam_u)``.
     """
+    d = G.shape[0]
     for a in range(k):
         pos[cols[a]] = a
     for a in range(k):
@@ -126,27 +138,26 @@ def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, l
         for a in range(k):
             for s in range(n):
                 H[a, s] = 0.0
+        # Branch-free scatter: inactive columns map to row d of H, a row
+        # no sum reads.
         for t in range(t0, t1):
             s = t - t0
             i = x_idx[t]
-            c = np.float64(x_c[t])
-            csum += c
             for p in range(o_indptr[i], o_indptr[i + 1]):
-                q = pos[o_indices[p]]
-                if q >= 0:
-                    v = np.float64(o_values[p, 0])
-                    H[q, s] = v
-                    b[q] += c * v
+                H[pos[o_indices[p]], s] = o_values[p, 0]
         for t in range(t0, t1):
             s = t - t0
-            cw = np.float64(x_c[t]) - w0
+            c = np.float64(x_c[t])
+            csum += c
+            wH[d, s] = c
+            cw = c - w0
             for a in range(k):
                 wH[a, s] = cw * H[a, s]
-        _accumulate(A, H, wH, n, k)
+        _accumulate(A, b, H, wH, n, k)
     lam_u = lam * (csum + w0 * n_other)
     for a in range(k):
         A[a, a] += lam_u
-        pos[cols[a]] = -1
+        pos[cols[a]] = d
     return csum, lam_u
 
 
@@ -185,13 +196,13 @@ def solve_rows(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indice
     d = G.shape[0]
     n_other = o_indptr.shape[0] - 1
     for blk in prange(n_blocks):
-        pos = np.full(d, -1, np.int64)
+        pos = np.full(d, d, np.int64)
         cols = np.empty(d, np.int64)
         A = np.empty((d, d))
         b = np.empty(d)
         x = np.empty(d)
-        H = np.empty((d, _CHUNK))
-        wH = np.empty((d, _CHUNK))
+        H = np.empty((d + 1, _CHUNK))
+        wH = np.empty((d + 1, _CHUNK))
         for r in range(blk, n, n_blocks):
             p0, p1 = indptr[r], indptr[r + 1]
             k = p1 - p0
@@ -289,13 +300,13 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
     n_rows, d = U.shape
     n_other = i_indptr.shape[0] - 1
     for r in prange(n_rows):
-        pos = np.full(d, -1, np.int64)
+        pos = np.full(d, d, np.int64)
         cols = np.arange(d)
         A = np.empty((d, d))
         b = np.empty(d)
         x = np.empty(d)
-        H = np.empty((d, _CHUNK))
-        wH = np.empty((d, _CHUNK))
+        H = np.empty((d + 1, _CHUNK))
+        wH = np.empty((d + 1, _CHUNK))
         h0, h1 = x_indptr[r], x_indptr[r + 1]
         for j in range(d):
             U[r, j] = 0.0
