@@ -81,15 +81,49 @@ def _cholesky_solve(A, b, k):
         b[i] = t / A[i, i]
 
 
+# Interactions gathered per pass of the system build: bounds the scratch
+# (d x _CHUNK per thread) whatever a row's length.
+_CHUNK = 256
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _accumulate(A, b, H, wH, n, k):
+    """Add one chunk of interactions to the lower triangle of ``A[:k, :k]`` and to ``b[:k]``.
+
+    ``A[a, e] += sum_s wH[a, s] H[e, s]`` and ``b[a] += sum_s c_s H[a, s]``
+    with ``c_s`` in row ``d`` of ``wH``. Dot products along the
+    interactions (contiguous) vectorise; the reassociation this allows is
+    the only change of summation order.
+    """
+    c = wH[H.shape[0] - 1]
+    for a in range(k):
+        ha = H[a]
+        acc = 0.0
+        for s in range(n):
+            acc += c[s] * ha[s]
+        b[a] += acc
+        wa = wH[a]
+        for e in range(a + 1):
+            he = H[e]
+            acc = 0.0
+            for s in range(n):
+                acc += wa[s] * he[s]
+            A[a, e] += acc
+
+
 @njit(cache=True)
 def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, lam, n_other,
-            pos, A, b, sel, selv, hv):
+            pos, A, b, H, wH):
     """Fill the lower triangle of ``A[:k, :k]`` and ``b[:k]`` of one row on ``cols[:k]``.
 
-    ``cols`` is sorted; ``pos`` (length d, all -1 on entry and on return)
-    maps a column to its place in ``cols``; ``hv`` is scratch of length d.
+    ``cols`` is sorted; ``pos`` (length d, all d on entry and on return)
+    maps a column to its place in ``cols``; ``H`` and ``wH`` are
+    ``(d + 1, _CHUNK)`` scratch: the other side's rows restricted to
+    ``cols``, one interaction per column, plain and times ``c_ui - w0``
+    (row d of ``wH``: the confidences).
     Returns ``(sum_i c_ui, lam_u)``.
     """
+    d = G.shape[0]
     for a in range(k):
         pos[cols[a]] = a
     for a in range(k):
@@ -97,54 +131,46 @@ def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, l
         for c in range(a + 1):
             A[a, c] = w0 * G[cols[a], cols[c]]
     csum = 0.0
-    for t in range(h0, h1):
-        i = x_idx[t]
-        c = np.float64(x_c[t])
-        csum += c
-        m = 0
-        for p in range(o_indptr[i], o_indptr[i + 1]):
-            q = pos[o_indices[p]]
-            if q >= 0:
-                sel[m] = q
-                selv[m] = o_values[p, 0]
-                m += 1
-        cw = c - w0
-        for a in range(m):
-            b[sel[a]] += c * selv[a]
-        if 2 * m >= k:
-            # Mostly dense overlap: a contiguous rank-1 update (vectorises).
+    chunk = H.shape[1]
+    for t0 in range(h0, h1, chunk):
+        t1 = min(t0 + chunk, h1)
+        n = t1 - t0
+        for a in range(k):
+            for s in range(n):
+                H[a, s] = 0.0
+        # Branch-free scatter: inactive columns map to row d of H, a row
+        # no sum reads.
+        for t in range(t0, t1):
+            s = t - t0
+            i = x_idx[t]
+            for p in range(o_indptr[i], o_indptr[i + 1]):
+                H[pos[o_indices[p]], s] = o_values[p, 0]
+        for t in range(t0, t1):
+            s = t - t0
+            c = np.float64(x_c[t])
+            csum += c
+            wH[d, s] = c
+            cw = c - w0
             for a in range(k):
-                hv[a] = 0.0
-            for a in range(m):
-                hv[sel[a]] = selv[a]
-            for a in range(k):
-                cva = cw * hv[a]
-                if cva != 0.0:
-                    for e in range(a + 1):
-                        A[a, e] += cva * hv[e]
-        else:
-            # sel ascends (rows and cols are sorted): e <= a stays in the lower triangle.
-            for a in range(m):
-                cva = cw * selv[a]
-                for e in range(a + 1):
-                    A[sel[a], sel[e]] += cva * selv[e]
+                wH[a, s] = cw * H[a, s]
+        _accumulate(A, b, H, wH, n, k)
     lam_u = lam * (csum + w0 * n_other)
     for a in range(k):
         A[a, a] += lam_u
-        pos[cols[a]] = -1
+        pos[cols[a]] = d
     return csum, lam_u
 
 
 @njit(cache=True)
 def _solve_row(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, lam, n_other,
-               pos, A, b, sel, selv, x):
+               pos, A, b, H, wH, x):
     """Exact minimiser ``x[:k]`` of the row's loss on ``cols[:k]``; returns ``(loss, reg)``.
 
     ``loss`` is the row's whole objective (data and its ridge term) at the
     solution, ``reg`` the ridge term alone.
     """
     csum, lam_u = _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0,
-                          lam, n_other, pos, A, b, sel, selv, x)
+                          lam, n_other, pos, A, b, H, wH)
     # Keep b: the objective at the solution is csum - b . x.
     for a in range(k):
         x[a] = b[a]
@@ -170,21 +196,21 @@ def solve_rows(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indice
     d = G.shape[0]
     n_other = o_indptr.shape[0] - 1
     for blk in prange(n_blocks):
-        pos = np.full(d, -1, np.int64)
+        pos = np.full(d, d, np.int64)
         cols = np.empty(d, np.int64)
         A = np.empty((d, d))
         b = np.empty(d)
         x = np.empty(d)
-        sel = np.empty(d, np.int64)
-        selv = np.empty(d)
+        H = np.empty((d + 1, _CHUNK))
+        wH = np.empty((d + 1, _CHUNK))
         for r in range(blk, n, n_blocks):
             p0, p1 = indptr[r], indptr[r + 1]
             k = p1 - p0
             for a in range(k):
                 cols[a] = indices[p0 + a]
             lo, rg = _solve_row(cols, k, x_indptr[r], x_indptr[r + 1], x_idx, x_c, o_indptr,
-                                o_indices, o_values, G, w0, lam, n_other, pos, A, b, sel,
-                                selv, x)
+                                o_indices, o_values, G, w0, lam, n_other, pos, A, b, H,
+                                wH, x)
             for a in range(k):
                 values[p0 + a, 0] = np.float32(x[a])
             loss[r] = lo
@@ -233,7 +259,7 @@ def _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_ind
 
 @njit(cache=True, parallel=True)
 def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr,
-                     o_indices, o_values, G, w0, lam):
+                     o_indices, o_values, G, w0, lam, n_blocks=64):
     """Growth and prune scores of every row of a table, from one gradient pass.
 
     ``grow[r, j] = g_j / sqrt(H_jj)``: its square, ``g_j^2 / H_jj``, is the
@@ -245,17 +271,20 @@ def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c,
     d = G.shape[0]
     n = indptr.shape[0] - 1
     n_other = o_indptr.shape[0] - 1
-    for r in prange(n):
+    # Scratch per block of rows, not per row: allocations inside the
+    # parallel loop cost more than a row's scores.
+    for blk in prange(n_blocks):
         w = np.empty(d)
         g = np.empty(d)
         h = np.empty(d)
-        _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
-                   o_values, G, w0, lam, n_other, w, g, h)
-        for j in range(d):
-            grow[r, j] = np.float32(g[j] / math.sqrt(h[j])) if h[j] > 0 else 0.0
-        for p in range(indptr[r], indptr[r + 1]):
-            j = indices[p]
-            prune[p] = np.float32(w[j] * w[j] * h[j])
+        for r in range(blk, n, n_blocks):
+            _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
+                       o_values, G, w0, lam, n_other, w, g, h)
+            for j in range(d):
+                grow[r, j] = np.float32(g[j] / math.sqrt(h[j])) if h[j] > 0 else 0.0
+            for p in range(indptr[r], indptr[r + 1]):
+                j = indices[p]
+                prune[p] = np.float32(w[j] * w[j] * h[j])
 
 
 @njit(cache=True, parallel=True)
@@ -271,13 +300,13 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
     n_rows, d = U.shape
     n_other = i_indptr.shape[0] - 1
     for r in prange(n_rows):
-        pos = np.full(d, -1, np.int64)
+        pos = np.full(d, d, np.int64)
         cols = np.arange(d)
         A = np.empty((d, d))
         b = np.empty(d)
         x = np.empty(d)
-        sel = np.empty(d, np.int64)
-        selv = np.empty(d)
+        H = np.empty((d + 1, _CHUNK))
+        wH = np.empty((d + 1, _CHUNK))
         h0, h1 = x_indptr[r], x_indptr[r + 1]
         for j in range(d):
             U[r, j] = 0.0
@@ -288,12 +317,12 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
                 M[r, j] = True
             continue
         _solve_row(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam,
-                   n_other, pos, A, b, sel, selv, x)
+                   n_other, pos, A, b, H, wH, x)
         if k_keep < d:
             # The diagonal of A again (the solve factored it in place).
             sol = x.copy()
             _system(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam,
-                    n_other, pos, A, b, sel, selv, x)
+                    n_other, pos, A, b, H, wH)
             score = np.empty(d)
             for j in range(d):
                 score[j] = -(sol[j] * sol[j] * A[j, j])
@@ -302,7 +331,7 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
             for a in range(k_keep):
                 cols[a] = keep[a]
             _solve_row(cols, k_keep, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0,
-                       lam, n_other, pos, A, b, sel, selv, x)
+                       lam, n_other, pos, A, b, H, wH, x)
         k = min(k_keep, d)
         for a in range(k):
             U[r, cols[a]] = np.float32(x[a])

@@ -342,7 +342,7 @@ class IALSEngine(Engine):
                 prune = np.empty(tab.nnz, np.float32)
                 self._k.curvature_scores(grow, prune, tab.indptr, tab.indices, tab.values_buf,
                                          *rows, other.indptr, other.indices, other.values_buf,
-                                         self._gram(other), self.w0, self.lam)
+                                         self._gram(other), self.w0, self.lam, _IALS_BLOCKS)
                 self._cache.append((grow, prune))
         return self._cache
 
