@@ -150,3 +150,24 @@ def select_top_n(S, n, rows, ex_indptr, ex_indices, allowed, self_exclude, out_i
     for b in prange(S.shape[0]):
         _exclude_and_select(S[b], b, rows[b], n, ex_indptr, ex_indices, allowed, self_exclude,
                             out_idx, out_val)
+
+
+def cosine_top_n(E, rows, n, block):
+    """Top ``n`` rows of a dense embedding ``E`` by cosine to each ``E[rows[b]]``.
+
+    The row itself is excluded; a zero row scores 0 against everything.
+    Scores are computed ``block`` query rows at a time, so memory is
+    ``block x len(E)`` floats beyond the normalised copy of ``E``.
+    """
+    norms = np.linalg.norm(E, axis=1)
+    E = E / np.where(norms > 0, norms, 1.0)[:, None]
+    out_idx = np.empty((len(rows), n), np.int64)
+    out_val = np.empty((len(rows), n), np.float32)
+    ex_indptr, ex_indices = np.zeros(block + 1, np.int64), np.zeros(0, np.int32)
+    allowed = np.ones(len(E), np.bool_)
+    for b0 in range(0, len(rows), block):
+        b1 = min(len(rows), b0 + block)
+        S = np.ascontiguousarray(E[rows[b0:b1]] @ E.T, np.float32)
+        select_top_n(S, n, rows[b0:b1], ex_indptr[: b1 - b0 + 1], ex_indices, allowed, True,
+                     out_idx[b0:b1], out_val[b0:b1])
+    return out_idx, out_val

@@ -342,19 +342,8 @@ class NCFModel:
         every = np.arange(self.n_items_)
         E = np.hstack([self.item_gmf_table_.dense_rows(every),
                        self.item_mlp_table_.dense_rows(every)])
-        norms = np.linalg.norm(E, axis=1)
-        E /= np.where(norms > 0, norms, 1.0)[:, None]
-        out_idx = np.empty((len(rows), n), np.int64)
-        out_val = np.empty((len(rows), n), np.float32)
-        ex = np.zeros(_SCORE_BLOCK + 1, np.int64), np.zeros(0, np.int32)
-        allowed = np.ones(self.n_items_, np.bool_)
         with numba_threads(self.n_threads):
-            for b0 in range(0, len(rows), _SCORE_BLOCK):
-                b1 = min(len(rows), b0 + _SCORE_BLOCK)
-                S = np.ascontiguousarray(E[rows[b0:b1]] @ E.T, np.float32)
-                _topk.select_top_n(S, n, rows[b0:b1], ex[0][: b1 - b0 + 1], ex[1], allowed,
-                                   True, out_idx[b0:b1], out_val[b0:b1])
-        return out_idx, out_val
+            return _topk.cosine_top_n(E, rows, n, _SCORE_BLOCK)
 
 
 def _tab(t):
