@@ -17,6 +17,19 @@ _EPS = np.float32(1e-8)
 
 
 @njit(cache=True, inline="always")
+def _keep_largest(w, mask, k_keep):
+    """Mask the ``k_keep`` largest ``|w|`` (ties by position) and zero the rest of ``w``."""
+    order = np.argsort(-np.abs(w), kind="mergesort")
+    for c in range(w.shape[0]):
+        mask[c] = False
+    for c in range(k_keep):
+        mask[order[c]] = True
+    for c in range(w.shape[0]):
+        if not mask[c]:
+            w[c] = 0.0
+
+
+@njit(cache=True, inline="always")
 def _dot_row_f32(u, indptr, indices, w, i):
     s = np.float32(0.0)
     for p in range(indptr[i], indptr[i + 1]):
@@ -48,14 +61,7 @@ def _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, bias,
         if it == n_passes and k_keep < d:
             # Keep the k_keep largest weights: the row gets the fitted
             # model's per-user budget, then the last passes refine them.
-            order = np.argsort(-np.abs(u), kind="mergesort")
-            for c in range(d):
-                mask[c] = False
-            for c in range(k_keep):
-                mask[order[c]] = True
-            for c in range(d):
-                if not mask[c]:
-                    u[c] = 0.0
+            _keep_largest(u, mask, k_keep)
         for t in range(nh):
             i = x_indices[h0 + t]
             j = -1
@@ -126,14 +132,7 @@ def _fold_in_item_row(r, c_indptr, c_users, c_data, u_indptr, u_indices, u_w, i_
     b = np.float32(0.0)
     for it in range(n_passes + n_refine):
         if it == n_passes and k_keep < d:
-            order = np.argsort(-np.abs(q), kind="mergesort")
-            for c in range(d):
-                mask[c] = False
-            for c in range(k_keep):
-                mask[order[c]] = True
-            for c in range(d):
-                if not mask[c]:
-                    q[c] = 0.0
+            _keep_largest(q, mask, k_keep)
         for t in range(nh):
             u = c_users[h0 + t]
             j = -1
