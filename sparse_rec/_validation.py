@@ -316,6 +316,25 @@ def check_positive_int(value, name, *, minimum=1, maximum=None, hint=""):
     return int(value)
 
 
+def check_layer_sizes(value, name="hidden_layer_sizes", *, what="layers", example="(32, 16, 8)"):
+    """``value`` (an int or a non-empty sequence of ints >= 1) as a tuple of ints."""
+    h = value
+    if isinstance(h, numbers.Integral) and not isinstance(h, bool):
+        h = (h,)
+    try:
+        sizes = tuple(h)
+    except TypeError:
+        sizes = None
+    if not sizes or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes
+    ):
+        raise ValueError(
+            f"{name} must be a non-empty sequence of integers >= 1 (the widths of the "
+            f"{what}); got {value!r}. Use for example {example}."
+        )
+    return tuple(int(s) for s in sizes)
+
+
 def check_real(value, name, *, low=None, low_open=False, hint=""):
     """Check that ``value`` is a finite real number (not a bool), >= or > ``low``."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

@@ -1,13 +1,12 @@
 """DSLNCF: neural collaborative filtering (NeuMF) trained sparse end to end."""
 
-import numbers
 
 import numpy as np
 
 from .. import backends
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
-from .._validation import check_budget
+from .._validation import check_budget, check_layer_sizes
 from .scoring import NCFModel, _Net
 
 #: Names of the sparse tables, in PruneGrow order (the MLP layers follow).
@@ -288,22 +287,7 @@ class DSLNCF(NCFModel, DSLEstimator):
 
     # --- parameters ------------------------------------------------------------
     def _check_hidden(self):
-        h = self.hidden_layer_sizes
-        if isinstance(h, numbers.Integral) and not isinstance(h, bool):
-            h = (h,)
-        try:
-            sizes = tuple(h)
-        except TypeError:
-            sizes = None
-        if not sizes or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a non-empty sequence of integers >= 1 (the widths "
-                f"of the MLP layers); got {self.hidden_layer_sizes!r}. Use for example "
-                "(32, 16, 8)."
-            )
-        return tuple(int(s) for s in sizes)
+        return check_layer_sizes(self.hidden_layer_sizes, what="MLP layers", example="(32, 16, 8)")
 
     def _validate(self):
         from .._validation import check_positive_int

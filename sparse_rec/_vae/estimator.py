@@ -1,6 +1,5 @@
 """DSLMultVAE: the variational autoencoder of Liang et al. (2018), trained sparse (DSL)."""
 
-import numbers
 
 import numpy as np
 
@@ -8,7 +7,13 @@ from .. import backends
 from .._base import _VALIDATION_K
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
-from .._validation import check_budget, check_fraction, check_positive_int, check_real
+from .._validation import (
+    check_budget,
+    check_fraction,
+    check_layer_sizes,
+    check_positive_int,
+    check_real,
+)
 from ..backends.vae_cpu import Layout, VAEState
 from .scoring import VAEModel
 
@@ -248,22 +253,7 @@ class DSLMultVAE(VAEModel, DSLEstimator):
 
     # --- parameters ------------------------------------------------------------
     def _check_hidden(self):
-        h = self.hidden_layer_sizes
-        if isinstance(h, numbers.Integral) and not isinstance(h, bool):
-            h = (h,)
-        try:
-            sizes = tuple(h)
-        except TypeError:
-            sizes = None
-        if not sizes or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a non-empty sequence of integers >= 1 (the widths "
-                f"of the encoder's layers); got {self.hidden_layer_sizes!r}. Use for example "
-                "(600,)."
-            )
-        return tuple(int(s) for s in sizes)
+        return check_layer_sizes(self.hidden_layer_sizes, what="encoder's layers", example="(600,)")
 
     def _validate(self):
         self._validate_common(backend=backends.devices(self._engine_key()))
