@@ -12,6 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -118,3 +120,26 @@ def skip(message):
     """Exit successfully with a note: missing optional data is not a failure."""
     print(f"skipped: {message}")
     sys.exit(0)
+
+
+class ImplicitAdapter:
+    """An implicit model's ``recommend(users, n, filter_seen)`` as ``evaluate`` calls it."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def recommend(self, users, n, filter_seen):
+        # implicit wants a CSR with exactly one row per requested user.
+        ids, scores = self.model.recommend(
+            userid=np.asarray(users), user_items=filter_seen.tocsr(), N=n,
+            filter_already_liked_items=True,
+        )
+        ids = np.array(ids, dtype=np.int64, ndmin=2)
+        scores = np.array(scores, dtype=np.float32, ndmin=2)
+        # implicit keeps filtered items in short lists, scored -FLT_MAX: mark them padding.
+        ids[~(scores > np.finfo(np.float32).min)] = -1
+        if ids.shape[1] < n:
+            pad = n - ids.shape[1]
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return ids, scores

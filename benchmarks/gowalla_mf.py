@@ -17,6 +17,7 @@ import time
 import numpy as np
 from _report import (
     DATA,
+    ImplicitAdapter,
     fmt_bytes,
     markdown_table,
     median,
@@ -54,29 +55,6 @@ DSL_ROWS = {
 }
 IMPLICIT_ROWS = ("bpr", "als")
 ALL_ROWS = (*DSL_ROWS, *IMPLICIT_ROWS)
-
-
-class ImplicitAdapter:
-    """``recommend(users, n, filter_seen)`` as ``sparse_rec.metrics.evaluate`` calls it."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def recommend(self, users, n, filter_seen):
-        # implicit wants a CSR with exactly one row per requested user.
-        ids, scores = self.model.recommend(
-            userid=np.asarray(users), user_items=filter_seen.tocsr(), N=n,
-            filter_already_liked_items=True,
-        )
-        ids = np.array(ids, dtype=np.int64, ndmin=2)
-        scores = np.array(scores, dtype=np.float32, ndmin=2)
-        # implicit keeps filtered items in short lists, scored -FLT_MAX: mark them padding.
-        ids[~(scores > np.finfo(np.float32).min)] = -1
-        if ids.shape[1] < n:
-            pad = n - ids.shape[1]
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return ids, scores
 
 
 def parse_args(argv=None):

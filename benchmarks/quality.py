@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import DATA, fmt_bytes, markdown_table, section_text, write_section
+from _report import DATA, ImplicitAdapter, fmt_bytes, markdown_table, section_text, write_section
 from threadpoolctl import threadpool_limits
 
 from sparse_rec import DSLMatrixFactorization
@@ -67,27 +67,6 @@ ALS_ALPHAS = (1.0, 5.0, 20.0)
 ALS_REG, ALS_ITERS = 0.1, 15
 ALL_ROWS = (*DSL_ROWS, *ALS_ROWS, "pop")
 SETS = ("ml-100k", "builtin", "gowalla")
-
-
-class ImplicitAdapter:
-    """``recommend(users, n, filter_seen)`` as ``sparse_rec.metrics.evaluate`` calls it."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def recommend(self, users, n, filter_seen):
-        ids, scores = self.model.recommend(
-            userid=np.asarray(users), user_items=filter_seen.tocsr(), N=n,
-            filter_already_liked_items=True,
-        )
-        ids = np.array(ids, dtype=np.int64, ndmin=2)
-        scores = np.array(scores, dtype=np.float32, ndmin=2)
-        ids[~(scores > np.finfo(np.float32).min)] = -1
-        if ids.shape[1] < n:
-            pad = n - ids.shape[1]
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return ids, scores
 
 
 class Popularity:
