@@ -28,7 +28,7 @@ X_in, y = fold_in_split(data.X, test_size=0.2, random_state=0)
 
 pipe = Pipeline([
     ("binarize", BinarizeInteractions()),
-    ("mf", DSLMatrixFactorization(n_components=32, max_iter=30, random_state=0, n_threads=2)),
+    ("mf", DSLMatrixFactorization(n_components=32, random_state=0, n_threads=2)),
 ])
 search = GridSearchCV(
     pipe,
