@@ -288,3 +288,121 @@ def test_ncf_cuda_without_gpu_is_the_mf_error(monkeypatch):
     monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
         _ncf_fit("cuda", max_iter=1)
+
+
+# --- DSL-MF iALS on the device ------------------------------------------------------
+def _ials_problem(seed=0, n_users=14, n_items=10, nnz=50, d=5, density=0.5, exclude=False):
+    import scipy.sparse as sp
+
+    from sparse_rec._base import TrainData
+    from sparse_rec._table import SparseEmbeddingTable
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(n_users, n_items, nnz, random_state=seed).tocsr().astype(np.float32)
+    X.data = np.random.default_rng(seed).uniform(0.5, 3.0, X.nnz).astype(np.float32)
+    ex = None
+    if exclude:  # a few excluded pairs: confidence 0 on the solves' patterns
+        ex = sp.random(n_users, n_items, density=0.1, random_state=seed + 9, format="csr")
+        ex = (ex - ex.multiply(X > 0)).tocsr()
+        ex.eliminate_zeros()
+    data = TrainData.from_matrix(X, ex)
+    users = SparseEmbeddingTable.random(n_users, d, int(density * n_users * d), n_slots=1,
+                                        scale=0.5, seed=seed + 1)
+    items = SparseEmbeddingTable.random(n_items, d, int(density * n_items * d), n_slots=1,
+                                        scale=0.5, seed=seed + 2)
+    return data, users, items
+
+
+IALS_OPTS = dict(regularization=0.02, unobserved_weight=0.3)
+
+
+def test_ials_device_gram_equals_cpu_gram():
+    from numba import cuda
+
+    from sparse_rec._kernels import _ials
+    from sparse_rec._kernels.cuda import ials as K
+
+    _, users, _ = _ials_problem(n_users=70, d=4)  # more rows than segments of the product
+    to = cuda.to_device
+    G, _, _ = K.gram(to(users.indptr), to(users.indices),
+                     to(np.ascontiguousarray(users.values_buf[: users.nnz])), users.n_rows,
+                     users.n_cols, (2, 8))
+    want = _ials.gram(users.indptr, users.indices, users.values_buf, users.n_cols)
+    assert np.count_nonzero(want) == want.size
+    np.testing.assert_allclose(G.copy_to_host(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_ials_epochs_on_the_device_equal_the_cpu_epochs(exclude):
+    import copy
+
+    data, users, items = _ials_problem(seed=1, exclude=exclude)
+    users2, items2 = copy.deepcopy(users), copy.deepcopy(items)
+    ref = cpu.IALSEngine(data, users, items, None, **IALS_OPTS)
+    # A small gather width: rows with more interactions than it take several passes.
+    gpu = cuda_backend.IALSEngine(data, users2, items2, None, n_blocks=2, threads_per_block=3,
+                                  gather=3, **IALS_OPTS)
+    assert gpu.scratch.H.shape[2] < max(np.diff(data.x_indptr))
+    key = np.uint64(1)
+    losses = [(ref.epoch(key), gpu.epoch(key)) for _ in range(2)]
+    gpu.download()
+    for want, got in losses:
+        assert got == pytest.approx(want, rel=1e-9)
+    assert losses[1][0] < losses[0][0]
+    for a, b in ((users2, users), (items2, items)):
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-6)
+
+
+def test_ials_device_scores_equal_the_cpu_scores():
+    import copy
+
+    data, users, items = _ials_problem(seed=2, exclude=True)
+    users2, items2 = copy.deepcopy(users), copy.deepcopy(items)
+    ref = cpu.IALSEngine(data, users, items, None, **IALS_OPTS)
+    gpu = cuda_backend.IALSEngine(data, users2, items2, None, n_blocks=1, threads_per_block=4,
+                                  **IALS_OPTS)
+    key = np.uint64(3)
+    want_prune, got_prune = ref.prune_scores(), gpu.prune_scores()
+    for g, w in zip(got_prune, want_prune, strict=True):
+        assert np.count_nonzero(w) > 0.5 * w.size
+        np.testing.assert_allclose(g, w, rtol=1e-5)
+    for (f_cpu, f_gpu), t in zip(zip(ref.grow_fns(key), gpu.grow_fns(key), strict=True),
+                                 (users, items), strict=True):
+        for chunk in ((0, t.n_rows), (3, 8)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-5, atol=1e-7)
+
+
+def _ials_fit(backend, **kw):
+    from sparse_rec import DSLMatrixFactorization
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(18, 12, 80, random_state=5)
+    params = dict(loss="ials", n_components=5, density=0.4, max_iter=4, update_interval=1,
+                  update_ratio=0.3, random_state=0, n_threads=1, backend=backend)
+    params.update(kw)
+    return DSLMatrixFactorization(**params).fit(X)
+
+
+def test_ials_fit_on_cuda_follows_the_cpu_fit():
+    # iALS has no sampling: the device fit (solves, scores selected on the
+    # device, prune on the host) follows the CPU fit up to rounding.
+    cpu_fit, gpu_fit = _ials_fit("cpu"), _ials_fit("cuda")
+    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0
+    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
+    loss_cpu = [h["loss"] for h in cpu_fit.history_]
+    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(loss_cpu, rel=1e-6)
+    for name in ("user_table_", "item_table_"):
+        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-4, atol=1e-6)
+
+
+def test_ials_cuda_without_gpu_is_the_mf_error(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _ials_fit("cuda", max_iter=1)
