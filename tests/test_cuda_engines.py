@@ -406,3 +406,79 @@ def test_ials_cuda_without_gpu_is_the_mf_error(monkeypatch):
     monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
         _ials_fit("cuda", max_iter=1)
+
+
+# --- DSLMultVAE on the device ---------------------------------------------------------
+def _vae_problem(seed=0, n_users=12, n_items=9, nnz=45, density=0.5):
+    from sparse_rec import DSLMultVAE
+    from sparse_rec._base import TrainData
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(n_users, n_items, nnz, random_state=seed)
+    est = DSLMultVAE(hidden_layer_sizes=(6,), n_components=3, density=density)
+    params = est._init_params(n_users, n_items, seed)
+    return TrainData.from_matrix(X), params
+
+
+VAE_OPTS = dict(learning_rate=0.01, alpha=0.001, dropout=0.3, beta=0.2, anneal_steps=4,
+                batch_size=5, table_learning_rate=0.02)
+
+
+@pytest.mark.parametrize("density", [0.5, 1.0])
+def test_vae_epochs_on_the_device_equal_the_cpu_epochs(density):
+    # Same generator, same batches, dropout and noise: two epochs (three
+    # batches each, the last one short) and their Adam steps must agree.
+    import copy
+
+    from sparse_rec.backends import vae_cpu, vae_cuda
+
+    data, params = _vae_problem(density=density)
+    p_gpu = copy.deepcopy(params)
+    numba.set_num_threads(1)
+    try:
+        ref = vae_cpu.VAEEngine(data, *params.tables, params.layout, **VAE_OPTS)
+        want = [ref.epoch(np.uint64(e)) for e in (1, 2)]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    gpu = vae_cuda.VAEEngine(data, *p_gpu.tables, p_gpu.layout, n_blocks=2, threads_per_block=4,
+                             **VAE_OPTS)
+    got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
+    gpu.download()
+    assert got == pytest.approx(want, rel=1e-5)
+    assert p_gpu.layout.n_updates == params.layout.n_updates == 6
+    for a, b in zip(p_gpu.tables, params.tables, strict=True):
+        np.testing.assert_allclose(a.values_buf[: a.nnz], b.values_buf[: b.nnz], rtol=1e-4,
+                                   atol=1e-6)
+    np.testing.assert_allclose(p_gpu.layout.dense, params.layout.dense, rtol=1e-4, atol=1e-6)
+    start = _vae_problem(density=density)[1]
+    assert not np.allclose(p_gpu.tables[1].values_buf[:, 0], start.tables[1].values_buf[:, 0])
+
+
+def _vae_fit(backend, **kw):
+    from sparse_rec import DSLMultVAE
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(20, 12, 90, random_state=3)
+    params = dict(hidden_layer_sizes=(6,), n_components=3, density=0.4, max_iter=4,
+                  update_interval=2, batch_size=8, random_state=0, n_threads=1, backend=backend)
+    params.update(kw)
+    return DSLMultVAE(**params).fit(X)
+
+
+def test_vae_fit_on_cuda_follows_the_cpu_fit():
+    cpu_fit, gpu_fit = _vae_fit("cpu"), _vae_fit("cuda")
+    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0
+    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
+    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
+        [h["loss"] for h in cpu_fit.history_], rel=1e-4)
+    for name in ("encoder_table_", "decoder_table_"):
+        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+
+
+def test_vae_cuda_without_gpu_is_the_mf_error(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _vae_fit("cuda", max_iter=1)

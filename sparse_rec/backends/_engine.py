@@ -13,6 +13,7 @@ _ENGINES = {
     ("mf-ials", "cpu"): ("sparse_rec.backends.cpu", "IALSEngine"),
     ("mf-ials", "cuda"): ("sparse_rec.backends.cuda", "IALSEngine"),
     ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
+    ("vae", "cuda"): ("sparse_rec.backends.vae_cuda", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
 }
 
