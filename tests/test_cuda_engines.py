@@ -482,3 +482,89 @@ def test_vae_cuda_without_gpu_is_the_mf_error(monkeypatch):
     monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
         _vae_fit("cuda", max_iter=1)
+
+
+# --- DSLLightGCN on the device ----------------------------------------------------------
+def _lightgcn_problem(seed=0, n_users=12, n_items=9, nnz=45, density=0.5, n_layers=2):
+    from sparse_rec import DSLLightGCN
+    from sparse_rec._base import TrainData
+    from sparse_rec.backends.cpu_lightgcn import Graph
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(n_users, n_items, nnz, random_state=seed)
+    data = TrainData.from_matrix(X)
+    est = DSLLightGCN(n_components=4, density=density, n_layers=n_layers)
+    params = est._init_params(n_users, n_items, seed)
+    graph = Graph.from_pattern(data.x_indptr, data.x_indices, n_items)
+    return data, params, graph
+
+
+def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0):
+    import copy
+
+    from sparse_rec.backends import cpu_lightgcn, cuda_lightgcn
+
+    data, params, graph = _lightgcn_problem(seed=seed, density=density, n_layers=n_layers)
+    p_gpu = copy.deepcopy(params)
+    opts = dict(n_layers=n_layers, learning_rate=0.01, alpha=0.01, optimizer=optimizer,
+                batch_size=16)
+    ref = cpu_lightgcn.LightGCNEngine(data, *params.tables, graph, **opts)
+    gpu = cuda_lightgcn.LightGCNEngine(data, *p_gpu.tables, graph, n_blocks=2,
+                                       threads_per_block=4, **opts)
+    return ref, gpu, params, p_gpu
+
+
+@pytest.mark.parametrize("optimizer, n_layers", [("adam", 2), ("adagrad", 0)])
+def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers):
+    ref, gpu, params, p_gpu = _lightgcn_engines(optimizer, n_layers)
+    want = [ref.epoch(np.uint64(e)) for e in (1, 2)]  # three batches each
+    got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
+    gpu.download()
+    assert got == pytest.approx(want, rel=1e-5)
+    for a, b in zip(p_gpu.tables, params.tables, strict=True):
+        np.testing.assert_allclose(a.values_buf[: a.nnz], b.values_buf[: b.nnz], rtol=1e-4,
+                                   atol=1e-6)
+    start = _lightgcn_problem(n_layers=n_layers)[1]
+    assert not np.allclose(params.tables[0].weights, start.tables[0].weights)
+
+
+def test_lightgcn_device_growth_scores_equal_the_cpu_scores():
+    ref, gpu, params, _ = _lightgcn_engines("adam", 3, density=0.4, seed=1)
+    key = np.uint64(9)
+    for f_cpu, f_gpu, t in zip(ref.grow_fns(key), gpu.grow_fns(key), params.tables,
+                               strict=True):
+        for chunk in ((0, t.n_rows), (2, 7)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-4, atol=1e-7)
+
+
+def _lightgcn_fit(backend, **kw):
+    from sparse_rec import DSLLightGCN
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(16, 12, 70, random_state=2)
+    params = dict(n_components=4, density=0.4, n_layers=2, max_iter=4, update_interval=2,
+                  batch_size=32, random_state=0, n_threads=1, backend=backend)
+    params.update(kw)
+    return DSLLightGCN(**params).fit(X)
+
+
+def test_lightgcn_fit_on_cuda_follows_the_cpu_fit():
+    cpu_fit, gpu_fit = _lightgcn_fit("cpu"), _lightgcn_fit("cuda")
+    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0
+    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
+    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
+        [h["loss"] for h in cpu_fit.history_], rel=1e-4)
+    for name in ("user_table_", "item_table_"):
+        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+
+
+def test_lightgcn_cuda_without_gpu_is_the_mf_error(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _lightgcn_fit("cuda", max_iter=1)

@@ -15,6 +15,7 @@ _ENGINES = {
     ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
     ("vae", "cuda"): ("sparse_rec.backends.vae_cuda", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
+    ("lightgcn", "cuda"): ("sparse_rec.backends.cuda_lightgcn", "LightGCNEngine"),
 }
 
 
