@@ -1,8 +1,11 @@
 """Every model on the GPU against the CPU: epoch time, whole fits, prune/grow share, quality.
 
-One prepared run (under 5 minutes on one GPU machine) for each model that
-has a CUDA engine, at densities 0.2 and 1.0 on Gowalla (LightGCN split, the
-largest shared data set):
+One prepared run for each model that has a CUDA engine (DSL-MF with BPR
+and with iALS, DSLNCF, DSLMultVAE, DSLLightGCN), at densities 0.2 and 1.0
+on Gowalla (LightGCN split, the largest shared data set). The CPU epochs
+set the time: DSL-MF and DSLNCF fit in about 5 minutes on one GPU machine;
+with DSLMultVAE and DSLLightGCN (about 45 s per CPU epoch on 2 threads)
+it takes longer, so run the models in parts with ``--only``:
 
 * seconds per epoch on 2 CPU threads, on all CPU threads of the machine and
   on the GPU: the median over timed epochs of a fit without prune/grow
@@ -22,6 +25,7 @@ one (and in Numba's CUDA simulator, whose timings mean nothing, unless
 Run from the repository root::
 
     python benchmarks/cuda_all.py               # writes docs/benchmarks.md
+    python benchmarks/cuda_all.py --only vae --no-write --out /tmp/vae.md
     python benchmarks/cuda_all.py --no-write --out /tmp/cuda_all.md
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/cuda_all.py --smoke
 """
@@ -36,7 +40,7 @@ import numba
 import numpy as np
 from _report import DATA, markdown_table, median, section_text, skip, write_section
 
-from sparse_rec import DSLNCF, DSLMatrixFactorization
+from sparse_rec import DSLNCF, DSLLightGCN, DSLMatrixFactorization, DSLMultVAE
 from sparse_rec.backends import cuda as cuda_backend
 from sparse_rec.datasets import load_lightgcn, make_interactions
 from sparse_rec.metrics import evaluate
@@ -78,6 +82,16 @@ MODELS = {
     "ncf": Model("DSLNCF", DSLNCF, {}, fit_epochs=4, timed_epochs=1,
                  smoke_params={"n_components": 4, "hidden_layer_sizes": (8, 4),
                                "batch_size": 32, "n_negatives": 1}),
+    # Defaults (hidden 600, latent 200, batch 500). Not yet timed on Gowalla
+    # on the CPU: one timed epoch and 3-epoch fits, as NCF.
+    "vae": Model("DSLMultVAE", DSLMultVAE, {}, fit_epochs=3, timed_epochs=1,
+                 smoke_params={"hidden_layer_sizes": (16,), "n_components": 4,
+                               "batch_size": 16}),
+    # About 45 s per epoch on 2 CPU threads at density 0.2 (docs/benchmarks.md,
+    # LightGCN on Gowalla): one timed epoch and 2-epoch fits. With every model
+    # the run exceeds 5 minutes on such CPUs: run it in parts with --only.
+    "lightgcn": Model("DSLLightGCN", DSLLightGCN, {}, fit_epochs=2, timed_epochs=1,
+                      smoke_params={"n_components": 8, "batch_size": 64}),
 }
 
 
