@@ -568,3 +568,34 @@ def test_lightgcn_cuda_without_gpu_is_the_mf_error(monkeypatch):
     monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
         _lightgcn_fit("cuda", max_iter=1)
+
+
+# --- The prune threshold on the device ---------------------------------------------
+@pytest.mark.parametrize("scores", ["weights", "iALS scores"])
+def test_device_prune_threshold_and_mask_equal_the_host_ones(scores):
+    # Coarse magnitudes (many ties at the threshold, signs mixed): the
+    # k-th smallest, the masks and the ties given back must be the host's.
+    from numba import cuda
+
+    from sparse_rec._dsl import PruneGrow
+    from sparse_rec._kernels.cuda.prune_grow import DevicePrune
+    from sparse_rec._table import SparseEmbeddingTable
+
+    rng = np.random.default_rng(0)
+    tabs = [SparseEmbeddingTable.random(n, 6, nnz, n_slots=2, seed=s)
+            for n, nnz, s in ((20, 50, 1), (15, 40, 2))]
+    for t in tabs:
+        t.values_buf[: t.nnz, 0] = rng.integers(-4, 5, t.nnz) * 0.25
+    host = [t.weights if scores == "weights" else (t.weights ** 2).astype(np.float32)
+            for t in tabs]
+    dev = [cuda.to_device(np.ascontiguousarray(t.values_buf[: t.nnz])) if scores == "weights"
+           else cuda.to_device(h.reshape(-1, 1)) for t, h in zip(tabs, host, strict=True)]
+    pg = PruneGrow(tabs)
+    for k in (7, 30, 61):
+        want = pg._prune_smallest([0, 1], k, np.random.default_rng(k), host)
+        mixed = [DevicePrune(dev[0], (1, 8)), host[1]]  # one table on a device, one not
+        for given in ([DevicePrune(d, (2, 4)) for d in dev], mixed):
+            got = pg._prune_smallest([0, 1], k, np.random.default_rng(k), given)
+            assert sum(int((~m).sum()) for m in got.values()) == k
+            for t in (0, 1):
+                np.testing.assert_array_equal(got[t], want[t])

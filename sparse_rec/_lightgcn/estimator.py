@@ -95,7 +95,8 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         Where training runs. ``"cuda"`` (numba-cuda and a GPU, ``pip install
         sparse-rec[cuda]``) keeps the graph and both tables on the device
         and propagates there; growth scores are computed and selected on the
-        device; the prune threshold, the rebuild and scoring run on the CPU.
+        device, the prune threshold too; the rebuild and scoring run on the
+        CPU.
     verbose : int, default=0
     callbacks : list of callable or None, default=None
     early_stopping : bool, default=False

@@ -112,8 +112,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     backend : {"cpu", "cuda"}, default="cpu"
         Where training epochs and growth scores run (both losses). ``"cuda"``
         needs numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the
-        prune threshold, the rebuild and scoring stay on the CPU, and the
-        tables travel to the host at each update.
+        prune threshold is found on the GPU too; the rebuild and scoring
+        stay on the CPU, and the tables travel to the host at each update.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable or None, default=None

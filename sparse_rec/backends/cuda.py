@@ -4,9 +4,12 @@ Growth scores (DSL-MF's tables, DSLNCF's embeddings) are computed and
 selected on the GPU: the growth callbacks are
 :class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`, from which
 :class:`~sparse_rec._dsl.PruneGrow` takes bin counts and the kept
-coordinates only. The prune threshold and the rebuild run on the CPU, so
-before each update the tables come back to the host and the rebuilt tables
-go out again after it.
+coordinates only. The prune threshold is found on the GPU too (the
+engines' ``prune_scores`` are
+:class:`~sparse_rec._kernels.cuda.prune_grow.DevicePrune`: bin counts, one
+bin's values and a keep mask come back, not the scores). The rebuild runs
+on the CPU, so before each update the tables come back to the host and
+the rebuilt tables go out again after it.
 """
 
 import numpy as np
@@ -143,6 +146,13 @@ class MFEngine(cpu.MFEngine):
         return [DeviceScores(users, a["u_indptr"], a["u_indices"], self._score_buffer, held, grid),
                 DeviceScores(items, a["i_indptr"], a["i_indices"], self._score_buffer, held, grid)]
 
+    def prune_scores(self):
+        """``|w|`` of the device tables: the prune threshold is found on the GPU."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        grid = (self.n_blocks, self.threads_per_block)
+        return [DevicePrune(self.arrays["u_v"], grid), DevicePrune(self.arrays["i_v"], grid)]
+
 
 # The simulator runs every GPU thread as a Python thread: a small grid, two
 # blocks so that blocks still train batches side by side.
@@ -274,6 +284,14 @@ class NCFEngine(cpu.NCFEngine):
                                grid) for w in range(4)]
         return device + fns[4:]
 
+    def prune_scores(self):
+        """``|w|``: the embeddings' on the GPU, the MLP layers' from the host tables."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        grid = (self.n_blocks, self.threads_per_block)
+        emb = [DevicePrune(v, grid) for v in self.arrays["emb"][2::3]]
+        return emb + [t.weights for t in self.net.layers]
+
 
 # The simulator runs every GPU thread as a Python thread: a small grid.
 _SIM_IALS_GRID = (1, 4)
@@ -288,9 +306,9 @@ class IALSEngine(cpu.IALSEngine):
     its active coordinates (one thread per row), then the same for the
     items against the users. Growth scores ``g / sqrt(H_jj)`` of a chunk of
     rows are computed and selected on the device
-    (:class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`); the prune
-    scores ``w**2 * H_jj`` (one float per active weight) come back to the
-    host, where the prune threshold and the rebuild run. ``regularization``
+    (:class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`); so are
+    the prune scores ``w**2 * H_jj`` and their threshold (only a keep mask
+    comes back); the rebuild runs on the host. ``regularization``
     and ``unobserved_weight`` are the estimator's, as on the CPU. Scratch
     is about ``(2 d + 64) d`` float64 per thread, so the grid is a few
     blocks of 64 threads per streaming multiprocessor by default.
@@ -395,13 +413,17 @@ class IALSEngine(cpu.IALSEngine):
                              held, grid) for t in (0, 1)]
 
     def prune_scores(self):
+        """``w**2 H_jj`` computed on the GPU, where the prune threshold is then found."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
         out = []
         empty = self._cuda.device_array((0, self.users.n_cols), np.float32)
         for t, tab in enumerate((self.users, self.items)):
-            prune_d = self._cuda.device_array(max(tab.nnz, 1), np.float32)
-            self._kernels.curvature(0, tab.n_rows, empty, prune_d, *self._score_args(t), self.w0,
-                                    self.lam, self.scratch, self._grid)
-            out.append(prune_d.copy_to_host()[: tab.nnz])
+            prune_d = self._cuda.device_array((tab.nnz, 1), np.float32)
+            self._kernels.curvature(0, tab.n_rows, empty, prune_d.reshape(tab.nnz),
+                                    *self._score_args(t), self.w0, self.lam, self.scratch,
+                                    self._grid)
+            out.append(DevicePrune(prune_d, self._grid))
         return out
 
     def rebuild(self):

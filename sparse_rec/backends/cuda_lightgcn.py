@@ -78,6 +78,12 @@ class LightGCNEngine(C.LightGCNEngine):
         self._grow_cache = {}
         self.upload()
 
+    def prune_scores(self):
+        """``|w|`` of the device tables: the prune threshold is found on the GPU."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        return [DevicePrune(v, self.grid) for _, _, v in self.tabs_d]
+
     def _spmm(self, g, X, add, has_add, out):
         self._k.spmm_dense_kernel[self.grid](*g, X, add, has_add, out)
 

@@ -70,6 +70,12 @@ class VAEEngine(vae_cpu.VAEEngine):
     def rebuild(self):
         self.upload()
 
+    def prune_scores(self):
+        """``|w|`` of the device tables: the prune threshold is found on the GPU."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        return [DevicePrune(v, self.grid) for _, _, v in self.tabs_d]
+
     def _logits(self, B):
         if B not in self._L:
             self._L[B] = self._cuda.device_array((self.D.n_rows, B), np.float32)
