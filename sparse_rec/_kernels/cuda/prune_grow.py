@@ -177,6 +177,7 @@ class DevicePrune:
     """
 
     def __init__(self, values, grid):
+        self.values = values  # the device array the scores are read from
         self._bits = values.view(np.int32)
         self._grid = grid
         self.n = values.shape[0]
