@@ -456,6 +456,26 @@ def test_vae_epochs_on_the_device_equal_the_cpu_epochs(density):
     assert not np.allclose(p_gpu.tables[1].values_buf[:, 0], start.tables[1].values_buf[:, 0])
 
 
+def test_vae_device_growth_scores_equal_the_cpu_scores():
+    import copy
+
+    from sparse_rec.backends import vae_cpu, vae_cuda
+
+    data, params = _vae_problem(seed=1, n_users=14)
+    p_gpu = copy.deepcopy(params)
+    ref = vae_cpu.VAEEngine(data, *params.tables, params.layout, **VAE_OPTS)
+    gpu = vae_cuda.VAEEngine(data, *p_gpu.tables, p_gpu.layout, n_blocks=2, threads_per_block=4,
+                             **VAE_OPTS)
+    key = np.uint64(4)
+    for f_cpu, f_gpu, t in zip(ref.grow_fns(key), gpu.grow_fns(key), params.tables,
+                               strict=True):
+        for chunk in ((0, t.n_rows), (2, 7)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-4, atol=1e-6)
+
+
 def _vae_fit(backend, **kw):
     from sparse_rec import DSLMultVAE
     from sparse_rec.datasets import make_interactions

@@ -114,9 +114,9 @@ class DSLMultVAE(VAEModel, DSLEstimator):
     backend : {"cpu", "cuda"}, default="cpu"
         Where training runs. ``"cuda"`` (numba-cuda and a GPU, ``pip install
         sparse-rec[cuda]``) keeps the two item tables and each batch's
-        logits on the device, and finds the prune threshold there; the
-        small dense layers, growth scores, the rebuild and scoring run on
-        the CPU.
+        logits on the device, computes and selects growth scores and finds
+        the prune threshold there; the small dense layers, the rebuild and
+        scoring run on the CPU.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable, optional

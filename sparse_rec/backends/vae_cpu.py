@@ -363,6 +363,16 @@ class VAEEngine(Engine):
         bc2 = np.float32(np.sqrt(1.0 - BETA2 ** t))
         w -= lr1 * m / (np.sqrt(v) / bc2 + np.float32(ADAM_EPS))
 
+    def _grow_sample(self, rng):
+        """``(base, sample)``: up to ``_GROW_USERS`` random users, and those plus one
+        random interactor of every item with an interaction (sorted)."""
+        n = self.n_samples
+        base = np.sort(rng.choice(self.users, min(_GROW_USERS, n), replace=False))
+        counts = np.diff(self.Xt.indptr)
+        has = np.flatnonzero(counts)
+        pick = self.Xt.indptr[has] + (rng.random(len(has)) * counts[has]).astype(np.int64)
+        return base, np.union1d(base, self.Xt.indices[pick])
+
     def grow_fns(self, key):
         """Dense gradients of the mean loss (no dropout, ``z = mu``) for both tables.
 
@@ -373,12 +383,7 @@ class VAEEngine(Engine):
         recomputed per chunk, so memory stays bounded by the chunk).
         """
         rng = np.random.default_rng(int(key))
-        n = self.n_samples
-        base = np.sort(rng.choice(self.users, min(_GROW_USERS, n), replace=False))
-        counts = np.diff(self.Xt.indptr)
-        has = np.flatnonzero(counts)
-        pick = self.Xt.indptr[has] + (rng.random(len(has)) * counts[has]).astype(np.int64)
-        sample = np.union1d(base, self.Xt.indices[pick])
+        base, sample = self._grow_sample(rng)
         layout = self.state.layout
         cache = {}
 

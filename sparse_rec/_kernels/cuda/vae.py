@@ -161,3 +161,54 @@ def adam_table_kernel(v, g, lr1, bc2_sqrt, reg):
     """One Adam step on every active weight (``lr1``, ``bc2_sqrt``: the step's bias corrections)."""
     for p in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
         _adam(v, p, g[p] + reg * v[p, 0], lr1, bc2_sqrt)
+
+
+@cuda.jit
+def encoder_rows_kernel(r0, t_indptr, t_cols, t_vals, dpre, G):
+    """Encoder growth scores ``G[r - r0] = sum_q t_vals[q] * dpre[t_cols[q]]`` (rows of ``X_s^T``).
+
+    ``t_*``: the sample's normalised input, item-major; one thread per
+    (row, unit).
+    """
+    n, h = G.shape
+    for t in range(cuda.grid(1), n * h, cuda.gridsize(1)):
+        b = t // h
+        c = t % h
+        r = r0 + b
+        acc = 0.0
+        for q in range(t_indptr[r], t_indptr[r + 1]):
+            acc += t_vals[q] * dpre[t_cols[q], c]
+        G[b, c] = acc
+
+
+@cuda.jit
+def decoder_rows_kernel(r0, indptr, indices, v, A, bias, lse, nx, x_indptr, x_cols, x_vals, G):
+    """Decoder growth scores of rows ``r0 : r0 + len(G)`` over the base users, a thread per row.
+
+    ``G[r - r0] = sum_b (n_b softmax_b(r) - x_{b r}) A[b] / n_base`` with the
+    logit ``bias[r] + D[r] . A[b]`` recomputed here (``lse``: the users'
+    log-normalisers, ``nx``: their interaction totals; ``x_*``: the base
+    users' interactions, item-major).
+    """
+    n, h = G.shape
+    nb = A.shape[0]
+    for t in range(cuda.grid(1), n, cuda.gridsize(1)):
+        r = r0 + t
+        g = G[t]
+        for c in range(h):
+            g[c] = 0.0
+        for b in range(nb):
+            logit = bias[r]
+            for p in range(indptr[r], indptr[r + 1]):
+                logit += v[p, 0] * A[b, indices[p]]
+            e = math.exp(logit - lse[b]) * nx[b]
+            for c in range(h):
+                g[c] += e * A[b, c]
+        for q in range(x_indptr[r], x_indptr[r + 1]):
+            b = x_cols[q]
+            x = x_vals[q]
+            for c in range(h):
+                g[c] -= x * A[b, c]
+        inv = 1.0 / max(nb, 1)
+        for c in range(h):
+            g[c] *= inv
