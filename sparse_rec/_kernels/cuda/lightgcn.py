@@ -4,8 +4,8 @@ The device twins of :mod:`sparse_rec._kernels._lightgcn`, same layout
 (graph blocks as CSR, layer-0 tables with optimiser slots, dense float32
 blocks):
 
-* ``densify_kernel`` / ``add_table_kernel``: a layer-0 table written dense
-  or added (scaled) into a dense block, one thread per row;
+* ``densify_kernel``: a layer-0 table written dense, one thread per row
+  (``scale_kernel`` then gives the final embeddings' first term);
 * ``spmm_dense_kernel``: ``out = add + G @ X`` over a graph block, one
   thread per (row, column), the column fastest: neighbouring threads read
   and write neighbouring floats of ``X`` and ``out``; ``axpy_kernel``
@@ -46,14 +46,6 @@ def densify_kernel(t_indptr, t_indices, t_v, out):
             o[c] = 0.0
         for p in range(t_indptr[r], t_indptr[r + 1]):
             o[t_indices[p]] = t_v[p, 0]
-
-
-@cuda.jit
-def add_table_kernel(t_indptr, t_indices, t_v, scale, out):
-    """``out += scale * T`` for a layer-0 table ``T``."""
-    for r in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-        for p in range(t_indptr[r], t_indptr[r + 1]):
-            out[r, t_indices[p]] += scale * t_v[p, 0]
 
 
 @cuda.jit
