@@ -342,7 +342,7 @@ def test_ials_epochs_on_the_device_equal_the_cpu_epochs(exclude):
     # A small gather width: rows with more interactions than it take several passes.
     gpu = cuda_backend.IALSEngine(data, users2, items2, None, n_blocks=2, threads_per_block=3,
                                   gather=3, **IALS_OPTS)
-    assert gpu.scratch.H.shape[2] < max(np.diff(data.x_indptr))
+    assert gpu.scratch.H.shape[1] < max(np.diff(data.x_indptr))
     key = np.uint64(1)
     losses = [(ref.epoch(key), gpu.epoch(key)) for _ in range(2)]
     gpu.download()

@@ -14,7 +14,8 @@ term, so results match up to floating-point contraction.
   not depend on scheduling.
 * ``solve_rows_kernel``: one GPU thread per row (grid-stride) solves the
   row's ``|S| x |S|`` system on its active coordinates, with its own
-  scratch rows (``A``, ``b``, the gathered block ``H``, ``wH``). The
+  scratch (``A``, ``b``, the gathered block ``H``, ``wH``; the thread is
+  the scratch's last axis, so a warp's accesses coalesce). The
   gathered block's width (the number of interactions per pass) is the
   scratch's, smaller than the CPU's to bound device memory per thread.
 * ``curvature_kernel``: one thread per row, growth scores
@@ -103,15 +104,16 @@ def solve_rows_kernel(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o
     """Every row's active weights replaced by the exact minimiser of its loss, one thread per row.
 
     ``loss[r]``, ``reg[r]``: the row's objective and ridge term at the
-    solution. Scratch has one row per grid thread; ``pos`` is all ``d``.
+    solution. Scratch has the thread last (:class:`Scratch`); ``pos`` is
+    all ``d``.
     """
     tid = cuda.grid(1)
-    if tid >= pos.shape[0]:
+    if tid >= pos.shape[1]:
         return
     n = indptr.shape[0] - 1
     n_other = o_indptr.shape[0] - 1
-    t_pos, t_cols, t_A, t_b, t_x, t_H, t_wH = pos[tid], cols[tid], A[tid], b[tid], x[tid], \
-        H[tid], wH[tid]
+    t_pos, t_cols, t_b, t_x = pos[:, tid], cols[:, tid], b[:, tid], x[:, tid]
+    t_A, t_H, t_wH = A[:, :, tid], H[:, :, tid], wH[:, :, tid]
     for r in range(tid, n, cuda.gridsize(1)):
         p0 = indptr[r]
         k = indptr[r + 1] - p0
@@ -132,14 +134,14 @@ def curvature_kernel(r0, r1, grow, prune, indptr, indices, values, x_indptr, x_i
     """Growth scores of rows ``r0:r1`` into ``grow[r - r0]`` and prune scores of their weights.
 
     ``grow`` with no rows writes prune scores only. One thread per row,
-    scratch ``w``, ``g``, ``h`` with one row per grid thread.
+    scratch ``w``, ``g``, ``h`` with the thread last.
     """
     tid = cuda.grid(1)
-    if tid >= w.shape[0]:
+    if tid >= w.shape[1]:
         return
     d = G.shape[0]
     n_other = o_indptr.shape[0] - 1
-    t_w, t_g, t_h = w[tid], g[tid], h[tid]
+    t_w, t_g, t_h = w[:, tid], g[:, tid], h[:, tid]
     write_grow = grow.shape[0] > 0
     for r in range(r0 + tid, r1, cuda.gridsize(1)):
         _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
@@ -154,19 +156,24 @@ def curvature_kernel(r0, r1, grow, prune, indptr, indices, values, x_indptr, x_i
 
 
 class Scratch:
-    """Work arrays of the solve and score kernels: one row per thread of ``n_threads``."""
+    """Work arrays of the solve and score kernels for ``n_threads`` threads.
+
+    The thread is the last axis: the threads of a warp, each at the same
+    step of its own row's solve, touch neighbouring words (coalesced), where
+    one contiguous block per thread would scatter a warp's accesses.
+    """
 
     def __init__(self, n_threads, d, gather=GATHER):
         T = int(n_threads)
-        self.pos = cuda.to_device(np.full((T, d), d, np.int64))
-        self.cols = cuda.device_array((T, d), np.int64)
-        self.A = cuda.device_array((T, d, d), np.float64)
-        self.b = cuda.device_array((T, d), np.float64)
-        self.x = cuda.device_array((T, d), np.float64)
-        self.H = cuda.device_array((T, d + 1, gather), np.float64)
-        self.wH = cuda.device_array((T, d + 1, gather), np.float64)
-        self.g = cuda.device_array((T, d), np.float64)
-        self.h = cuda.device_array((T, d), np.float64)
+        self.pos = cuda.to_device(np.full((d, T), d, np.int64))
+        self.cols = cuda.device_array((d, T), np.int64)
+        self.A = cuda.device_array((d, d, T), np.float64)
+        self.b = cuda.device_array((d, T), np.float64)
+        self.x = cuda.device_array((d, T), np.float64)
+        self.H = cuda.device_array((d + 1, gather, T), np.float64)
+        self.wH = cuda.device_array((d + 1, gather, T), np.float64)
+        self.g = cuda.device_array((d, T), np.float64)
+        self.h = cuda.device_array((d, T), np.float64)
 
 
 def gram(indptr, indices, values, n_rows, d, grid, dense=None, partial=None):
