@@ -1,8 +1,11 @@
 """Every model on the GPU against the CPU: epoch time, whole fits, prune/grow share, quality.
 
-One prepared run (under 5 minutes on one GPU machine) for each model that
-has a CUDA engine, at densities 0.2 and 1.0 on Gowalla (LightGCN split, the
-largest shared data set):
+One prepared run for each model that has a CUDA engine (DSL-MF with BPR
+and with iALS, DSLNCF, DSLMultVAE, DSLLightGCN), at densities 0.2 and 1.0
+on Gowalla (LightGCN split, the largest shared data set). The CPU epochs
+set the time: DSL-MF and DSLNCF fit in about 5 minutes on one GPU machine;
+with DSLMultVAE and DSLLightGCN (about 45 s per CPU epoch on 2 threads)
+it takes longer, so run the models in parts with ``--only``:
 
 * seconds per epoch on 2 CPU threads, on all CPU threads of the machine and
   on the GPU: the median over timed epochs of a fit without prune/grow
@@ -22,6 +25,7 @@ one (and in Numba's CUDA simulator, whose timings mean nothing, unless
 Run from the repository root::
 
     python benchmarks/cuda_all.py               # writes docs/benchmarks.md
+    python benchmarks/cuda_all.py --only vae --no-write --out /tmp/vae.md
     python benchmarks/cuda_all.py --no-write --out /tmp/cuda_all.md
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/cuda_all.py --smoke
 """
@@ -36,7 +40,7 @@ import numba
 import numpy as np
 from _report import DATA, markdown_table, median, section_text, skip, write_section
 
-from sparse_rec import DSLNCF, DSLMatrixFactorization
+from sparse_rec import DSLNCF, DSLLightGCN, DSLMatrixFactorization, DSLMultVAE
 from sparse_rec.backends import cuda as cuda_backend
 from sparse_rec.datasets import load_lightgcn, make_interactions
 from sparse_rec.metrics import evaluate
@@ -67,12 +71,27 @@ class Model:
 MODELS = {
     "mf-bpr": Model("DSL-MF (BPR)", DSLMatrixFactorization, {"n_components": 64, "loss": "bpr"},
                     fit_epochs=20, smoke_params={"n_components": 8}),
+    # iALS with its defaults (20 epochs, updates every 2): exact solves make
+    # an epoch costlier than BPR's, so 2 timed epochs and 10-epoch fits.
+    "mf-ials": Model("DSL-MF (iALS)", DSLMatrixFactorization,
+                     {"n_components": 64, "loss": "ials"}, fit_epochs=10, timed_epochs=2,
+                     smoke_params={"n_components": 8}),
     # On Gowalla an NCF epoch takes 25 s on 2 threads at density 0.2 and
     # about 60 s dense (the 2-core development machine, loaded): one timed
     # epoch each and 4-epoch fits keep the run within 5 minutes.
     "ncf": Model("DSLNCF", DSLNCF, {}, fit_epochs=4, timed_epochs=1,
                  smoke_params={"n_components": 4, "hidden_layer_sizes": (8, 4),
                                "batch_size": 32, "n_negatives": 1}),
+    # Defaults (hidden 600, latent 200, batch 500). Not yet timed on Gowalla
+    # on the CPU: one timed epoch and 3-epoch fits, as NCF.
+    "vae": Model("DSLMultVAE", DSLMultVAE, {}, fit_epochs=3, timed_epochs=1,
+                 smoke_params={"hidden_layer_sizes": (16,), "n_components": 4,
+                               "batch_size": 16}),
+    # About 45 s per epoch on 2 CPU threads at density 0.2 (docs/benchmarks.md,
+    # LightGCN on Gowalla): one timed epoch and 2-epoch fits. With every model
+    # the run exceeds 5 minutes on such CPUs: run it in parts with --only.
+    "lightgcn": Model("DSLLightGCN", DSLLightGCN, {}, fit_epochs=2, timed_epochs=1,
+                      smoke_params={"n_components": 8, "batch_size": 64}),
 }
 
 
@@ -214,11 +233,16 @@ def main(argv=None):
         ("model", "density", "backend", "epochs", "fit s", "prune/grow share", "Recall@20",
          "NDCG@20", "CPU seed 1 Recall@20 (seed noise)"), fit_rows)
     elapsed = time.perf_counter() - t_start
+    timed = "; ".join(
+        f"{MODELS[m].label}: {MODELS[m].timed_epochs}" + (", after one left out"
+                                                          if MODELS[m].timed_epochs > 1 else "")
+        for m in args.models)
+    fits = ", ".join(f"{MODELS[m].label} {MODELS[m].fit_epochs}" for m in args.models)
     body = (
         f"{data_name}: {train.shape[0]:,} users x {train.shape[1]:,} items, {train.nnz:,} "
         f"training interactions; GPU: {device}. Epoch times: median of timed epochs of a fit "
-        "without prune/grow after a warm-up that compiled the kernels (DSL-MF: 3 epochs, the "
-        "first left out; DSLNCF: 1). Whole fits: the "
+        f"without prune/grow after a warm-up that compiled the kernels ({timed}). Whole fits: "
+        f"{fits} epochs with the other "
         f"estimators' defaults, CPU on all {all_threads} threads; quality over "
         f"{len(users):,} sampled test users (full ranking, training items excluded); seed "
         f"noise: the CPU fits with seeds 0 and 1 (density 0.2). Whole run: {elapsed:.0f} s.\n\n"

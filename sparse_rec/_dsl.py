@@ -180,7 +180,12 @@ class PruneGrow:
         prune_scores : list of ndarray, optional
             ``prune_scores[t]``: a non-negative float32 score per active
             weight of table ``t`` (in storage order); the smallest are
-            pruned. Default: ``|w|``.
+            pruned. Default: ``|w|``. An entry with the methods
+            ``histogram()``, ``in_bin(b, count)``, ``mask(threshold)`` and
+            ``ties(threshold, count)`` (scores on a device,
+            :class:`~sparse_rec._kernels.cuda.prune_grow.DevicePrune`) is
+            asked for bin counts, one bin's patterns and the keep mask
+            instead, so the threshold is found where the scores are.
         rebuild : callable, optional
             Called once at the end of the step, after the tables were
             rebuilt (to refresh arrays derived from them).
@@ -239,12 +244,16 @@ class PruneGrow:
         ties = []
         for t in group:
             w = self._prune_scores(t, prune_scores)
-            keep = np.empty(w.shape[0], np.bool_)
-            n_tie = K.prune_mask(w, np.float32(thr), keep)
+            if hasattr(w, "mask"):  # scores on a device: the mask comes back
+                keep, n_tie = w.mask(thr)
+            else:
+                keep = np.empty(w.shape[0], np.bool_)
+                n_tie = K.prune_mask(w, np.float32(thr), keep)
             masks[t] = keep
-            below += w.shape[0] - int(keep.sum()) - n_tie
+            below += keep.shape[0] - int(keep.sum()) - n_tie
             if n_tie:
-                ties.append((t, np.flatnonzero(np.abs(w) == thr)))
+                ties.append((t, w.ties(thr, n_tie) if hasattr(w, "ties")
+                             else np.flatnonzero(np.abs(w) == thr)))
         # keep= |w| > thr drops every tie; give back the ties not needed.
         n_ties = sum(len(p) for _, p in ties)
         restore = n_ties - (k - below)
@@ -260,16 +269,22 @@ class PruneGrow:
     def _kth_smallest_magnitude(self, group, k, prune_scores=None):
         # Bin |w| by bit pattern in parallel (as growth bins its scores),
         # then sort out only the bin that holds the k-th smallest.
+        # Scores with a ``histogram`` method live on a device and bin themselves.
+        device = [t for t in group if prune_scores is not None
+                  and hasattr(prune_scores[t], "histogram")]
         if prune_scores is None:
             bits = [(self.tables[t].values_buf.view(np.int32), self.tables[t].nnz)
                     for t in group]
         else:
             bits = [(np.ascontiguousarray(prune_scores[t], np.float32).reshape(-1, 1)
-                     .view(np.int32), self.tables[t].nnz) for t in group]
+                     .view(np.int32), self.tables[t].nnz) for t in group if t not in device]
         hist = np.zeros(K.N_BINS, np.int64)
         local = np.empty((numba.get_num_threads(), K.N_BINS), np.int64)
         for b, n in bits:
             K.bin_counts(b, n, hist, local, 1, True)
+        dev_hist = {t: prune_scores[t].histogram() for t in device}
+        for h in dev_hist.values():
+            hist += h
         cum = np.cumsum(hist)
         bin_k = int(np.searchsorted(cum, k))
         below = int(cum[bin_k - 1]) if bin_k else 0
@@ -277,6 +292,10 @@ class PruneGrow:
         filled = 0
         for b, n in bits:
             filled = K.magnitudes_in_bin(b, n, bin_k, inside, filled)
+        for t, h in dev_hist.items():
+            got = prune_scores[t].in_bin(bin_k, int(h[bin_k]))
+            inside[filled:filled + len(got)] = got
+            filled += len(got)
         inside.partition(k - below - 1)
         return inside[k - below - 1:k - below].view(np.float32)[0]
 

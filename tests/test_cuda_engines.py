@@ -288,3 +288,336 @@ def test_ncf_cuda_without_gpu_is_the_mf_error(monkeypatch):
     monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
         _ncf_fit("cuda", max_iter=1)
+
+
+# --- DSL-MF iALS on the device ------------------------------------------------------
+def _ials_problem(seed=0, n_users=14, n_items=10, nnz=50, d=5, density=0.5, exclude=False):
+    import scipy.sparse as sp
+
+    from sparse_rec._base import TrainData
+    from sparse_rec._table import SparseEmbeddingTable
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(n_users, n_items, nnz, random_state=seed).tocsr().astype(np.float32)
+    X.data = np.random.default_rng(seed).uniform(0.5, 3.0, X.nnz).astype(np.float32)
+    ex = None
+    if exclude:  # a few excluded pairs: confidence 0 on the solves' patterns
+        ex = sp.random(n_users, n_items, density=0.1, random_state=seed + 9, format="csr")
+        ex = (ex - ex.multiply(X > 0)).tocsr()
+        ex.eliminate_zeros()
+    data = TrainData.from_matrix(X, ex)
+    users = SparseEmbeddingTable.random(n_users, d, int(density * n_users * d), n_slots=1,
+                                        scale=0.5, seed=seed + 1)
+    items = SparseEmbeddingTable.random(n_items, d, int(density * n_items * d), n_slots=1,
+                                        scale=0.5, seed=seed + 2)
+    return data, users, items
+
+
+IALS_OPTS = dict(regularization=0.02, unobserved_weight=0.3)
+
+
+def test_ials_device_gram_equals_cpu_gram():
+    from numba import cuda
+
+    from sparse_rec._kernels import _ials
+    from sparse_rec._kernels.cuda import ials as K
+
+    _, users, _ = _ials_problem(n_users=70, d=4)  # more rows than segments of the product
+    to = cuda.to_device
+    G, _, _ = K.gram(to(users.indptr), to(users.indices),
+                     to(np.ascontiguousarray(users.values_buf[: users.nnz])), users.n_rows,
+                     users.n_cols, (2, 8))
+    want = _ials.gram(users.indptr, users.indices, users.values_buf, users.n_cols)
+    assert np.count_nonzero(want) == want.size
+    np.testing.assert_allclose(G.copy_to_host(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_ials_epochs_on_the_device_equal_the_cpu_epochs(exclude):
+    import copy
+
+    data, users, items = _ials_problem(seed=1, exclude=exclude)
+    users2, items2 = copy.deepcopy(users), copy.deepcopy(items)
+    ref = cpu.IALSEngine(data, users, items, None, **IALS_OPTS)
+    # A small gather width: rows with more interactions than it take several passes.
+    gpu = cuda_backend.IALSEngine(data, users2, items2, None, n_blocks=2, threads_per_block=3,
+                                  gather=3, **IALS_OPTS)
+    assert gpu.scratch.H.shape[1] < max(np.diff(data.x_indptr))
+    key = np.uint64(1)
+    losses = [(ref.epoch(key), gpu.epoch(key)) for _ in range(2)]
+    gpu.download()
+    for want, got in losses:
+        assert got == pytest.approx(want, rel=1e-9)
+    assert losses[1][0] < losses[0][0]
+    for a, b in ((users2, users), (items2, items)):
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-6)
+
+
+def test_ials_device_scores_equal_the_cpu_scores():
+    import copy
+
+    data, users, items = _ials_problem(seed=2, exclude=True)
+    users2, items2 = copy.deepcopy(users), copy.deepcopy(items)
+    ref = cpu.IALSEngine(data, users, items, None, **IALS_OPTS)
+    gpu = cuda_backend.IALSEngine(data, users2, items2, None, n_blocks=1, threads_per_block=4,
+                                  **IALS_OPTS)
+    key = np.uint64(3)
+    want_prune = ref.prune_scores()
+    # The device scores (on which the prune threshold is then found).
+    got_prune = [p.values.copy_to_host()[:, 0] for p in gpu.prune_scores()]
+    for g, w in zip(got_prune, want_prune, strict=True):
+        assert np.count_nonzero(w) > 0.5 * w.size
+        np.testing.assert_allclose(g, w, rtol=1e-5)
+    for (f_cpu, f_gpu), t in zip(zip(ref.grow_fns(key), gpu.grow_fns(key), strict=True),
+                                 (users, items), strict=True):
+        for chunk in ((0, t.n_rows), (3, 8)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-5, atol=1e-7)
+
+
+def _ials_fit(backend, **kw):
+    from sparse_rec import DSLMatrixFactorization
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(18, 12, 80, random_state=5)
+    params = dict(loss="ials", n_components=5, density=0.4, max_iter=4, update_interval=1,
+                  update_ratio=0.3, random_state=0, n_threads=1, backend=backend)
+    params.update(kw)
+    return DSLMatrixFactorization(**params).fit(X)
+
+
+def test_ials_fit_on_cuda_follows_the_cpu_fit():
+    # iALS has no sampling: the device fit (solves, scores selected on the
+    # device, prune on the host) follows the CPU fit up to rounding.
+    cpu_fit, gpu_fit = _ials_fit("cpu"), _ials_fit("cuda")
+    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0
+    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
+    loss_cpu = [h["loss"] for h in cpu_fit.history_]
+    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(loss_cpu, rel=1e-6)
+    for name in ("user_table_", "item_table_"):
+        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-4, atol=1e-6)
+
+
+def test_ials_cuda_without_gpu_is_the_mf_error(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _ials_fit("cuda", max_iter=1)
+
+
+# --- DSLMultVAE on the device ---------------------------------------------------------
+def _vae_problem(seed=0, n_users=12, n_items=9, nnz=45, density=0.5):
+    from sparse_rec import DSLMultVAE
+    from sparse_rec._base import TrainData
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(n_users, n_items, nnz, random_state=seed)
+    est = DSLMultVAE(hidden_layer_sizes=(6,), n_components=3, density=density)
+    params = est._init_params(n_users, n_items, seed)
+    return TrainData.from_matrix(X), params
+
+
+VAE_OPTS = dict(learning_rate=0.01, alpha=0.001, dropout=0.3, beta=0.2, anneal_steps=4,
+                batch_size=5, table_learning_rate=0.02)
+
+
+@pytest.mark.parametrize("density", [0.5, 1.0])
+def test_vae_epochs_on_the_device_equal_the_cpu_epochs(density):
+    # Same generator, same batches, dropout and noise: two epochs (three
+    # batches each, the last one short) and their Adam steps must agree.
+    import copy
+
+    from sparse_rec.backends import vae_cpu, vae_cuda
+
+    data, params = _vae_problem(density=density)
+    p_gpu = copy.deepcopy(params)
+    numba.set_num_threads(1)
+    try:
+        ref = vae_cpu.VAEEngine(data, *params.tables, params.layout, **VAE_OPTS)
+        want = [ref.epoch(np.uint64(e)) for e in (1, 2)]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    gpu = vae_cuda.VAEEngine(data, *p_gpu.tables, p_gpu.layout, n_blocks=2, threads_per_block=4,
+                             **VAE_OPTS)
+    got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
+    gpu.download()
+    assert got == pytest.approx(want, rel=1e-5)
+    assert p_gpu.layout.n_updates == params.layout.n_updates == 6
+    for a, b in zip(p_gpu.tables, params.tables, strict=True):
+        np.testing.assert_allclose(a.values_buf[: a.nnz], b.values_buf[: b.nnz], rtol=1e-4,
+                                   atol=1e-6)
+    np.testing.assert_allclose(p_gpu.layout.dense, params.layout.dense, rtol=1e-4, atol=1e-6)
+    start = _vae_problem(density=density)[1]
+    assert not np.allclose(p_gpu.tables[1].values_buf[:, 0], start.tables[1].values_buf[:, 0])
+
+
+def test_vae_device_growth_scores_equal_the_cpu_scores():
+    import copy
+
+    from sparse_rec.backends import vae_cpu, vae_cuda
+
+    data, params = _vae_problem(seed=1, n_users=14)
+    p_gpu = copy.deepcopy(params)
+    ref = vae_cpu.VAEEngine(data, *params.tables, params.layout, **VAE_OPTS)
+    gpu = vae_cuda.VAEEngine(data, *p_gpu.tables, p_gpu.layout, n_blocks=2, threads_per_block=4,
+                             **VAE_OPTS)
+    key = np.uint64(4)
+    for f_cpu, f_gpu, t in zip(ref.grow_fns(key), gpu.grow_fns(key), params.tables,
+                               strict=True):
+        for chunk in ((0, t.n_rows), (2, 7)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-4, atol=1e-6)
+
+
+def _vae_fit(backend, **kw):
+    from sparse_rec import DSLMultVAE
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(20, 12, 90, random_state=3)
+    params = dict(hidden_layer_sizes=(6,), n_components=3, density=0.4, max_iter=4,
+                  update_interval=2, batch_size=8, random_state=0, n_threads=1, backend=backend)
+    params.update(kw)
+    return DSLMultVAE(**params).fit(X)
+
+
+def test_vae_fit_on_cuda_follows_the_cpu_fit():
+    cpu_fit, gpu_fit = _vae_fit("cpu"), _vae_fit("cuda")
+    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0
+    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
+    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
+        [h["loss"] for h in cpu_fit.history_], rel=1e-4)
+    for name in ("encoder_table_", "decoder_table_"):
+        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+
+
+def test_vae_cuda_without_gpu_is_the_mf_error(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _vae_fit("cuda", max_iter=1)
+
+
+# --- DSLLightGCN on the device ----------------------------------------------------------
+def _lightgcn_problem(seed=0, n_users=12, n_items=9, nnz=45, density=0.5, n_layers=2):
+    from sparse_rec import DSLLightGCN
+    from sparse_rec._base import TrainData
+    from sparse_rec.backends.cpu_lightgcn import Graph
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(n_users, n_items, nnz, random_state=seed)
+    data = TrainData.from_matrix(X)
+    est = DSLLightGCN(n_components=4, density=density, n_layers=n_layers)
+    params = est._init_params(n_users, n_items, seed)
+    graph = Graph.from_pattern(data.x_indptr, data.x_indices, n_items)
+    return data, params, graph
+
+
+def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0):
+    import copy
+
+    from sparse_rec.backends import cpu_lightgcn, cuda_lightgcn
+
+    data, params, graph = _lightgcn_problem(seed=seed, density=density, n_layers=n_layers)
+    p_gpu = copy.deepcopy(params)
+    opts = dict(n_layers=n_layers, learning_rate=0.01, alpha=0.01, optimizer=optimizer,
+                batch_size=16)
+    ref = cpu_lightgcn.LightGCNEngine(data, *params.tables, graph, **opts)
+    gpu = cuda_lightgcn.LightGCNEngine(data, *p_gpu.tables, graph, n_blocks=2,
+                                       threads_per_block=4, **opts)
+    return ref, gpu, params, p_gpu
+
+
+@pytest.mark.parametrize("optimizer, n_layers", [("adam", 2), ("adagrad", 0)])
+def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers):
+    ref, gpu, params, p_gpu = _lightgcn_engines(optimizer, n_layers)
+    want = [ref.epoch(np.uint64(e)) for e in (1, 2)]  # three batches each
+    got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
+    gpu.download()
+    assert got == pytest.approx(want, rel=1e-5)
+    for a, b in zip(p_gpu.tables, params.tables, strict=True):
+        np.testing.assert_allclose(a.values_buf[: a.nnz], b.values_buf[: b.nnz], rtol=1e-4,
+                                   atol=1e-6)
+    start = _lightgcn_problem(n_layers=n_layers)[1]
+    assert not np.allclose(params.tables[0].weights, start.tables[0].weights)
+
+
+def test_lightgcn_device_growth_scores_equal_the_cpu_scores():
+    ref, gpu, params, _ = _lightgcn_engines("adam", 3, density=0.4, seed=1)
+    key = np.uint64(9)
+    for f_cpu, f_gpu, t in zip(ref.grow_fns(key), gpu.grow_fns(key), params.tables,
+                               strict=True):
+        for chunk in ((0, t.n_rows), (2, 7)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-4, atol=1e-7)
+
+
+def _lightgcn_fit(backend, **kw):
+    from sparse_rec import DSLLightGCN
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(16, 12, 70, random_state=2)
+    params = dict(n_components=4, density=0.4, n_layers=2, max_iter=4, update_interval=2,
+                  batch_size=32, random_state=0, n_threads=1, backend=backend)
+    params.update(kw)
+    return DSLLightGCN(**params).fit(X)
+
+
+def test_lightgcn_fit_on_cuda_follows_the_cpu_fit():
+    cpu_fit, gpu_fit = _lightgcn_fit("cpu"), _lightgcn_fit("cuda")
+    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0
+    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
+    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
+        [h["loss"] for h in cpu_fit.history_], rel=1e-4)
+    for name in ("user_table_", "item_table_"):
+        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+
+
+def test_lightgcn_cuda_without_gpu_is_the_mf_error(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _lightgcn_fit("cuda", max_iter=1)
+
+
+# --- The prune threshold on the device ---------------------------------------------
+@pytest.mark.parametrize("scores", ["weights", "iALS scores"])
+def test_device_prune_threshold_and_mask_equal_the_host_ones(scores):
+    # Coarse magnitudes (many ties at the threshold, signs mixed): the
+    # k-th smallest, the masks and the ties given back must be the host's.
+    from numba import cuda
+
+    from sparse_rec._dsl import PruneGrow
+    from sparse_rec._kernels.cuda.prune_grow import DevicePrune
+    from sparse_rec._table import SparseEmbeddingTable
+
+    rng = np.random.default_rng(0)
+    tabs = [SparseEmbeddingTable.random(n, 6, nnz, n_slots=2, seed=s)
+            for n, nnz, s in ((20, 50, 1), (15, 40, 2))]
+    for t in tabs:
+        t.values_buf[: t.nnz, 0] = rng.integers(-4, 5, t.nnz) * 0.25
+    host = [t.weights if scores == "weights" else (t.weights ** 2).astype(np.float32)
+            for t in tabs]
+    dev = [cuda.to_device(np.ascontiguousarray(t.values_buf[: t.nnz])) if scores == "weights"
+           else cuda.to_device(h.reshape(-1, 1)) for t, h in zip(tabs, host, strict=True)]
+    pg = PruneGrow(tabs)
+    for k in (7, 30, 61):
+        want = pg._prune_smallest([0, 1], k, np.random.default_rng(k), host)
+        mixed = [DevicePrune(dev[0], (1, 8)), host[1]]  # one table on a device, one not
+        for given in ([DevicePrune(d, (2, 4)) for d in dev], mixed):
+            got = pg._prune_smallest([0, 1], k, np.random.default_rng(k), given)
+            assert sum(int((~m).sum()) for m in got.values()) == k
+            for t in (0, 1):
+                np.testing.assert_array_equal(got[t], want[t])

@@ -282,9 +282,7 @@ def test_clone_and_grid_search_over_loss():
     ({"loss": "ials", "regularization": 0.0}, "regularization must be"),
     ({"loss": "ials", "unobserved_weight": -1.0}, "unobserved_weight must be"),
     ({"loss": "ials", "unobserved_weight": True}, "unobserved_weight must be"),
-    ({"loss": "ials", "backend": "cuda"}, r"backend must be one of \('cpu',\) for "
-                                          "loss='ials'.*iALS has no GPU engine yet"),
-    ({"backend": "cuda"}, "iALS has no GPU engine yet.*loss='bpr' to train on the GPU"),
+    ({"loss": "ials", "backend": "tpu"}, r"backend must be one of \('cpu', 'cuda'\); got 'tpu'"),
 ])
 def test_bad_parameters(params, match):
     X = make_interactions(20, 10, 80, random_state=0)

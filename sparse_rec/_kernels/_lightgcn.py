@@ -122,30 +122,39 @@ def add_table(t_indptr, t_indices, t_v, scale, out):
             out[r, t_indices[p]] += scale * t_v[p, 0]
 
 
+@njit(cache=True, inline="always")
+def sample_margin(key, s, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices, Fu, Fi):
+    """Sample ``s``: ``(u, i, j, weighted loss, weighted slope)``; ``j < 0``: no negative.
+
+    One source for the CPU and the CUDA kernels.
+    """
+    pos = randint(draw(key, s, 0), x_indices.shape[0])
+    u = x_rows[pos]
+    i = x_indices[pos]
+    j = sample_negative(key, s, u, n_items, f_indptr, f_indices)
+    if j < 0:
+        return u, i, j, 0.0, 0.0
+    x = 0.0
+    fu, fi, fj = Fu[u], Fi[i], Fi[j]
+    for c in range(Fu.shape[1]):
+        x += fu[c] * (fi[c] - fj[c])
+    sample_loss, g = log_sigmoid_grad(x)
+    w = x_weight[pos]
+    return u, i, j, w * sample_loss, w * g
+
+
 @njit(cache=True, parallel=True)
 def _margins(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices, Fu, Fi,
              us, ps, js, gs):
     loss = 0.0
     for b in prange(n):
-        s = s0 + b
-        pos = randint(draw(key, s, 0), x_indices.shape[0])
-        u = x_rows[pos]
-        i = x_indices[pos]
-        j = sample_negative(key, s, u, n_items, f_indptr, f_indices)
+        u, i, j, lo, g = sample_margin(key, s0 + b, n_items, x_indices, x_weight, x_rows,
+                                       f_indptr, f_indices, Fu, Fi)
         us[b] = u
         ps[b] = i
         js[b] = j
-        if j < 0:
-            gs[b] = 0.0
-            continue
-        x = 0.0
-        fu, fi, fj = Fu[u], Fi[i], Fi[j]
-        for c in range(Fu.shape[1]):
-            x += fu[c] * (fi[c] - fj[c])
-        sample_loss, g = log_sigmoid_grad(x)
-        w = x_weight[pos]
-        loss += w * sample_loss
-        gs[b] = w * g
+        gs[b] = g
+        loss += lo
     return loss
 
 
@@ -206,18 +215,24 @@ def step_table(t_indptr, t_v, grad, counts, reg, lr, b1, b2, eps, optimizer):
     for r in prange(t_indptr.shape[0] - 1):
         rc = reg * counts[r]
         for p in range(t_indptr[r], t_indptr[r + 1]):
-            w = t_v[p, 0]
-            g = grad[p] + rc * w
-            if optimizer == ADAM:
-                m = b1 * t_v[p, 1] + (1.0 - b1) * g
-                v = b2 * t_v[p, 2] + (1.0 - b2) * g * g
-                t_v[p, 1] = m
-                t_v[p, 2] = v
-                t_v[p, 0] = w - lr * m / (math.sqrt(v) + eps)
-            else:
-                acc = t_v[p, 1] + g * g
-                t_v[p, 1] = acc
-                t_v[p, 0] = w - lr * g / (math.sqrt(acc) + eps)
+            step_weight(t_v, p, grad[p], rc, lr, b1, b2, eps, optimizer)
+
+
+@njit(cache=True, inline="always")
+def step_weight(t_v, p, grad, rc, lr, b1, b2, eps, optimizer):
+    """The step of active weight ``p`` (L2 ``rc * w``); one source for the CPU and CUDA."""
+    w = t_v[p, 0]
+    g = grad + rc * w
+    if optimizer == ADAM:
+        m = b1 * t_v[p, 1] + (1.0 - b1) * g
+        v = b2 * t_v[p, 2] + (1.0 - b2) * g * g
+        t_v[p, 1] = m
+        t_v[p, 2] = v
+        t_v[p, 0] = w - lr * m / (math.sqrt(v) + eps)
+    else:
+        acc = t_v[p, 1] + g * g
+        t_v[p, 1] = acc
+        t_v[p, 0] = w - lr * g / (math.sqrt(acc) + eps)
 
 
 @njit(cache=True, parallel=True)

@@ -91,7 +91,12 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         Numba threads during ``fit`` and scoring (None: all). Products are
         row-parallel and gradients scattered in sample order, so a fit does
         not depend on the number of threads.
-    backend : {"cpu"}, default="cpu"
+    backend : {"cpu", "cuda"}, default="cpu"
+        Where training runs. ``"cuda"`` (numba-cuda and a GPU, ``pip install
+        sparse-rec[cuda]``) keeps the graph and both tables on the device
+        and propagates there; growth scores are computed and selected on the
+        device, the prune threshold too; the rebuild and scoring run on the
+        CPU.
     verbose : int, default=0
     callbacks : list of callable or None, default=None
     early_stopping : bool, default=False

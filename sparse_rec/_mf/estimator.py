@@ -110,11 +110,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         Numba threads during ``fit`` and scoring (None: all). With 1 thread
         and a fixed ``random_state`` a fit is bitwise reproducible.
     backend : {"cpu", "cuda"}, default="cpu"
-        Where training epochs and growth scores run. ``"cuda"`` is BPR's
-        only (``loss="bpr"``; iALS has no GPU engine yet) and needs
-        numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the prune
-        threshold, the rebuild and scoring stay on the CPU, and the tables
-        travel to the host at each update.
+        Where training epochs and growth scores run (both losses). ``"cuda"``
+        needs numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the
+        prune threshold is found on the GPU too; the rebuild and scoring
+        stay on the CPU, and the tables travel to the host at each update.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable or None, default=None
@@ -246,13 +245,6 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}. "
                              "Use 'ials' (exact row solves) or 'bpr' (sampled pairs).")
-        devices = backends.devices(self._engine_key())
-        if self.backend not in devices and self.backend in backends.devices("mf"):
-            raise ValueError(
-                f"backend must be one of {devices} for loss={self.loss!r}; got "
-                f"{self.backend!r}: iALS has no GPU engine yet. Use backend='cpu', or "
-                "loss='bpr' to train on the GPU."
-            )
         self._validate_common(optimizer=("adagrad", "sgd"),
                               backend=backends.devices(self._engine_key()))
         check_real(self.regularization, "regularization", low=0, low_open=True,

@@ -136,7 +136,8 @@ class DSLNCF(NCFModel, DSLEstimator):
         Where training epochs run. ``"cuda"`` needs numba-cuda and a GPU
         (``pip install sparse-rec[cuda]``): one thread block per mini-batch
         (Hogwild between blocks), the embeddings' growth scores on the
-        GPU; the prune threshold, the rebuild and scoring stay on the CPU.
+        GPU, the prune threshold too; the rebuild and scoring stay on the
+        CPU.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable, optional

@@ -111,8 +111,12 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         Numba threads during ``fit`` and scoring (None: all); the small
         dense layers use NumPy's BLAS. The kernels are race-free; with 1
         thread and a fixed ``random_state`` a fit is bitwise reproducible.
-    backend : {"cpu"}, default="cpu"
-        Where training runs (only the CPU has an engine so far).
+    backend : {"cpu", "cuda"}, default="cpu"
+        Where training runs. ``"cuda"`` (numba-cuda and a GPU, ``pip install
+        sparse-rec[cuda]``) keeps the two item tables and each batch's
+        logits on the device, computes and selects growth scores and finds
+        the prune threshold there; the small dense layers, the rebuild and
+        scoring run on the CPU.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable, optional

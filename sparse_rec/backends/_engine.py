@@ -11,8 +11,11 @@ _ENGINES = {
     ("ncf", "cuda"): ("sparse_rec.backends.cuda", "NCFEngine"),
     # DSL-MF with loss="ials" (the estimator's _engine_key()).
     ("mf-ials", "cpu"): ("sparse_rec.backends.cpu", "IALSEngine"),
+    ("mf-ials", "cuda"): ("sparse_rec.backends.cuda", "IALSEngine"),
     ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
+    ("vae", "cuda"): ("sparse_rec.backends.vae_cuda", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
+    ("lightgcn", "cuda"): ("sparse_rec.backends.cuda_lightgcn", "LightGCNEngine"),
 }
 
 

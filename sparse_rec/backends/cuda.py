@@ -4,9 +4,12 @@ Growth scores (DSL-MF's tables, DSLNCF's embeddings) are computed and
 selected on the GPU: the growth callbacks are
 :class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`, from which
 :class:`~sparse_rec._dsl.PruneGrow` takes bin counts and the kept
-coordinates only. The prune threshold and the rebuild run on the CPU, so
-before each update the tables come back to the host and the rebuilt tables
-go out again after it.
+coordinates only. The prune threshold is found on the GPU too (the
+engines' ``prune_scores`` are
+:class:`~sparse_rec._kernels.cuda.prune_grow.DevicePrune`: bin counts, one
+bin's values and a keep mask come back, not the scores). The rebuild runs
+on the CPU, so before each update the tables come back to the host and
+the rebuilt tables go out again after it.
 """
 
 import numpy as np
@@ -143,6 +146,13 @@ class MFEngine(cpu.MFEngine):
         return [DeviceScores(users, a["u_indptr"], a["u_indices"], self._score_buffer, held, grid),
                 DeviceScores(items, a["i_indptr"], a["i_indices"], self._score_buffer, held, grid)]
 
+    def prune_scores(self):
+        """``|w|`` of the device tables: the prune threshold is found on the GPU."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        grid = (self.n_blocks, self.threads_per_block)
+        return [DevicePrune(self.arrays["u_v"], grid), DevicePrune(self.arrays["i_v"], grid)]
+
 
 # The simulator runs every GPU thread as a Python thread: a small grid, two
 # blocks so that blocks still train batches side by side.
@@ -273,3 +283,148 @@ class NCFEngine(cpu.NCFEngine):
         device = [DeviceScores(rows_fn(w), emb[3 * w], emb[3 * w + 1], self._score_buffer, held,
                                grid) for w in range(4)]
         return device + fns[4:]
+
+    def prune_scores(self):
+        """``|w|``: the embeddings' on the GPU, the MLP layers' from the host tables."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        grid = (self.n_blocks, self.threads_per_block)
+        emb = [DevicePrune(v, grid) for v in self.arrays["emb"][2::3]]
+        return emb + [t.weights for t in self.net.layers]
+
+
+# The simulator runs every GPU thread as a Python thread: a small grid.
+_SIM_IALS_GRID = (1, 4)
+
+
+class IALSEngine(cpu.IALSEngine):
+    """DSL-MF's iALS epochs, growth and prune scores on the GPU.
+
+    The confidences, both tables and the work arrays live on the device
+    between epochs (see :mod:`sparse_rec._kernels.cuda.ials`). An epoch
+    computes the items' Gram matrix on the device, solves every user row on
+    its active coordinates (one thread per row), then the same for the
+    items against the users. Growth scores ``g / sqrt(H_jj)`` of a chunk of
+    rows are computed and selected on the device
+    (:class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`); so are
+    the prune scores ``w**2 * H_jj`` and their threshold (only a keep mask
+    comes back); the rebuild runs on the host. ``regularization``
+    and ``unobserved_weight`` are the estimator's, as on the CPU. Scratch
+    is about ``(2 d + 64) d`` float64 per thread, so the grid is a few
+    blocks of 64 threads per streaming multiprocessor by default.
+    ``gather``: interactions gathered per pass of a row's system build
+    (default :data:`~sparse_rec._kernels.cuda.ials.GATHER`).
+    """
+
+    def __init__(self, data, users, items, bias_v, *, regularization, unobserved_weight,
+                 n_blocks=None, threads_per_block=64, gather=None):
+        if not is_available():
+            raise _no_gpu_error()
+        super().__init__(data, users, items, bias_v, regularization=regularization,
+                         unobserved_weight=unobserved_weight)
+        from numba import cuda
+
+        from .._kernels.cuda import ials as _ials_cuda
+
+        self._cuda, self._kernels = cuda, _ials_cuda
+        if n_blocks is None and _simulated():
+            n_blocks, threads_per_block = _SIM_IALS_GRID
+        elif n_blocks is None:
+            n_blocks = 2 * int(getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1))
+        self.n_blocks, self.threads_per_block = int(n_blocks), int(threads_per_block)
+        to = cuda.to_device
+        self.rows_d = [tuple(to(np.ascontiguousarray(x)) for x in rows)
+                       for rows in (self.user_rows, self.item_rows)]
+        self.scratch = _ials_cuda.Scratch(self.n_blocks * self.threads_per_block, users.n_cols,
+                                          gather or _ials_cuda.GATHER)
+        self.loss_d = [cuda.device_array(t.n_rows, np.float64) for t in (users, items)]
+        self.reg_d = [cuda.device_array(t.n_rows, np.float64) for t in (users, items)]
+        self._gram_work = [(None, None), (None, None)]  # dense copy and partials, per table
+        self._G = None  # device growth-score buffer, sized on the first chunk
+        self.upload()
+
+    @property
+    def _grid(self):
+        return self.n_blocks, self.threads_per_block
+
+    def upload(self):
+        to = self._cuda.to_device
+        self.tabs_d = [(to(t.indptr), to(t.indices),
+                        to(np.ascontiguousarray(t.values_buf[: t.nnz])))
+                       for t in (self.users, self.items)]
+        self._grams = None
+
+    def download(self):
+        for t, (_, _, v) in zip((self.users, self.items), self.tabs_d, strict=True):
+            v.copy_to_host(t.values_buf[: t.nnz])
+
+    def _gram_of(self, t):
+        tab = (self.users, self.items)[t]
+        dense, partial = self._gram_work[t]
+        G, dense, partial = self._kernels.gram(*self.tabs_d[t], tab.n_rows, tab.n_cols,
+                                               self._grid, dense, partial)
+        self._gram_work[t] = (dense, partial)
+        return G
+
+    def epoch(self, key):
+        # Deterministic: the key is not needed (no sampling).
+        self._grams = None
+        k, lam, w0, grid = self._kernels, self.lam, self.w0, self._grid
+        k.solve_rows(self.tabs_d[0], self.rows_d[0], self.tabs_d[1], self._gram_of(1), w0, lam,
+                     self.loss_d[0], self.reg_d[0], self.scratch, grid)
+        k.solve_rows(self.tabs_d[1], self.rows_d[1], self.tabs_d[0], self._gram_of(0), w0, lam,
+                     self.loss_d[1], self.reg_d[1], self.scratch, grid)
+        # As on the CPU: the item rows' objectives hold the data loss once
+        # and the item ridge; the user ridge comes from the user solves.
+        return float(self.loss_d[1].copy_to_host().sum() + self.reg_d[0].copy_to_host().sum())
+
+    def _gram_pair(self):
+        # The other side's Gram matrix of each table at the current weights,
+        # once per prune/grow step (both score kinds read it).
+        if self._grams is None:
+            self._grams = (self._gram_of(1), self._gram_of(0))
+        return self._grams
+
+    def _score_args(self, t):
+        return self.tabs_d[t], self.rows_d[t], self.tabs_d[1 - t], self._gram_pair()[t]
+
+    def _score_buffer(self, n_rows):
+        if self._G is None or self._G.shape[0] < n_rows:
+            self._G = self._cuda.device_array((n_rows, self.users.n_cols), np.float32)
+        return self._G[:n_rows]
+
+    def grow_fns(self, key):
+        """Growth scores of row chunks, computed and selected on the GPU."""
+        from .._kernels.cuda.prune_grow import DeviceScores
+
+        k, grid = self._kernels, self._grid
+        tables = (self.users, self.items)
+
+        def make(t):
+            prune_d = self._cuda.device_array(max(tables[t].nnz, 1), np.float32)
+
+            def launch(r0, r1, G_d):
+                k.curvature(r0, r1, G_d, prune_d, *self._score_args(t), self.w0, self.lam,
+                            self.scratch, grid)
+            return launch
+
+        held = [None]
+        return [DeviceScores(make(t), self.tabs_d[t][0], self.tabs_d[t][1], self._score_buffer,
+                             held, grid) for t in (0, 1)]
+
+    def prune_scores(self):
+        """``w**2 H_jj`` computed on the GPU, where the prune threshold is then found."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        out = []
+        empty = self._cuda.device_array((0, self.users.n_cols), np.float32)
+        for t, tab in enumerate((self.users, self.items)):
+            prune_d = self._cuda.device_array((tab.nnz, 1), np.float32)
+            self._kernels.curvature(0, tab.n_rows, empty, prune_d.reshape(tab.nnz),
+                                    *self._score_args(t), self.w0, self.lam, self.scratch,
+                                    self._grid)
+            out.append(DevicePrune(prune_d, self._grid))
+        return out
+
+    def rebuild(self):
+        self.upload()

@@ -105,6 +105,15 @@ def forward(E, P, layout, hist, eps=None):
         KV.encode(indptr, indices, vals, *_arr(E), P["b_e"], pre)
     else:
         pre = sp.csr_matrix((vals, indices, indptr), shape=(B, E.n_rows)) @ W + P["b_e"]
+    return forward_dense(pre, P, layout, eps)
+
+
+def forward_dense(pre, P, layout, eps=None):
+    """:func:`forward` from the encoder's first pre-activation ``pre`` on (overwritten).
+
+    The small dense layers between the two item tables (a GPU engine runs
+    the tables on the device and these on the host).
+    """
     enc = [np.tanh(pre, out=pre)]
     for layer in range(layout.n_enc):
         enc.append(np.tanh(enc[-1] @ P[f"enc_W{layer}"] + P[f"enc_b{layer}"]))
@@ -191,6 +200,21 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
             parts = np.empty(parts.shape[:2] + (aT.shape[1],), np.float32)
         KV.decoder_backward(*_arr(D), aT, dlT, gD, parts)
         da = parts.sum(axis=0).T
+    dpre1 = backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale)
+    if _full(E) is not None:
+        t_indptr, t_rows, t_vals = hist_t
+        gE = (sp.csr_matrix((t_vals, t_rows, t_indptr), shape=(E.n_rows, len(dpre1)))
+              @ dpre1).ravel()
+    else:
+        gE = np.empty(E.nnz, np.float32)
+        KV.encoder_grad(*hist_t, *_arr(E)[:2], dpre1, gE)
+    return gE, gD, dpre1
+
+
+def backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale):
+    """The dense layers' part of :func:`backward`: from ``da`` (the gradient of the
+    decoder's last activations) to the encoder's first pre-activation gradient,
+    which it returns; fills the dense views ``G`` but ``b_d``."""
     for layer in reversed(range(layout.n_dec)):
         dpre = da * (1.0 - dec[layer + 1] ** 2)
         G[f"dec_W{layer}"][:] = dec[layer].T @ dpre
@@ -212,14 +236,7 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
         da = dpre @ P[f"enc_W{layer}"].T
     dpre1 = np.ascontiguousarray(da * (1.0 - enc[0] ** 2), np.float32)
     G["b_e"][:] = dpre1.sum(axis=0)
-    if _full(E) is not None:
-        t_indptr, t_rows, t_vals = hist_t
-        gE = (sp.csr_matrix((t_vals, t_rows, t_indptr), shape=(E.n_rows, len(dpre1)))
-              @ dpre1).ravel()
-    else:
-        gE = np.empty(E.nnz, np.float32)
-        KV.encoder_grad(*hist_t, *_arr(E)[:2], dpre1, gE)
-    return gE, gD, dpre1
+    return dpre1
 
 
 def transposed(indptr, indices, vals, shape):
@@ -346,6 +363,16 @@ class VAEEngine(Engine):
         bc2 = np.float32(np.sqrt(1.0 - BETA2 ** t))
         w -= lr1 * m / (np.sqrt(v) / bc2 + np.float32(ADAM_EPS))
 
+    def _grow_sample(self, rng):
+        """``(base, sample)``: up to ``_GROW_USERS`` random users, and those plus one
+        random interactor of every item with an interaction (sorted)."""
+        n = self.n_samples
+        base = np.sort(rng.choice(self.users, min(_GROW_USERS, n), replace=False))
+        counts = np.diff(self.Xt.indptr)
+        has = np.flatnonzero(counts)
+        pick = self.Xt.indptr[has] + (rng.random(len(has)) * counts[has]).astype(np.int64)
+        return base, np.union1d(base, self.Xt.indices[pick])
+
     def grow_fns(self, key):
         """Dense gradients of the mean loss (no dropout, ``z = mu``) for both tables.
 
@@ -356,12 +383,7 @@ class VAEEngine(Engine):
         recomputed per chunk, so memory stays bounded by the chunk).
         """
         rng = np.random.default_rng(int(key))
-        n = self.n_samples
-        base = np.sort(rng.choice(self.users, min(_GROW_USERS, n), replace=False))
-        counts = np.diff(self.Xt.indptr)
-        has = np.flatnonzero(counts)
-        pick = self.Xt.indptr[has] + (rng.random(len(has)) * counts[has]).astype(np.int64)
-        sample = np.union1d(base, self.Xt.indices[pick])
+        base, sample = self._grow_sample(rng)
         layout = self.state.layout
         cache = {}
 

@@ -120,3 +120,93 @@ class DeviceScores:
         collect_kernel[self._grid](G_d, bits, np.int64(r0), lowest, cuda.to_device(offsets),
                                    rows, cols, vals)
         return rows.copy_to_host(), cols.copy_to_host(), vals.copy_to_host()
+
+
+# --- The prune threshold on the device ------------------------------------------
+@cuda.jit
+def magnitude_bins_kernel(bits, hist):
+    """Add the bin of ``|x|`` for every pattern ``bits[p, 0]`` (int32) to ``hist``."""
+    for p in range(cuda.grid(1), bits.shape[0], cuda.gridsize(1)):
+        cuda.atomic.add(hist, (bits[p, 0] & 0x7FFFFFFF) >> BIN_SHIFT, 1)
+
+
+@cuda.jit
+def magnitudes_in_bin_kernel(bits, b, out, fill):
+    """Append the ``|x|`` patterns of ``bits[:, 0]`` in bin ``b`` to ``out`` (any order)."""
+    for p in range(cuda.grid(1), bits.shape[0], cuda.gridsize(1)):
+        m = bits[p, 0] & 0x7FFFFFFF
+        if m >> BIN_SHIFT == b:
+            at = cuda.atomic.add(fill, 0, 1)
+            if at < out.shape[0]:
+                out[at] = m
+
+
+@cuda.jit
+def prune_mask_kernel(bits, threshold, keep, ties):
+    """``keep[p] = |x_p| > threshold`` (bit patterns); ``ties[0]`` counts those equal to it."""
+    for p in range(cuda.grid(1), bits.shape[0], cuda.gridsize(1)):
+        m = bits[p, 0] & 0x7FFFFFFF
+        keep[p] = m > threshold
+        if m == threshold:
+            cuda.atomic.add(ties, 0, 1)
+
+
+@cuda.jit
+def ties_kernel(bits, threshold, out, fill):
+    """Append the positions ``p`` with ``|x_p| == threshold`` to ``out`` (any order)."""
+    for p in range(cuda.grid(1), bits.shape[0], cuda.gridsize(1)):
+        if bits[p, 0] & 0x7FFFFFFF == threshold:
+            at = cuda.atomic.add(fill, 0, 1)
+            if at < out.shape[0]:
+                out[at] = p
+
+
+class DevicePrune:
+    """Prune scores of one table on the GPU: the magnitudes of ``values[:, 0]``.
+
+    An entry of ``prune_scores`` for :meth:`PruneGrow.step
+    <sparse_rec._dsl.PruneGrow.step>`: instead of reading host scores,
+    PruneGrow asks it for bin counts (:meth:`histogram`), the patterns of
+    one bin (:meth:`in_bin`, for the exact k-th smallest), the keep mask at
+    the threshold (:meth:`mask`) and the positions of ties (:meth:`ties`).
+    Only those cross the bus: one byte per weight for the mask, not the
+    scores. ``values`` is a 2-D float32 device array (a table's value
+    slots, or scores as one column); the magnitude ``|x|`` is compared
+    through the float32 bit pattern with the sign cleared, which orders
+    non-negative floats as the host's comparisons do.
+    """
+
+    def __init__(self, values, grid):
+        self.values = values  # the device array the scores are read from
+        self._bits = values.view(np.int32)
+        self._grid = grid
+        self.n = values.shape[0]
+
+    def histogram(self):
+        """Counts per bin (int64, ``N_BINS``) of the magnitudes' bit patterns."""
+        hist = cuda.to_device(np.zeros(N_BINS, np.int32))
+        magnitude_bins_kernel[self._grid](self._bits, hist)
+        return hist.copy_to_host().astype(np.int64)
+
+    def _append(self, kernel, arg, n, dtype):
+        out = cuda.device_array(max(int(n), 1), dtype)
+        fill = cuda.to_device(np.zeros(1, np.int64))
+        kernel[self._grid](self._bits, arg, out, fill)
+        return out.copy_to_host()[: min(int(fill.copy_to_host()[0]), int(n))]
+
+    def in_bin(self, b, count):
+        """The ``count`` magnitude patterns (int32) in bin ``b``, in no particular order."""
+        return self._append(magnitudes_in_bin_kernel, np.int32(b), count, np.int32)
+
+    def mask(self, threshold):
+        """``(keep, n_ties)``: ``keep[p] = |x_p| > threshold`` (host bool) and ties counted."""
+        thr = np.float32(threshold).view(np.int32)
+        keep = cuda.device_array(self.n, np.bool_)
+        ties = cuda.to_device(np.zeros(1, np.int64))
+        prune_mask_kernel[self._grid](self._bits, thr, keep, ties)
+        return keep.copy_to_host(), int(ties.copy_to_host()[0])
+
+    def ties(self, threshold, count):
+        """Positions (sorted, int64) of the ``count`` entries with ``|x| == threshold``."""
+        thr = np.float32(threshold).view(np.int32)
+        return np.sort(self._append(ties_kernel, thr, count, np.int64))
