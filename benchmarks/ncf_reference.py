@@ -29,8 +29,11 @@ scored. Validation runs never write the docs.
 
 import argparse
 import ast
+import hashlib
+import json
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -97,6 +100,11 @@ def parse_args(argv=None):
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="evaluate on the test item (default) or on a validation item held "
                         "out of the training data (for tuning; never writes the docs)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep each fit's figures in DIR and reuse them when the same fit "
+                        "(data, row, seed, epochs, threads, split, --set) is asked again, so "
+                        "data sets can run in separate processes and one last run writes "
+                        "the table")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a DSLNCF parameter in every DSLNCF row (Python literal, "
                         "e.g. --set learning_rate=0.002); repeatable")
@@ -348,6 +356,11 @@ def bench_dataset(name, args, epochs):
     for seed in args.seeds:
         # Alternate the models within each seed so drifts of the machine hit all of them.
         for m in models:
+            path = cache_path(args, label, m, seed, epochs)
+            if path is not None and path.is_file():
+                runs[m].append(json.loads(path.read_text()))
+                print(f"  seed {seed} {m}: from {path}", flush=True)
+                continue
             if m == "torch":
                 r = run_torch(split, epochs, seed, args.threads)
             elif m == "pop":
@@ -357,6 +370,9 @@ def bench_dataset(name, args, epochs):
             else:
                 r = run_dslncf(split, float(m[4:]), epochs, seed, args.threads)
             runs[m].append(r)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(r, default=float))
             timing = "" if r["s_epoch"] is None else (
                 f"{r['s_epoch']:.2f} s/epoch (wall {r['wall_epoch']:.2f}), ")
             print(f"  seed {seed} {m}: HR@10 {r['hr']:.4f}, NDCG@10 {r['ndcg']:.4f}, "
@@ -365,6 +381,15 @@ def bench_dataset(name, args, epochs):
     for m in models:
         rows[m] = aggregate(runs[m])
     return info, rows
+
+
+def cache_path(args, label, model, seed, epochs):
+    """File of one fit's figures under ``--cache`` (None without it)."""
+    if args.cache is None:
+        return None
+    key = json.dumps([label, model, seed, epochs, args.threads, args.split,
+                      sorted(args.overrides.items())], default=repr)
+    return Path(args.cache) / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".json")
 
 
 def ratio(num, den):
