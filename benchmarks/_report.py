@@ -19,8 +19,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DOCS = ROOT / "docs" / "benchmarks.md"
-# Shared data sets live next to the repository and are read in place, never copied.
-DATA = ROOT.parent / "shared" / "data"
+# Shared data sets live next to the repository (or in $SPARSE_REC_DATA, as for the
+# tests) and are read in place, never copied.
+DATA = Path(os.environ.get("SPARSE_REC_DATA") or ROOT.parent / "shared" / "data")
 HEADER = "# Benchmarks\n\nFigures written by the scripts in `benchmarks/`; rerun them to refresh.\n"
 
 

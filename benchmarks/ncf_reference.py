@@ -14,13 +14,30 @@ rows; without it only DSLNCF rows are run)::
     python benchmarks/ncf_reference.py                 # writes docs/benchmarks.md
     python benchmarks/ncf_reference.py --quick --no-write   # smoke test, under a minute
     python benchmarks/ncf_reference.py --data ml-latest-small --densities 1,0.2 --no-write
+    python benchmarks/ncf_reference.py --budget-check   # 1.0 / 0.2 / same-size dense, per seed
+    python benchmarks/ncf_reference.py --budget-check --split validation --set budget='"table"'
+
+``--budget-check`` runs only DSLNCF at densities 1.0 and 0.2 and the dense
+DSLNCF with the parameter count of 0.2, and reports per seed the HR@10 of each,
+the ratio 0.2 / 1.0, the seed spreads and the issue's two checks (written to
+its own section of docs/benchmarks.md). ``--split validation`` is for tuning:
+it holds out a second item per user (the latest training interaction, never
+the test item) with 100 candidates the user never interacted with, trains
+without it and evaluates on it; the test items stay unseen and are never
+scored. Validation runs never write the docs.
 """
 
 import argparse
+import ast
+import hashlib
+import json
 import os
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import scipy.sparse as sp
 from _report import (
     DATA,
     fmt_bytes,
@@ -77,7 +94,34 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke test: first 300 users, update_interval+1 epochs; never writes docs")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    p.add_argument("--budget-check", action="store_true",
+                   help="only DSLNCF 1.0, 0.2 and the dense model of 0.2's size: per-seed "
+                        "HR@10, ratio and seed spread (own docs section)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="evaluate on the test item (default) or on a validation item held "
+                        "out of the training data (for tuning; never writes the docs)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep each fit's figures in DIR and reuse them when the same fit "
+                        "(data, row, seed, epochs, threads, split, --set) is asked again, so "
+                        "data sets can run in separate processes and one last run writes "
+                        "the table")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a DSLNCF parameter in every DSLNCF row (Python literal, "
+                        "e.g. --set learning_rate=0.002); repeatable")
     args = p.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        try:
+            overrides[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            sep = ""
+        if not sep or not name.strip():
+            p.error(f"--set needs NAME=VALUE with a Python literal value; got {item!r} "
+                    "(quote strings: --set budget=\"'table'\")")
+    args.overrides = overrides
+    if args.budget_check:
+        args.densities = "1,0.2"
     args.densities = [float(x) for x in args.densities.split(",") if x.strip()]
     bad = [d for d in args.densities if not 0 < d <= 1]
     if bad:
@@ -111,14 +155,48 @@ def load(name, quick):
     return label, X, T
 
 
+#: DSLNCF parameters set by ``--set`` (applied to every DSLNCF row).
+OVERRIDES = {}
+
+
 def dslncf_params(density, epochs, seed, threads, n_components=D):
     """Only what the comparison fixes; learning rate, batch size etc. stay DSLNCF's defaults."""
-    return dict(n_components=n_components, hidden_layer_sizes=HIDDEN, density=density,
-                n_negatives=N_NEG_TRAIN, max_iter=epochs, random_state=seed, n_threads=threads)
+    return dict(dict(n_components=n_components, hidden_layer_sizes=HIDDEN, density=density,
+                     n_negatives=N_NEG_TRAIN, max_iter=epochs, random_state=seed,
+                     n_threads=threads), **OVERRIDES)
 
 
-def model_rows(densities):
+def validation_split(X, T, split, seed=SPLIT_SEED + 1):
+    """Hold out each user's latest *training* interaction for tuning, never the test item.
+
+    The validation item is ranked against 100 items the user never
+    interacted with (the test item is never among them: it is part of the
+    user's interactions). Training runs on what is left, with the
+    validation and the test candidates both excluded from negative sampling.
+    """
+    X = X.tocsr()
+    X.sort_indices()
+    T = T.tocsr().astype(np.float64)
+    T.sort_indices()
+    test = sp.csr_matrix((np.ones(split.users.size), (split.users, split.test_items)),
+                         shape=X.shape)
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    is_test = np.asarray(test[rows, X.indices]).ravel() > 0
+    # The test items become every user's oldest entries, so the latest of
+    # the rest is held out (users need 3 interactions to keep a training one).
+    T.data[is_test] = -abs(T.data.min()) - 1.0
+    val = leave_one_out_split(X, T, n_negatives=N_NEG_EVAL, random_state=seed)
+    train = (val.train - val.train.multiply(test)).tocsr()
+    train.eliminate_zeros()
+    exclude = ((val.exclude + split.exclude) > 0).astype(np.float32).tocsr()
+    return SimpleNamespace(train=train, users=val.users, test_items=val.test_items,
+                           negatives=val.negatives, exclude=exclude)
+
+
+def model_rows(densities, budget_check=False):
     """Row keys in table order: torch, DSLNCF per density, the small dense model, popularity."""
+    if budget_check:
+        return ["dsl-1", "dsl-0.2", f"small-{SMALL_D}"] if DSLNCF is not None else []
     rows = ["torch"] if torch_available() else []
     if DSLNCF is not None:
         rows += [f"dsl-{d:g}" for d in densities]
@@ -252,6 +330,7 @@ def aggregate(runs):
         else:
             out[key] = None if values[0] is None else median(values)
     out["hr_seeds"] = [r["hr"] for r in runs]
+    out["ndcg_seeds"] = [r["ndcg"] for r in runs]
     out["loads"] = [r["load"] for r in runs]
     return out
 
@@ -262,6 +341,9 @@ def bench_dataset(name, args, epochs):
         return None
     label, X, T = loaded
     split = leave_one_out_split(X, T, n_negatives=N_NEG_EVAL, random_state=SPLIT_SEED)
+    if args.split == "validation":
+        split = validation_split(X, T, split)
+        label += " (validation item)"
     info = {
         "label": label, "shape": X.shape, "train_nnz": split.train.nnz,
         "n_eval": split.users.size,
@@ -269,11 +351,16 @@ def bench_dataset(name, args, epochs):
     print(f"{label}: {X.shape[0]:,} users x {X.shape[1]:,} items, train nnz "
           f"{split.train.nnz:,}, {split.users.size:,} evaluated users", flush=True)
     rows = {}
-    models = model_rows(args.densities)
+    models = model_rows(args.densities, args.budget_check)
     runs = {m: [] for m in models}
     for seed in args.seeds:
         # Alternate the models within each seed so drifts of the machine hit all of them.
         for m in models:
+            path = cache_path(args, label, m, seed, epochs)
+            if path is not None and path.is_file():
+                runs[m].append(json.loads(path.read_text()))
+                print(f"  seed {seed} {m}: from {path}", flush=True)
+                continue
             if m == "torch":
                 r = run_torch(split, epochs, seed, args.threads)
             elif m == "pop":
@@ -283,6 +370,9 @@ def bench_dataset(name, args, epochs):
             else:
                 r = run_dslncf(split, float(m[4:]), epochs, seed, args.threads)
             runs[m].append(r)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(r, default=float))
             timing = "" if r["s_epoch"] is None else (
                 f"{r['s_epoch']:.2f} s/epoch (wall {r['wall_epoch']:.2f}), ")
             print(f"  seed {seed} {m}: HR@10 {r['hr']:.4f}, NDCG@10 {r['ndcg']:.4f}, "
@@ -291,6 +381,15 @@ def bench_dataset(name, args, epochs):
     for m in models:
         rows[m] = aggregate(runs[m])
     return info, rows
+
+
+def cache_path(args, label, model, seed, epochs):
+    """File of one fit's figures under ``--cache`` (None without it)."""
+    if args.cache is None:
+        return None
+    key = json.dumps([label, model, seed, epochs, args.threads, args.split,
+                      sorted(args.overrides.items())], default=repr)
+    return Path(args.cache) / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".json")
 
 
 def ratio(num, den):
@@ -476,8 +575,62 @@ def report(results, args, epochs):
             f"Checks (targets from the issue):\n\n{checklist}")
 
 
+def budget_checks(rows, seeds):
+    """Per-seed HR@10 of 1.0, 0.2 and the same-size dense model; the issue's two checks."""
+    dense, s02, small = rows["dsl-1"], rows["dsl-0.2"], rows[f"small-{SMALL_D}"]
+    ratios = [a / b for a, b in zip(s02["hr_seeds"], dense["hr_seeds"], strict=True)]
+    table_rows = [
+        [seed, f"{h1:.4f}", f"{h2:.4f}", f"{r:.3f}", f"{h3:.4f}", f"{h2 - h3:+.4f}"]
+        for seed, h1, h2, r, h3 in zip(seeds, dense["hr_seeds"], s02["hr_seeds"], ratios,
+                                       small["hr_seeds"], strict=True)
+    ]
+    spread = {m: max(r["hr_seeds"]) - min(r["hr_seeds"]) for m, r in
+              (("0.2", s02), ("small", small), ("1.0", dense))}
+    margin = s02["hr"] - small["hr"]
+    worst = max(spread["0.2"], spread["small"])
+    lines = [
+        f"DSLNCF@0.2 / DSLNCF dense HR@10 per seed: {', '.join(f'{r:.3f}' for r in ratios)} "
+        f"(target >= {HR_RATIO} for every seed: {min(ratios) >= HR_RATIO - TOL})",
+        f"DSLNCF@0.2 - dense {SMALL_D}-component DSLNCF, median HR@10 over seeds: "
+        f"{s02['hr']:.4f} - {small['hr']:.4f} = {margin:+.4f}; seed spread (max - min) "
+        f"{spread['0.2']:.4f} at 0.2, {spread['small']:.4f} for the small dense model, "
+        f"{spread['1.0']:.4f} dense (target: margin > the larger spread, {worst:.4f}: "
+        f"{margin > worst})",
+        f"Active parameters (median): 0.2 {s02['active']:,.0f}, small dense "
+        f"{small['active']:,.0f}, dense {dense['active']:,.0f}",
+    ]
+    tab = markdown_table(["Seed", "HR@10 1.0", "HR@10 0.2", "0.2 / 1.0",
+                          f"HR@10 dense {SMALL_D}", f"0.2 - dense {SMALL_D}"], table_rows)
+    return tab, lines
+
+
+def budget_report(results, args, epochs):
+    seeds = list(args.seeds)
+    p = DSLNCF(**OVERRIDES).get_params() if DSLNCF is not None else {}
+    keys = ("learning_rate", "alpha", "batch_size", "update_ratio", "update_interval",
+            "schedule", "grow", "budget", "grow_scores", "budget_floor")
+    defaults = ", ".join(f"{k}={p[k]!r}" for k in keys if k in p)
+    head = (
+        "DSLNCF at density 0.2 against itself dense (16 components) and against a dense "
+        f"DSLNCF with the parameter count of density 0.2 ({SMALL_D} components), on the "
+        "leave-one-out protocol of the section above (each user's latest interaction "
+        f"ranked against 100 sampled items, HR@10 after the last of {epochs} epochs, "
+        f"{args.threads} threads), model seeds {','.join(map(str, seeds))}. DSLNCF "
+        f"parameters: {defaults}"
+        + (f" (set for this run: {OVERRIDES})" if OVERRIDES else " (the defaults)")
+        + ". Seed spread: the largest minus the smallest HR@10 over the seeds."
+    )
+    parts = [head]
+    for info, models in results:
+        tab, lines = budget_checks(models, seeds)
+        parts.append(f"{info['label']}:\n\n{tab}\n\n" + "\n".join(f"- {x}" for x in lines))
+    return "\n\n".join(parts)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    OVERRIDES.clear()
+    OVERRIDES.update(args.overrides)
     if not torch_available():
         print("note: torch is not installed, so the PyTorch reference rows are skipped "
               "(pip install torch --index-url https://download.pytorch.org/whl/cpu)")
@@ -503,13 +656,20 @@ def main(argv=None):
     if not results:
         print("skipped: no data set available")
         return
-    body = report(results, args, epochs)
+    body = budget_report(results, args, epochs) if args.budget_check else report(results, args,
+                                                                                  epochs)
     print()
     print(body)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
-    complete = torch_available() and DSLNCF is not None
+    complete = DSLNCF is not None and (args.budget_check or torch_available())
     if args.quick:
         print("\n(--quick: docs/benchmarks.md left untouched)")
+    elif args.split == "validation":
+        print("\n(--split validation: a tuning run, docs/benchmarks.md left untouched)")
+    elif args.budget_check and not args.no_write:
+        title = "NCF: does DSLNCF at density 0.2 earn its budget? (per seed)"
+        path = write_section("ncf_budget", section_text(title, body))
+        print(f"\nwrote section 'ncf_budget' of {path}")
     elif not complete:
         print("\n(torch or DSLNCF missing: docs/benchmarks.md left untouched)")
     elif not args.no_write:
