@@ -139,6 +139,60 @@ def test_layer0_gradient_matches_finite_differences(density):
     np.testing.assert_allclose(np.vstack([Gu, Gi]), want, rtol=1e-3, atol=1e-7)
 
 
+def _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, n_items, tau):
+    """Mean sampled-softmax loss (cosine logits, shared negatives, log-q) in float64."""
+    F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
+    unit = F / np.linalg.norm(F, axis=1, keepdims=True)
+    U, P, N = unit[us], unit[nu + ps], unit[nu + negs]
+    z0 = np.einsum("bd,bd->b", U, P) / tau
+    Z = U @ N.T / tau - np.log(len(negs) / n_items)
+    Z[negs[None, :] == ps[:, None]] = -np.inf
+    lse = np.logaddexp(z0, np.logaddexp.reduce(Z, axis=1))
+    return float(np.sum(ws * (lse - z0)) / len(us))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.6])
+def test_softmax_layer0_gradient_matches_finite_differences(density):
+    X = make_interactions(12, 9, 40, random_state=3)
+    X.data[:] = np.linspace(0.5, 2.0, X.nnz)  # weighted samples
+    nu, ni = X.shape
+    d, n_layers, tau = 10, 2, 0.5
+    users, items = tables(X, d, density, seed=4)
+    data = TrainData.from_matrix(X)
+    graph = Graph.from_pattern(data.x_indptr, data.x_indices, ni)
+    n = 16
+    eng = LightGCNEngine(data, users, items, graph, n_layers=n_layers, learning_rate=0.1,
+                         alpha=0.0, optimizer="adam", batch_size=n, loss="softmax",
+                         n_negatives=5, temperature=tau)
+    key = np.uint64(7)
+    loss, gu, gi = eng.layer0_gradient(key, 0, n)
+    us, ps, ws, negs = (a.copy() for a in eng._soft)
+    assert np.isin(negs, ps).any()  # the left-out own positive is exercised
+    A = dense_a_hat(X)
+    E = dense_e0(users, items)
+
+    def f(E):
+        return _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, ni, tau)
+
+    assert loss / n == pytest.approx(f(E), rel=1e-4)
+    coords = [(r, c) for r in range(nu) for c in users.indices[users.indptr[r]:users.indptr[r + 1]]]
+    coords += [(nu + r, c) for r in range(ni)
+               for c in items.indices[items.indptr[r]:items.indptr[r + 1]]]
+    num = []
+    h = 1e-6
+    for r, c in coords:
+        Ep, Em = E.copy(), E.copy()
+        Ep[r, c] += h
+        Em[r, c] -= h
+        num.append((f(Ep) - f(Em)) / (2 * h))
+    np.testing.assert_allclose(np.concatenate([gu, gi]), num, rtol=2e-3, atol=1e-5)
+    # L2 weights: users and positives per occurrence, each shared negative once.
+    cu, ci = eng._counts
+    np.testing.assert_allclose(cu, np.bincount(us, minlength=nu) / n, rtol=1e-6)
+    np.testing.assert_allclose(ci, (np.bincount(ps, minlength=ni)
+                                    + np.bincount(negs, minlength=ni)) / n, rtol=1e-6)
+
+
 def test_l2_term_is_on_the_batch_rows_only():
     X = make_interactions(12, 9, 40, random_state=3)
     users, items = tables(X, 4, 1.0, slots=2)

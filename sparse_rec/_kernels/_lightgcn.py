@@ -1,4 +1,4 @@
-"""LightGCN kernels: propagation over the normalised bipartite graph, BPR, steps.
+"""LightGCN kernels: propagation over the normalised bipartite graph, BPR, softmax samples, steps.
 
 Layout shared by every kernel here:
 
@@ -242,3 +242,37 @@ def history_embeddings(h_indptr, h_indices, inv_sqrt_deg, P, scale, out):
             pi = P[i]
             for c in range(d):
                 o[c] += s * pi[c]
+
+
+
+@njit(cache=True, parallel=True)
+def softmax_sample(key, s0, n, neg0, n_items, x_indices, x_weight, x_rows, us, ps, ws, negs):
+    """Samples ``s0 : s0 + n`` of an epoch keyed ``key`` for the sampled softmax.
+
+    Sample ``s`` draws an interaction uniformly (user ``us``, positive
+    ``ps``, weight ``ws``), as :func:`bpr_batch` does; the batch shares
+    ``len(negs)`` negatives drawn uniformly over the items, with sample ids
+    ``neg0, neg0 + 1, ...`` on a stream of their own.
+    """
+    for m in prange(negs.shape[0]):
+        negs[m] = randint(draw(key, neg0 + m, 9), n_items)
+    for b in prange(n):
+        pos = randint(draw(key, s0 + b, 0), x_indices.shape[0])
+        us[b] = x_rows[pos]
+        ps[b] = x_indices[pos]
+        ws[b] = x_weight[pos]
+
+
+@njit(cache=True)
+def scatter_rows(rows, G, scale, out, counts):
+    """``out[rows[b]] += scale * G[b]`` and ``counts[rows[b]] += scale``, in order ``b``.
+
+    Serial, so sums do not depend on the number of threads.
+    """
+    d = G.shape[1]
+    for b in range(rows.shape[0]):
+        o = out[rows[b]]
+        g = G[b]
+        for c in range(d):
+            o[c] += scale * g[c]
+        counts[rows[b]] += scale

@@ -12,7 +12,7 @@ from ..backends.cpu_lightgcn import Graph
 from .scoring import LightGCNModel
 
 #: Losses with an engine, and the engine key of each (other losses plug in here).
-LOSSES = {"bpr": "lightgcn"}
+LOSSES = {"bpr": "lightgcn", "softmax": "lightgcn"}
 _SLOTS = {"adam": 3, "adagrad": 2}
 # Layer-0 weights start uniform with this standard deviation (the LightGCN
 # code's N(0, 0.1)), whatever the density: Adam rescales steps anyway.
@@ -175,6 +175,8 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         n_layers=3,
         density=0.2,
         loss="bpr",
+        n_negatives=256,
+        temperature=0.1,
         optimizer="adam",
         learning_rate=0.03,
         alpha=1e-3,
@@ -200,6 +202,8 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         self.n_layers = n_layers
         self.density = density
         self.loss = loss
+        self.n_negatives = n_negatives
+        self.temperature = temperature
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.alpha = alpha
@@ -271,11 +275,14 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         # Mid-fit scoring (early stopping, callbacks) propagates over the
         # training split, never over held-out interactions.
         self._train_graph = graph
+        # The softmax loss ranks by cosine: scoring reads unit item embeddings.
+        self.unit_items_ = self.loss == "softmax"
         self._clear_caches()
         engine = backends.engine_class(self._engine_key(), self.backend)
         return engine(data, *params.tables, graph, n_layers=int(self.n_layers),
                       learning_rate=self.learning_rate, alpha=self.alpha,
-                      optimizer=self.optimizer, batch_size=self.batch_size)
+                      optimizer=self.optimizer, batch_size=self.batch_size, loss=self.loss,
+                      n_negatives=self.n_negatives, temperature=self.temperature)
 
     def _publish(self, params):
         self.user_table_, self.item_table_ = params.tables
