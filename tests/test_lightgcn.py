@@ -286,13 +286,24 @@ def test_save_load_serving_and_pickle_score_the_same(tmp_path):
     assert load(path).nbytes_ == est.nbytes_
 
 
-def test_nbytes_counts_tables_and_graph():
+def test_nbytes_counts_tables_and_graph(tmp_path):
     X = make_interactions(40, 25, 300, random_state=2)
     est = small(density=0.25).fit(X)
-    tabs = est.user_table_.nbytes + est.item_table_.nbytes
-    graph = est.seen_.indptr.nbytes + est.seen_.indices.nbytes
-    assert est.nbytes_ == tabs + graph
+    # nbytes_ is exactly what the file stores for the tables and the graph.
+    with np.load(est.save(tmp_path / "m.npz")) as z:
+        stored = {k: z[k] for k in z.files}
+    parts = ("user_table_.", "item_table_.", "seen_.")
+    assert est.nbytes_ == sum(a.nbytes for k, a in stored.items() if k.startswith(parts))
+    # Narrow exact types: uint8 columns of 8 components, uint8 row counts,
+    # uint8 item indices (25 items), no values for the binary graph.
+    assert stored["user_table_.indices"].dtype == np.uint8
+    assert stored["seen_.indices"].dtype == np.uint8 and "seen_.data" not in stored
+    graph = sum(a.nbytes for k, a in stored.items() if k.startswith("seen_."))
     assert est.dense_nbytes_ == 4 * 8 * sum(X.shape) + graph
+    loaded = load(tmp_path / "m.npz")
+    assert loaded.seen_.indices.dtype == est.seen_.indices.dtype
+    rows = np.arange(5)
+    assert np.array_equal(loaded.recommend(rows, n=4)[0], est.recommend(rows, n=4)[0])
 
 
 def test_warm_start_continues_and_refuses_other_layers():
@@ -315,7 +326,7 @@ def test_early_stopping_scores_on_the_training_graph():
 @pytest.mark.parametrize("kw, match", [
     (dict(n_layers=-1), "n_layers must be an integer >= 0"),
     (dict(n_layers=1.5), "n_layers must be an integer >= 0"),
-    (dict(loss="softmax"), "loss must be one of"),
+    (dict(loss="ssm"), "loss must be one of"),
     (dict(optimizer="sgd"), "optimizer must be one of"),
     (dict(batch_size=0), "batch_size"),
     (dict(backend="cuda"), "backend must be one of"),

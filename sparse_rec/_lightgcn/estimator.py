@@ -4,6 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import backends
+from .._io import stored_nbytes
 from .._recommend import check_fitted
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
@@ -168,6 +169,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     """
 
     _progress_name = "DSL-LightGCN"
+    # Model files store row counts and indices in the narrowest exact type
+    # (sparse_rec._io): the graph is a large part of a LightGCN file.
+    _narrow_indices = True
 
     def __init__(
         self,
@@ -294,17 +298,19 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
 
     def _account(self, params):
         super()._account(params)
+        d = self.user_table_.n_cols
         graph = self._graph_nbytes()
-        self.nbytes_ += graph
-        self.dense_nbytes_ += graph
+        self.nbytes_ = int(stored_nbytes(self.user_table_) + stored_nbytes(self.item_table_)
+                           + graph)
+        self.dense_nbytes_ = int(4 * d * (self.user_table_.n_rows + self.item_table_.n_rows)
+                                 + graph)
 
     def _graph_nbytes(self):
-        X = self.seen_
-        binary = X.nnz == 0 or bool(np.all(X.data == 1))
-        out = int(X.indptr.nbytes + X.indices.nbytes + (0 if binary else X.data.nbytes))
+        """Bytes the file stores for the graph: ``seen_`` (and the folded users' rows)."""
+        out = stored_nbytes(self.seen_)
         users, G = self._folded()
         if G is not None:
-            out += int(users.nbytes + G.indptr.nbytes + G.indices.nbytes)
+            out += int(users.nbytes) + stored_nbytes(G)
         return out
 
     # --- workflow hooks (sparse_rec._workflows) --------------------------------
@@ -394,7 +400,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         G.sort_indices()
         self.folded_users_, self.folded_graph_ = folded.astype(np.int64), G
         graph = self._graph_nbytes()
-        tabs = self.user_table_.nbytes + self.item_table_.nbytes
+        tabs = stored_nbytes(self.user_table_) + stored_nbytes(self.item_table_)
         self.nbytes_ = int(tabs + graph)
         self.dense_nbytes_ = int(4 * d * (self.n_users_ + self.n_items_) + graph)
         self._clear_caches()
