@@ -139,14 +139,14 @@ def test_layer0_gradient_matches_finite_differences(density):
     np.testing.assert_allclose(np.vstack([Gu, Gi]), want, rtol=1e-3, atol=1e-7)
 
 
-def _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, n_items, tau):
+def _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, n_items, tau, X):
     """Mean sampled-softmax loss (cosine logits, shared negatives, log-q) in float64."""
     F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
     unit = F / np.linalg.norm(F, axis=1, keepdims=True)
     U, P, N = unit[us], unit[nu + ps], unit[nu + negs]
     z0 = np.einsum("bd,bd->b", U, P) / tau
     Z = U @ N.T / tau - np.log(len(negs) / n_items)
-    Z[negs[None, :] == ps[:, None]] = -np.inf
+    Z[X[us][:, negs].toarray() != 0] = -np.inf  # the users' items are no negatives
     lse = np.logaddexp(z0, np.logaddexp.reduce(Z, axis=1))
     return float(np.sum(ws * (lse - z0)) / len(us))
 
@@ -167,12 +167,13 @@ def test_softmax_layer0_gradient_matches_finite_differences(density):
     key = np.uint64(7)
     loss, gu, gi = eng.layer0_gradient(key, 0, n)
     us, ps, ws, negs = (a.copy() for a in eng._soft)
-    assert np.isin(negs, ps).any()  # the left-out own positive is exercised
+    hits = X[us][:, negs].toarray() != 0
+    assert hits.any() and not hits.all()  # left-out negatives are exercised
     A = dense_a_hat(X)
     E = dense_e0(users, items)
 
     def f(E):
-        return _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, ni, tau)
+        return _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, ni, tau, X)
 
     assert loss / n == pytest.approx(f(E), rel=1e-4)
     coords = [(r, c) for r in range(nu) for c in users.indices[users.indptr[r]:users.indptr[r + 1]]]
@@ -220,9 +221,10 @@ def test_l2_term_is_on_the_batch_rows_only():
     assert np.array_equal(users.weights[cu[rows] == 0], w[cu[rows] == 0])
 
 
-def test_budget_is_exact_after_every_epoch_and_pattern_moves():
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_budget_is_exact_after_every_epoch_and_pattern_moves(loss):
     X, _ = blocks()
-    est = small(density=0.3, max_iter=9).fit(X)
+    est = small(density=0.3, max_iter=9, loss=loss, n_negatives=8).fit(X)
     budget = round(0.3 * 8 * sum(X.shape))
     assert est.n_active_ == budget
     assert len(est.history_) == est.n_iter_ == 9
@@ -236,9 +238,10 @@ def test_budget_is_exact_after_every_epoch_and_pattern_moves():
     assert est.nbytes_ < est.dense_nbytes_
 
 
-def test_recovers_held_out_item_of_the_users_group():
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_recovers_held_out_item_of_the_users_group(loss):
     X, held = blocks()
-    est = small(density=0.5, max_iter=40).fit(X)
+    est = small(density=0.5, max_iter=40, loss=loss, n_negatives=8).fit(X)
     ids, _ = est.recommend(np.arange(X.shape[0]), n=1)
     assert np.mean(ids[:, 0] == held) >= 0.9
 
@@ -256,19 +259,25 @@ def test_history_of_a_training_user_is_its_embedding_without_layer_zero():
     assert ids.shape == (3, 4) and not any(X[r, ids[r]].nnz for r in range(3))
 
 
-def test_reproducible_and_independent_of_threads():
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_reproducible_and_independent_of_threads(loss):
     X = make_interactions(40, 25, 300, random_state=2)
-    a = small(n_threads=1).fit(X)
-    b = small(n_threads=2).fit(X)
+    a = small(n_threads=1, loss=loss, n_negatives=8).fit(X)
+    b = small(n_threads=2, loss=loss, n_negatives=8).fit(X)
     assert np.array_equal(a.user_table_.weights, b.user_table_.weights)
     assert np.array_equal(a.item_table_.indices, b.item_table_.indices)
-    c = small(random_state=1).fit(X)
+    c = small(random_state=1, loss=loss, n_negatives=8).fit(X)
     assert not np.array_equal(a.item_table_.weights, c.item_table_.weights)
 
 
-def test_save_load_serving_and_pickle_score_the_same(tmp_path):
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_save_load_serving_and_pickle_score_the_same(tmp_path, loss):
     X = make_interactions(40, 25, 300, random_state=2)
-    est = small().fit(X)
+    est = small(loss=loss, n_negatives=8).fit(X)
+    # Softmax models rank by cosine order: unit item embeddings.
+    assert est.unit_items_ == (loss == "softmax")
+    norms = np.linalg.norm(est.item_embeddings_, axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5) == (loss == "softmax")
     users = np.arange(10)
     want_ids, want_scores = est.recommend(users, n=5)
     path = est.save(tmp_path / "gcn.npz")
@@ -284,6 +293,7 @@ def test_save_load_serving_and_pickle_score_the_same(tmp_path):
                                       est.similar_items([0, 1], n=3)[0])
     assert isinstance(load_model(path), ServedLightGCN)
     assert load(path).nbytes_ == est.nbytes_
+    assert load(path).unit_items_ == load_model(path).unit_items_ == est.unit_items_
 
 
 def test_nbytes_counts_tables_and_graph(tmp_path):
@@ -327,6 +337,11 @@ def test_early_stopping_scores_on_the_training_graph():
     (dict(n_layers=-1), "n_layers must be an integer >= 0"),
     (dict(n_layers=1.5), "n_layers must be an integer >= 0"),
     (dict(loss="ssm"), "loss must be one of"),
+    (dict(loss="softmax", n_negatives=0), "n_negatives must be an integer >= 1"),
+    (dict(loss="softmax", n_negatives=2.5), "n_negatives must be an integer >= 1"),
+    (dict(loss="softmax", temperature=0.0), "temperature must be a positive finite"),
+    (dict(loss="softmax", temperature=float("nan")), "temperature must be a positive finite"),
+    (dict(loss="softmax", temperature="0.2"), "temperature must be a positive finite"),
     (dict(optimizer="sgd"), "optimizer must be one of"),
     (dict(batch_size=0), "batch_size"),
     (dict(backend="cuda"), "backend must be one of"),

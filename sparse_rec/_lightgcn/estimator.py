@@ -1,5 +1,7 @@
 """DSLLightGCN: LightGCN (He et al., SIGIR 2020) with sparse layer-0 embeddings (DSL)."""
 
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -57,8 +59,21 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     density : float in (0, 1], default=0.2
         Fraction of the ``n_components * (n_users + n_items)`` layer-0
         weights that are active. 1.0 trains a dense model (no prune/grow).
-    loss : {"bpr"}, default="bpr"
-        Training loss (each loss has its engine).
+    loss : {"bpr", "softmax"}, default="bpr"
+        Training loss on the final embeddings. ``"bpr"``: one uniform
+        negative per sample, ``softplus(-F_u . (F_i - F_j))``.
+        ``"softmax"``: sampled softmax over cosine similarities (as SimpleX
+        and the SSM loss): the mini-batch shares ``n_negatives`` items drawn
+        uniformly, logits are ``cos(F_u, F_i) / temperature`` and, for the
+        negatives, the same minus ``log(n_negatives / n_items)`` (the log-q
+        correction of uniform sampling), and a sample's loss is
+        ``logsumexp(logits) - logit of its positive`` (a negative equal to
+        the sample's positive is left out). A softmax model ranks by
+        ``F_u . F_i / |F_i|`` (the cosine's order for each user).
+    n_negatives : int, default=256
+        Negatives shared by a mini-batch (``loss="softmax"`` only).
+    temperature : float, default=0.2
+        Temperature of the cosine logits (``loss="softmax"`` only).
     optimizer : {"adam", "adagrad"}, default="adam"
         Step rule; its state is stored on the tables' pattern (moves with
         prune/grow, grown weights start at zero state) and dropped after
@@ -127,6 +142,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         item embeddings stay the fitted ones.
     n_layers_ : int
         The propagation layers the model was fitted with (scoring uses them).
+    unit_items_ : bool
+        Whether scoring reads unit-length final item embeddings (models
+        trained with ``loss="softmax"``, on cosines).
     n_iter_ : int
     history_ : list of dict
         Per epoch as in :class:`~sparse_rec.DSLMatrixFactorization`
@@ -180,7 +198,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         density=0.2,
         loss="bpr",
         n_negatives=256,
-        temperature=0.1,
+        temperature=0.2,
         optimizer="adam",
         learning_rate=0.03,
         alpha=1e-3,
@@ -243,6 +261,11 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
             raise ValueError(f"n_layers must be an integer >= 0; got {L!r}. Use for example "
                              "n_layers=3 (the LightGCN paper's).")
         check_positive_int(self.batch_size, "batch_size", hint="Use for example 8192.")
+        check_positive_int(self.n_negatives, "n_negatives", hint="Use for example 256.")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not (0 < t < np.inf):
+            raise ValueError(f"temperature must be a positive finite number; got {t!r}. Use "
+                             "for example temperature=0.2.")
 
     def _structure(self):
         return {"n_components": int(self.n_components), "n_layers": int(self.n_layers)}

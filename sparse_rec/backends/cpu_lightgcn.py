@@ -178,6 +178,7 @@ class LightGCNEngine(Engine):
             self._shift = float(np.log(max(self.n_items, 1) / m))
             self._soft = (np.zeros(self.batch, np.int64), np.zeros(self.batch, np.int64),
                           np.zeros(self.batch, np.float64), np.zeros(m, np.int64))
+            self._hit = np.zeros((self.batch, m), np.bool_)
         self._grow_cache = {}
         # A_hat^0 has no off-diagonal blocks: the last backward product of
         # a graph without layers reads an empty graph.
@@ -223,22 +224,24 @@ class LightGCNEngine(Engine):
         Cosine logits over the temperature: ``z_0 = cos(F_u, F_i) / tau`` and,
         for the shared negatives, ``z_m = cos(F_u, F_j_m) / tau - log(M q)``
         with ``q = 1 / n_items`` (the log-q correction of uniform sampling);
-        loss ``w (logsumexp(z) - z_0)``, a negative equal to the sample's own
-        positive left out. Dense products run in BLAS; the gradients are
-        scattered in sample order (:func:`K.scatter_rows`).
+        loss ``w (logsumexp(z) - z_0)``, negatives among the user's training
+        items (its forbidden row, as BPR's negatives) left out. Dense products
+        run in BLAS; gradients are scattered in sample order
+        (:func:`K.scatter_rows`).
         """
         d, m = self.data, self.n_negatives
         us, ps, ws, negs = self._soft
         us, ps, ws = us[:n], ps[:n], ws[:n]
+        hit = self._hit[:n]
         K.softmax_sample(key, s0, n, (s0 // self.batch) * m, self.n_items, d.x_indices,
-                         d.x_weight, d.x_rows, us, ps, ws, negs)
+                         d.x_weight, d.x_rows, d.f_indptr, d.f_indices, us, ps, ws, negs, hit)
         t = np.float32(1.0 / self.temperature)
         U, ru = _unit(Fu[us])
         Ii, ri = _unit(Fi[ps])
         N, rn = _unit(Fi[negs])
         z0 = t * np.einsum("bd,bd->b", U, Ii)
         Z = (t * (U @ N.T)) + np.float32(self._shift)
-        Z[negs[None, :] == ps[:, None]] = -np.inf
+        Z[hit] = -np.inf
         mx = np.maximum(z0, Z.max(axis=1))
         E = np.exp(Z - mx[:, None])
         e0 = np.exp(z0 - mx)
