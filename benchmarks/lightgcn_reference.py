@@ -33,7 +33,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import DATA, fmt_bytes, markdown_table, section_text, write_section
+from _report import (
+    DATA,
+    command_line,
+    fmt_bytes,
+    machine_info,
+    markdown_table,
+    section_text,
+    write_section,
+)
 
 from sparse_rec import DSLLightGCN, DSLMatrixFactorization
 from sparse_rec.datasets import (
@@ -89,6 +97,13 @@ def parse_args(argv=None):
                    help="further DSLLightGCN parameters as name=value,name=value")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 epochs; never writes")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--body-out", default=None,
+                   help="also save this run's section body (JSON) to the path, so that runs "
+                        "of one data set each, in parallel, can be written as one section "
+                        "with --assemble")
+    p.add_argument("--assemble", default=None,
+                   help="comma-separated --body-out files: write their bodies as one section "
+                        "(the first file's header line, then each file's data sets) and exit")
     args = p.parse_args(argv)
     defaults = DSLLightGCN().get_params()
     args.batch = args.batch or defaults["batch_size"]
@@ -305,8 +320,24 @@ def gowalla_timing(args):
             f"{60 * dsl / 60:.0f} minutes at this speed.")
 
 
+def assemble(paths):
+    import json
+
+    bodies = [json.loads(Path(p).read_text()) for p in paths.split(",")]
+    body = [bodies[0]["body"][0]] + [part for b in bodies for part in b["body"][1:]]
+    title = bodies[0]["title"]
+    key = "lightgcn-gowalla" if title.startswith("LightGCN on Gowalla") else "lightgcn-reference"
+    commands = "; ".join(f"`{b['command']}`" for b in bodies)
+    write_section(key, f"## {title}\n\nCommands (run in parallel, one data set each): "
+                       f"{commands}, then `{command_line()}`\n\nMachine: {machine_info()}"
+                       f"\n\n" + "\n\n".join(body) + "\n")
+    print(f"wrote docs/benchmarks.md ({key})")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.assemble:
+        return assemble(args.assemble)
     if torch is not None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
@@ -359,6 +390,11 @@ def main(argv=None):
     title = "LightGCN on Gowalla (timing)" if only_gowalla else \
         "LightGCN: DSLLightGCN against a PyTorch LightGCN"
     text = section_text(title, "\n\n".join(body))
+    if args.body_out:
+        import json
+
+        Path(args.body_out).write_text(json.dumps({"title": title, "body": body,
+                                                   "command": command_line()}))
     if not args.no_write:
         write_section("lightgcn-gowalla" if only_gowalla else "lightgcn-reference", text)
         print("wrote docs/benchmarks.md")
