@@ -23,7 +23,7 @@ _INIT_STD = 0.1
 
 
 class DSLLightGCN(LightGCNModel, DSLEstimator):
-    """LightGCN with BPR loss, its layer-0 embeddings trained sparse from scratch (DSL).
+    """LightGCN (BPR or sampled-softmax loss), layer-0 embeddings trained sparse (DSL).
 
     The model of He et al. (SIGIR 2020): one embedding table ``E0`` of
     ``(n_users + n_items) x n_components``, propagated through the
@@ -40,10 +40,11 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     propagation) are grown, with ``rho_t`` decaying from ``update_ratio`` on
     ``schedule``.
 
-    Each epoch draws ``nnz(X)`` BPR samples (a positive interaction
-    uniformly at random, weighted by its value scaled to mean 1, and a
-    negative item uniformly among those the user did not interact with) in
-    mini-batches of ``batch_size``. Every mini-batch propagates the current
+    Each epoch draws ``nnz(X)`` samples (a positive interaction uniformly at
+    random, weighted by its value scaled to mean 1; BPR adds a negative item
+    drawn uniformly among those the user did not interact with, the softmax
+    loss negatives shared by the mini-batch) in mini-batches of
+    ``batch_size``. Every mini-batch propagates the current
     ``E0`` through the whole graph and takes the exact gradient of the
     batch's mean loss back through it (``A_hat`` is symmetric: ``dL/dE0 =
     sum_l A_hat^l G / (L + 1)``), plus an L2 penalty ``alpha`` on the batch's
@@ -184,6 +185,10 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     >>> ids, scores = gcn.recommend([0, 1], n=5)
     >>> ids.shape
     (2, 5)
+    >>> soft = DSLLightGCN(n_components=16, density=0.25, loss="softmax", n_negatives=32,
+    ...                    max_iter=4, batch_size=1024, random_state=0, n_threads=1).fit(X)
+    >>> soft.unit_items_, soft.recommend([0, 1], n=5)[0].shape
+    (True, (2, 5))
     """
 
     _progress_name = "DSL-LightGCN"

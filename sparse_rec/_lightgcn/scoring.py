@@ -95,7 +95,10 @@ class LightGCNModel:
 
     @property
     def item_embeddings_(self):
-        """Final item embeddings (mean of the layers), dense float32 (a copy)."""
+        """Final item embeddings (mean of the layers), dense float32 (a copy).
+
+        Unit rows when ``unit_items_`` (a model trained on cosines ranks by them).
+        """
         return self._final()[1].copy()
 
     def _folded(self):
