@@ -33,7 +33,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import DATA, fmt_bytes, markdown_table, section_text, write_section
+from _report import (
+    DATA,
+    command_line,
+    fmt_bytes,
+    machine_info,
+    markdown_table,
+    section_text,
+    write_section,
+)
 
 from sparse_rec import DSLLightGCN, DSLMatrixFactorization
 from sparse_rec.datasets import (
@@ -78,22 +86,45 @@ def parse_args(argv=None):
                    help="also time this many epochs on Gowalla's LightGCN split (PyTorch and "
                         "DSLLightGCN at 0.2; figures after so few epochs are not converged)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="validation: split each training part again per user (80 %% / 20 %%, "
+                        "random_split seed 1) and evaluate on its held-out part, never on "
+                        "test items (for tuning); the section is written only for test")
+    p.add_argument("--loss", default=None,
+                   help="DSLLightGCN's loss (default: its default); the PyTorch reference "
+                        "always trains BPR")
+    p.add_argument("--lgcn-params", default="",
+                   help="further DSLLightGCN parameters as name=value,name=value")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 epochs; never writes")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--body-out", default=None,
+                   help="also save this run's section body (JSON) to the path, so that runs "
+                        "of one data set each, in parallel, can be written as one section "
+                        "with --assemble")
+    p.add_argument("--assemble", default=None,
+                   help="comma-separated --body-out files: write their bodies as one section "
+                        "(the first file's header line, then each file's data sets) and exit")
     args = p.parse_args(argv)
     defaults = DSLLightGCN().get_params()
     args.batch = args.batch or defaults["batch_size"]
     args.lr = args.lr or defaults["learning_rate"]
     args.alpha = defaults["alpha"] if args.alpha is None else args.alpha
+    args.loss = args.loss or defaults["loss"]
+    args.extra = {}
+    for item in filter(None, args.lgcn_params.split(",")):
+        k, v = item.split("=")
+        args.extra[k] = type(defaults[k])(v) if defaults[k] is not None else v
+    if args.quick or args.split == "validation":
+        args.no_write = True
     if args.quick:
-        args.epochs, args.no_write = 3, True
+        args.epochs = 3
     if args.no_torch:
         global torch
         torch = None
     return args
 
 
-def load(name):
+def load(name, split="test"):
     if name == "ml-100k":
         path = DATA_DIR / "ml-100k"
         if not (path / "u.data").is_file():
@@ -103,7 +134,10 @@ def load(name):
         X = load_movielens_small(binarize=True).X
     else:
         raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
-    return random_split(X, test_size=0.2, random_state=SPLIT_SEED)
+    train, test = random_split(X, test_size=0.2, random_state=SPLIT_SEED)
+    if split == "validation":
+        return random_split(train, test_size=0.2, random_state=SPLIT_SEED + 1)
+    return train, test
 
 
 # --- the PyTorch reference ---------------------------------------------------------
@@ -271,7 +305,7 @@ def gowalla_timing(args):
         rows.append(run_torch(train, test, sub))
     rows.append(run_dsl(DSLLightGCN, "DSLLightGCN", 0.2, train, test, sub,
                         batch_size=args.batch, learning_rate=args.lr, alpha=args.alpha,
-                        update_interval=1))
+                        loss=args.loss, **{**args.extra, "update_interval": 1}))
     table = markdown_table(
         ["model", "density", "Recall@20", "NDCG@20", "s/epoch", "bytes"],
         [[r["label"], f"{r['density']:g}", f"{r['recall']:.4f}", f"{r['ndcg']:.4f}",
@@ -286,17 +320,37 @@ def gowalla_timing(args):
             f"{60 * dsl / 60:.0f} minutes at this speed.")
 
 
+def assemble(paths):
+    import json
+
+    bodies = [json.loads(Path(p).read_text()) for p in paths.split(",")]
+    body = [bodies[0]["body"][0]] + [part for b in bodies for part in b["body"][1:]]
+    title = bodies[0]["title"]
+    key = "lightgcn-gowalla" if title.startswith("LightGCN on Gowalla") else "lightgcn-reference"
+    commands = "; ".join(f"`{b['command']}`" for b in bodies)
+    write_section(key, f"## {title}\n\nCommands (run in parallel, one data set each): "
+                       f"{commands}, then `{command_line()}`\n\nMachine: {machine_info()}"
+                       f"\n\n" + "\n\n".join(body) + "\n")
+    print(f"wrote docs/benchmarks.md ({key})")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.assemble:
+        return assemble(args.assemble)
     if torch is not None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     warm_up(args.threads)
     densities = [float(x) for x in args.densities.split(",")]
     body = [f"{args.epochs} epochs, batch {args.batch}, Adam lr {args.lr:g}, alpha "
-            f"{args.alpha:g}, n_components {D}, 3 layers, {args.threads} threads; one seed."]
+            f"{args.alpha:g}, n_components {D}, 3 layers, {args.threads} threads; one seed; "
+            f"DSLLightGCN loss {args.loss!r}"
+            + (f" ({', '.join(f'{k}={v}' for k, v in args.extra.items())})" if args.extra else "")
+            + ("; PyTorch reference: BPR" if torch is not None else "; no PyTorch rows")
+            + f"; {args.split} split."]
     for name in [n for n in args.data.split(",") if n]:
-        split = load(name)
+        split = load(name, args.split)
         if split is None:
             print(f"skipped {name}: not present in {DATA_DIR}")
             continue
@@ -309,7 +363,8 @@ def main(argv=None):
             print(rows[-1], flush=True)
         for dens in densities:
             rows.append(run_dsl(DSLLightGCN, "DSLLightGCN", dens, train, test, args,
-                                batch_size=args.batch, learning_rate=args.lr, alpha=args.alpha))
+                                batch_size=args.batch, learning_rate=args.lr, alpha=args.alpha,
+                                loss=args.loss, **args.extra))
             print(rows[-1], flush=True)
         rows.append(run_dsl(DSLMatrixFactorization, "DSL-MF (its defaults)", 0.2, train, test,
                             args))
@@ -335,6 +390,11 @@ def main(argv=None):
     title = "LightGCN on Gowalla (timing)" if only_gowalla else \
         "LightGCN: DSLLightGCN against a PyTorch LightGCN"
     text = section_text(title, "\n\n".join(body))
+    if args.body_out:
+        import json
+
+        Path(args.body_out).write_text(json.dumps({"title": title, "body": body,
+                                                   "command": command_line()}))
     if not args.no_write:
         write_section("lightgcn-gowalla" if only_gowalla else "lightgcn-reference", text)
         print("wrote docs/benchmarks.md")

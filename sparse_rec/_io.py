@@ -192,7 +192,10 @@ def save_model(est, path, *, user_ids=None, item_ids=None, compact=False):
             "as None; they only matter for fitting again.", UserWarning, stacklevel=2,
         )
     arrays = {}
-    manifest = {name: _encode_attribute(name, getattr(est, name), arrays, compact)
+    # A class may ask for its indices in the narrowest type even without
+    # compact (exact: only index types change, restored on load).
+    narrow = compact or getattr(type(est), "_narrow_indices", False)
+    manifest = {name: _encode_attribute(name, getattr(est, name), arrays, compact, narrow)
                 for name in names}
     raw_ids = {}
     for key, member, given, count in (
@@ -327,14 +330,26 @@ def _encode_rows(name, indptr, arrays, compact, n_cols):
     return "indptr"
 
 
-def _encode_attribute(name, value, arrays, compact):
+def stored_nbytes(value, narrow=True):
+    """Bytes of the arrays a model file stores for ``value`` (not compact).
+
+    With ``narrow``, as for a class with ``_narrow_indices``: row counts and
+    indices in the narrowest unsigned type, no values for a binary CSR.
+    """
+    arrays = {}
+    _encode_attribute("x", value, arrays, False, narrow)
+    return int(sum(a.nbytes for a in arrays.values()))
+
+
+def _encode_attribute(name, value, arrays, compact, narrow=None):
+    narrow = compact if narrow is None else narrow
     if isinstance(value, SparseEmbeddingTable):
         n_rows, n_cols = value.shape
         entry = {"kind": "table", "n_rows": n_rows, "n_cols": n_cols,
                  "weight_dtype": value.values_buf.dtype.str}
-        entry["rows"] = _encode_rows(name, value.indptr, arrays, compact, n_cols)
+        entry["rows"] = _encode_rows(name, value.indptr, arrays, narrow, n_cols)
         ind, w = value.indices, value.weights
-        arrays[f"{name}.indices"] = ind.astype(_uint_for(max(n_cols - 1, 0))) if compact else ind
+        arrays[f"{name}.indices"] = ind.astype(_uint_for(max(n_cols - 1, 0))) if narrow else ind
         arrays[f"{name}.weights"] = _to_float16(w, name) if compact else w
         return entry
     if sp.issparse(value):
@@ -349,11 +364,11 @@ def _encode_attribute(name, value, arrays, compact):
                  "dtype": value.data.dtype.str, "index_dtype": value.indices.dtype.str,
                  "indptr_dtype": value.indptr.dtype.str}
         _check_stored_dtype(value.data.dtype, f"{name}.data")
-        entry["rows"] = _encode_rows(name, value.indptr, arrays, compact, n_cols)
+        entry["rows"] = _encode_rows(name, value.indptr, arrays, narrow, n_cols)
         arrays[f"{name}.indices"] = (value.indices.astype(_uint_for(max(n_cols - 1, 0)))
-                                     if compact else value.indices)
+                                     if narrow else value.indices)
         # Binary interactions (the usual case) need no values at all.
-        if compact and np.all(value.data == 1):
+        if narrow and np.all(value.data == 1):
             entry["data"] = "ones"
         else:
             entry["data"] = "stored"

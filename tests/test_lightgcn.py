@@ -139,6 +139,61 @@ def test_layer0_gradient_matches_finite_differences(density):
     np.testing.assert_allclose(np.vstack([Gu, Gi]), want, rtol=1e-3, atol=1e-7)
 
 
+def _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, n_items, tau, X):
+    """Mean sampled-softmax loss (cosine logits, shared negatives, log-q) in float64."""
+    F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
+    unit = F / np.linalg.norm(F, axis=1, keepdims=True)
+    U, P, N = unit[us], unit[nu + ps], unit[nu + negs]
+    z0 = np.einsum("bd,bd->b", U, P) / tau
+    Z = U @ N.T / tau - np.log(len(negs) / n_items)
+    Z[X[us][:, negs].toarray() != 0] = -np.inf  # the users' items are no negatives
+    lse = np.logaddexp(z0, np.logaddexp.reduce(Z, axis=1))
+    return float(np.sum(ws * (lse - z0)) / len(us))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.6])
+def test_softmax_layer0_gradient_matches_finite_differences(density):
+    X = make_interactions(12, 9, 40, random_state=3)
+    X.data[:] = np.linspace(0.5, 2.0, X.nnz)  # weighted samples
+    nu, ni = X.shape
+    d, n_layers, tau = 10, 2, 0.5
+    users, items = tables(X, d, density, seed=4)
+    data = TrainData.from_matrix(X)
+    graph = Graph.from_pattern(data.x_indptr, data.x_indices, ni)
+    n = 16
+    eng = LightGCNEngine(data, users, items, graph, n_layers=n_layers, learning_rate=0.1,
+                         alpha=0.0, optimizer="adam", batch_size=n, loss="softmax",
+                         n_negatives=5, temperature=tau)
+    key = np.uint64(7)
+    loss, gu, gi = eng.layer0_gradient(key, 0, n)
+    us, ps, ws, negs = (a.copy() for a in eng._soft)
+    hits = X[us][:, negs].toarray() != 0
+    assert hits.any() and not hits.all()  # left-out negatives are exercised
+    A = dense_a_hat(X)
+    E = dense_e0(users, items)
+
+    def f(E):
+        return _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, ni, tau, X)
+
+    assert loss / n == pytest.approx(f(E), rel=1e-4)
+    coords = [(r, c) for r in range(nu) for c in users.indices[users.indptr[r]:users.indptr[r + 1]]]
+    coords += [(nu + r, c) for r in range(ni)
+               for c in items.indices[items.indptr[r]:items.indptr[r + 1]]]
+    num = []
+    h = 1e-6
+    for r, c in coords:
+        Ep, Em = E.copy(), E.copy()
+        Ep[r, c] += h
+        Em[r, c] -= h
+        num.append((f(Ep) - f(Em)) / (2 * h))
+    np.testing.assert_allclose(np.concatenate([gu, gi]), num, rtol=2e-3, atol=1e-5)
+    # L2 weights: users and positives per occurrence, each shared negative once.
+    cu, ci = eng._counts
+    np.testing.assert_allclose(cu, np.bincount(us, minlength=nu) / n, rtol=1e-6)
+    np.testing.assert_allclose(ci, (np.bincount(ps, minlength=ni)
+                                    + np.bincount(negs, minlength=ni)) / n, rtol=1e-6)
+
+
 def test_l2_term_is_on_the_batch_rows_only():
     X = make_interactions(12, 9, 40, random_state=3)
     users, items = tables(X, 4, 1.0, slots=2)
@@ -166,9 +221,10 @@ def test_l2_term_is_on_the_batch_rows_only():
     assert np.array_equal(users.weights[cu[rows] == 0], w[cu[rows] == 0])
 
 
-def test_budget_is_exact_after_every_epoch_and_pattern_moves():
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_budget_is_exact_after_every_epoch_and_pattern_moves(loss):
     X, _ = blocks()
-    est = small(density=0.3, max_iter=9).fit(X)
+    est = small(density=0.3, max_iter=9, loss=loss, n_negatives=8).fit(X)
     budget = round(0.3 * 8 * sum(X.shape))
     assert est.n_active_ == budget
     assert len(est.history_) == est.n_iter_ == 9
@@ -182,9 +238,10 @@ def test_budget_is_exact_after_every_epoch_and_pattern_moves():
     assert est.nbytes_ < est.dense_nbytes_
 
 
-def test_recovers_held_out_item_of_the_users_group():
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_recovers_held_out_item_of_the_users_group(loss):
     X, held = blocks()
-    est = small(density=0.5, max_iter=40).fit(X)
+    est = small(density=0.5, max_iter=40, loss=loss, n_negatives=8).fit(X)
     ids, _ = est.recommend(np.arange(X.shape[0]), n=1)
     assert np.mean(ids[:, 0] == held) >= 0.9
 
@@ -202,19 +259,25 @@ def test_history_of_a_training_user_is_its_embedding_without_layer_zero():
     assert ids.shape == (3, 4) and not any(X[r, ids[r]].nnz for r in range(3))
 
 
-def test_reproducible_and_independent_of_threads():
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_reproducible_and_independent_of_threads(loss):
     X = make_interactions(40, 25, 300, random_state=2)
-    a = small(n_threads=1).fit(X)
-    b = small(n_threads=2).fit(X)
+    a = small(n_threads=1, loss=loss, n_negatives=8).fit(X)
+    b = small(n_threads=2, loss=loss, n_negatives=8).fit(X)
     assert np.array_equal(a.user_table_.weights, b.user_table_.weights)
     assert np.array_equal(a.item_table_.indices, b.item_table_.indices)
-    c = small(random_state=1).fit(X)
+    c = small(random_state=1, loss=loss, n_negatives=8).fit(X)
     assert not np.array_equal(a.item_table_.weights, c.item_table_.weights)
 
 
-def test_save_load_serving_and_pickle_score_the_same(tmp_path):
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_save_load_serving_and_pickle_score_the_same(tmp_path, loss):
     X = make_interactions(40, 25, 300, random_state=2)
-    est = small().fit(X)
+    est = small(loss=loss, n_negatives=8).fit(X)
+    # Softmax models rank by cosine order: unit item embeddings.
+    assert est.unit_items_ == (loss == "softmax")
+    norms = np.linalg.norm(est.item_embeddings_, axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5) == (loss == "softmax")
     users = np.arange(10)
     want_ids, want_scores = est.recommend(users, n=5)
     path = est.save(tmp_path / "gcn.npz")
@@ -230,15 +293,27 @@ def test_save_load_serving_and_pickle_score_the_same(tmp_path):
                                       est.similar_items([0, 1], n=3)[0])
     assert isinstance(load_model(path), ServedLightGCN)
     assert load(path).nbytes_ == est.nbytes_
+    assert load(path).unit_items_ == load_model(path).unit_items_ == est.unit_items_
 
 
-def test_nbytes_counts_tables_and_graph():
+def test_nbytes_counts_tables_and_graph(tmp_path):
     X = make_interactions(40, 25, 300, random_state=2)
     est = small(density=0.25).fit(X)
-    tabs = est.user_table_.nbytes + est.item_table_.nbytes
-    graph = est.seen_.indptr.nbytes + est.seen_.indices.nbytes
-    assert est.nbytes_ == tabs + graph
+    # nbytes_ is exactly what the file stores for the tables and the graph.
+    with np.load(est.save(tmp_path / "m.npz")) as z:
+        stored = {k: z[k] for k in z.files}
+    parts = ("user_table_.", "item_table_.", "seen_.")
+    assert est.nbytes_ == sum(a.nbytes for k, a in stored.items() if k.startswith(parts))
+    # Narrow exact types: uint8 columns of 8 components, uint8 row counts,
+    # uint8 item indices (25 items), no values for the binary graph.
+    assert stored["user_table_.indices"].dtype == np.uint8
+    assert stored["seen_.indices"].dtype == np.uint8 and "seen_.data" not in stored
+    graph = sum(a.nbytes for k, a in stored.items() if k.startswith("seen_."))
     assert est.dense_nbytes_ == 4 * 8 * sum(X.shape) + graph
+    loaded = load(tmp_path / "m.npz")
+    assert loaded.seen_.indices.dtype == est.seen_.indices.dtype
+    rows = np.arange(5)
+    assert np.array_equal(loaded.recommend(rows, n=4)[0], est.recommend(rows, n=4)[0])
 
 
 def test_warm_start_continues_and_refuses_other_layers():
@@ -261,7 +336,12 @@ def test_early_stopping_scores_on_the_training_graph():
 @pytest.mark.parametrize("kw, match", [
     (dict(n_layers=-1), "n_layers must be an integer >= 0"),
     (dict(n_layers=1.5), "n_layers must be an integer >= 0"),
-    (dict(loss="softmax"), "loss must be one of"),
+    (dict(loss="ssm"), "loss must be one of"),
+    (dict(loss="softmax", n_negatives=0), "n_negatives must be an integer >= 1"),
+    (dict(loss="softmax", n_negatives=2.5), "n_negatives must be an integer >= 1"),
+    (dict(loss="softmax", temperature=0.0), "temperature must be a positive finite"),
+    (dict(loss="softmax", temperature=float("nan")), "temperature must be a positive finite"),
+    (dict(loss="softmax", temperature="0.2"), "temperature must be a positive finite"),
     (dict(optimizer="sgd"), "optimizer must be one of"),
     (dict(batch_size=0), "batch_size"),
     (dict(backend="tpu"), r"backend must be one of \(.cpu., .cuda.\); got .tpu."),
@@ -365,7 +445,7 @@ def test_partial_fit_users_folds_in_and_keeps_items_and_others(tmp_path):
     expected = est.recommend_for_history(H, n=6)
     refit = est.recommend_for_history(H[:1], n=6)
     others = est.recommend(np.arange(3, 50), n=6)
-    Fi, n_active, tabs = est.item_embeddings_, est.n_active_, est.item_table_.nbytes
+    Fi, n_active = est.item_embeddings_, est.n_active_
     # User 2 is refitted with user 50's history; users 50..59 are added.
     est.partial_fit_users([2, *range(50, 60)], sp.vstack([H[:1], H]))
     assert est.n_users_ == 60 and est.seen_.shape == (60, 40)
@@ -383,9 +463,10 @@ def test_partial_fit_users_folds_in_and_keeps_items_and_others(tmp_path):
     np.testing.assert_array_equal(est.folded_graph_[0].indices, X[2].indices)
     assert est.folded_graph_[1:].nnz == 0
     assert est.n_active_ == n_active == est.user_table_.nnz + est.item_table_.nnz
-    graph = (est.seen_.indptr.nbytes + est.seen_.indices.nbytes + est.folded_users_.nbytes
-             + est.folded_graph_.indptr.nbytes + est.folded_graph_.indices.nbytes)
-    assert est.nbytes_ == est.user_table_.nbytes + tabs + graph
+    # nbytes_ is what the file stores for the tables, the graph and the folding.
+    with np.load(est.save(tmp_path / "folded.npz")) as z:
+        parts = ("user_table_.", "item_table_.", "seen_.", "folded_graph_.", "folded_users_")
+        assert est.nbytes_ == sum(z[k].nbytes for k in z.files if k.startswith(parts))
     # A folded user's score is its history's alone (no layer-0 term).
     e = est.explain(55, 7, n=40)
     assert abs(e.rest) < 1e-6

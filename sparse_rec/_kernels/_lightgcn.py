@@ -1,4 +1,4 @@
-"""LightGCN kernels: propagation over the normalised bipartite graph, BPR, steps.
+"""LightGCN kernels: propagation over the normalised bipartite graph, BPR, softmax samples, steps.
 
 Layout shared by every kernel here:
 
@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._bpr import log_sigmoid_grad, sample_negative
+from ._bpr import in_row, log_sigmoid_grad, sample_negative
 from ._rng import draw, randint
 
 ADAM = 0
@@ -257,3 +257,45 @@ def history_embeddings(h_indptr, h_indices, inv_sqrt_deg, P, scale, out):
             pi = P[i]
             for c in range(d):
                 o[c] += s * pi[c]
+
+
+
+@njit(cache=True, parallel=True)
+def softmax_sample(key, s0, n, neg0, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices,
+                   us, ps, ws, negs, hit):
+    """Samples ``s0 : s0 + n`` of an epoch keyed ``key`` for the sampled softmax.
+
+    Sample ``s`` draws an interaction uniformly (user ``us``, positive
+    ``ps``, weight ``ws``), as :func:`bpr_batch` does; the batch shares
+    ``len(negs)`` negatives drawn uniformly over the items, with sample ids
+    ``neg0, neg0 + 1, ...`` on a stream of their own. ``hit[b, m]`` is set
+    where negative ``m`` is in sample ``b``'s forbidden row (the user's
+    training items) or is its positive: those terms are left out.
+    """
+    for m in prange(negs.shape[0]):
+        negs[m] = randint(draw(key, neg0 + m, 9), n_items)
+    for b in prange(n):
+        pos = randint(draw(key, s0 + b, 0), x_indices.shape[0])
+        u = x_rows[pos]
+        i = x_indices[pos]
+        us[b] = u
+        ps[b] = i
+        ws[b] = x_weight[pos]
+        for m in range(negs.shape[0]):
+            j = negs[m]
+            hit[b, m] = j == i or in_row(f_indptr, f_indices, u, j)
+
+
+@njit(cache=True)
+def scatter_rows(rows, G, scale, out, counts):
+    """``out[rows[b]] += scale * G[b]`` and ``counts[rows[b]] += scale``, in order ``b``.
+
+    Serial, so sums do not depend on the number of threads.
+    """
+    d = G.shape[1]
+    for b in range(rows.shape[0]):
+        o = out[rows[b]]
+        g = G[b]
+        for c in range(d):
+            o[c] += scale * g[c]
+        counts[rows[b]] += scale

@@ -1,9 +1,12 @@
 """DSLLightGCN: LightGCN (He et al., SIGIR 2020) with sparse layer-0 embeddings (DSL)."""
 
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 
 from .. import backends
+from .._io import stored_nbytes
 from .._recommend import check_fitted
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
@@ -12,7 +15,7 @@ from ..backends.cpu_lightgcn import Graph
 from .scoring import LightGCNModel
 
 #: Losses with an engine, and the engine key of each (other losses plug in here).
-LOSSES = {"bpr": "lightgcn"}
+LOSSES = {"bpr": "lightgcn", "softmax": "lightgcn"}
 _SLOTS = {"adam": 3, "adagrad": 2}
 # Layer-0 weights start uniform with this standard deviation (the LightGCN
 # code's N(0, 0.1)), whatever the density: Adam rescales steps anyway.
@@ -20,7 +23,7 @@ _INIT_STD = 0.1
 
 
 class DSLLightGCN(LightGCNModel, DSLEstimator):
-    """LightGCN with BPR loss, its layer-0 embeddings trained sparse from scratch (DSL).
+    """LightGCN (BPR or sampled-softmax loss), layer-0 embeddings trained sparse (DSL).
 
     The model of He et al. (SIGIR 2020): one embedding table ``E0`` of
     ``(n_users + n_items) x n_components``, propagated through the
@@ -37,10 +40,11 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     propagation) are grown, with ``rho_t`` decaying from ``update_ratio`` on
     ``schedule``.
 
-    Each epoch draws ``nnz(X)`` BPR samples (a positive interaction
-    uniformly at random, weighted by its value scaled to mean 1, and a
-    negative item uniformly among those the user did not interact with) in
-    mini-batches of ``batch_size``. Every mini-batch propagates the current
+    Each epoch draws ``nnz(X)`` samples (a positive interaction uniformly at
+    random, weighted by its value scaled to mean 1; BPR adds a negative item
+    drawn uniformly among those the user did not interact with, the softmax
+    loss negatives shared by the mini-batch) in mini-batches of
+    ``batch_size``. Every mini-batch propagates the current
     ``E0`` through the whole graph and takes the exact gradient of the
     batch's mean loss back through it (``A_hat`` is symmetric: ``dL/dE0 =
     sum_l A_hat^l G / (L + 1)``), plus an L2 penalty ``alpha`` on the batch's
@@ -56,8 +60,21 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     density : float in (0, 1], default=0.2
         Fraction of the ``n_components * (n_users + n_items)`` layer-0
         weights that are active. 1.0 trains a dense model (no prune/grow).
-    loss : {"bpr"}, default="bpr"
-        Training loss (each loss has its engine).
+    loss : {"bpr", "softmax"}, default="bpr"
+        Training loss on the final embeddings. ``"bpr"``: one uniform
+        negative per sample, ``softplus(-F_u . (F_i - F_j))``.
+        ``"softmax"``: sampled softmax over cosine similarities (as SimpleX
+        and the SSM loss): the mini-batch shares ``n_negatives`` items drawn
+        uniformly, logits are ``cos(F_u, F_i) / temperature`` and, for the
+        negatives, the same minus ``log(n_negatives / n_items)`` (the log-q
+        correction of uniform sampling), and a sample's loss is
+        ``logsumexp(logits) - logit of its positive`` (a negative equal to
+        the sample's positive is left out). A softmax model ranks by
+        ``F_u . F_i / |F_i|`` (the cosine's order for each user).
+    n_negatives : int, default=256
+        Negatives shared by a mini-batch (``loss="softmax"`` only).
+    temperature : float, default=0.2
+        Temperature of the cosine logits (``loss="softmax"`` only).
     optimizer : {"adam", "adagrad"}, default="adam"
         Step rule; its state is stored on the tables' pattern (moves with
         prune/grow, grown weights start at zero state) and dropped after
@@ -131,6 +148,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         item embeddings stay the fitted ones.
     n_layers_ : int
         The propagation layers the model was fitted with (scoring uses them).
+    unit_items_ : bool
+        Whether scoring reads unit-length final item embeddings (models
+        trained with ``loss="softmax"``, on cosines).
     n_iter_ : int
     history_ : list of dict
         Per epoch as in :class:`~sparse_rec.DSLMatrixFactorization`
@@ -170,9 +190,16 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     >>> ids, scores = gcn.recommend([0, 1], n=5)
     >>> ids.shape
     (2, 5)
+    >>> soft = DSLLightGCN(n_components=16, density=0.25, loss="softmax", n_negatives=32,
+    ...                    max_iter=4, batch_size=1024, random_state=0, n_threads=1).fit(X)
+    >>> soft.unit_items_, soft.recommend([0, 1], n=5)[0].shape
+    (True, (2, 5))
     """
 
     _progress_name = "DSL-LightGCN"
+    # Model files store row counts and indices in the narrowest exact type
+    # (sparse_rec._io): the graph is a large part of a LightGCN file.
+    _narrow_indices = True
 
     def __init__(
         self,
@@ -180,6 +207,8 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         n_layers=3,
         density=0.2,
         loss="bpr",
+        n_negatives=256,
+        temperature=0.2,
         optimizer="adam",
         learning_rate=0.03,
         alpha=1e-3,
@@ -205,6 +234,8 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         self.n_layers = n_layers
         self.density = density
         self.loss = loss
+        self.n_negatives = n_negatives
+        self.temperature = temperature
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.alpha = alpha
@@ -240,6 +271,11 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
             raise ValueError(f"n_layers must be an integer >= 0; got {L!r}. Use for example "
                              "n_layers=3 (the LightGCN paper's).")
         check_positive_int(self.batch_size, "batch_size", hint="Use for example 8192.")
+        check_positive_int(self.n_negatives, "n_negatives", hint="Use for example 256.")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not (0 < t < np.inf):
+            raise ValueError(f"temperature must be a positive finite number; got {t!r}. Use "
+                             "for example temperature=0.2.")
 
     def _structure(self):
         return {"n_components": int(self.n_components), "n_layers": int(self.n_layers)}
@@ -276,11 +312,14 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         # Mid-fit scoring (early stopping, callbacks) propagates over the
         # training split, never over held-out interactions.
         self._train_graph = graph
+        # The softmax loss ranks by cosine: scoring reads unit item embeddings.
+        self.unit_items_ = self.loss == "softmax"
         self._clear_caches()
         engine = backends.engine_class(self._engine_key(), self.backend)
         return engine(data, *params.tables, graph, n_layers=int(self.n_layers),
                       learning_rate=self.learning_rate, alpha=self.alpha,
-                      optimizer=self.optimizer, batch_size=self.batch_size)
+                      optimizer=self.optimizer, batch_size=self.batch_size, loss=self.loss,
+                      n_negatives=self.n_negatives, temperature=self.temperature)
 
     def _publish(self, params):
         self.user_table_, self.item_table_ = params.tables
@@ -292,17 +331,19 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
 
     def _account(self, params):
         super()._account(params)
+        d = self.user_table_.n_cols
         graph = self._graph_nbytes()
-        self.nbytes_ += graph
-        self.dense_nbytes_ += graph
+        self.nbytes_ = int(stored_nbytes(self.user_table_) + stored_nbytes(self.item_table_)
+                           + graph)
+        self.dense_nbytes_ = int(4 * d * (self.user_table_.n_rows + self.item_table_.n_rows)
+                                 + graph)
 
     def _graph_nbytes(self):
-        X = self.seen_
-        binary = X.nnz == 0 or bool(np.all(X.data == 1))
-        out = int(X.indptr.nbytes + X.indices.nbytes + (0 if binary else X.data.nbytes))
+        """Bytes the file stores for the graph: ``seen_`` (and the folded users' rows)."""
+        out = stored_nbytes(self.seen_)
         users, G = self._folded()
         if G is not None:
-            out += int(users.nbytes + G.indptr.nbytes + G.indices.nbytes)
+            out += int(users.nbytes) + stored_nbytes(G)
         return out
 
     # --- workflow hooks (sparse_rec._workflows) --------------------------------
@@ -392,7 +433,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         G.sort_indices()
         self.folded_users_, self.folded_graph_ = folded.astype(np.int64), G
         graph = self._graph_nbytes()
-        tabs = self.user_table_.nbytes + self.item_table_.nbytes
+        tabs = stored_nbytes(self.user_table_) + stored_nbytes(self.item_table_)
         self.nbytes_ = int(tabs + graph)
         self.dense_nbytes_ = int(4 * d * (self.n_users_ + self.n_items_) + graph)
         self._clear_caches()

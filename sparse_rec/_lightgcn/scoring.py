@@ -35,6 +35,7 @@ class LightGCNModel:
         "user_table_", "item_table_", "n_layers_", "seen_", "n_users_", "n_items_",
         "n_features_in_", "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
         "best_validation_score_", "validation_scores_", "folded_users_", "folded_graph_",
+        "unit_items_",
     )
     # Shapes checked on load (sparse_rec._io), before _check_loaded.
     _loaded_shapes = (
@@ -48,6 +49,11 @@ class LightGCNModel:
         L = getattr(self, "n_layers_", None)
         if not (isinstance(L, numbers.Integral) and not isinstance(L, bool) and 0 <= L <= 64):
             raise ValueError(f"n_layers_ must be an integer in [0, 64]; got {L!r}.")
+        # Files written before loss="softmax" existed rank by dot products.
+        unit = getattr(self, "unit_items_", False)
+        if not isinstance(unit, (bool, np.bool_)):
+            raise ValueError(f"unit_items_ must be a bool; got {unit!r}.")
+        self.unit_items_ = bool(unit)
         for tab in (self.user_table_, self.item_table_):
             if tab.values_buf.dtype != np.float32:
                 raise ValueError("layer-0 weights must be float32.")
@@ -89,7 +95,10 @@ class LightGCNModel:
 
     @property
     def item_embeddings_(self):
-        """Final item embeddings (mean of the layers), dense float32 (a copy)."""
+        """Final item embeddings (mean of the layers), dense float32 (a copy).
+
+        Unit rows when ``unit_items_`` (a model trained on cosines ranks by them).
+        """
         return self._final()[1].copy()
 
     def _folded(self):
@@ -135,6 +144,10 @@ class LightGCNModel:
             with numba_threads(self.n_threads):
                 Fu, Fi, Pi = propagate(self._graph(), self.user_table_, self.item_table_,
                                        int(self.n_layers_), item_layers=True)
+            if getattr(self, "unit_items_", False):
+                # Trained on cosines: a user's ranking is by F_u . F_i / |F_i|.
+                norms = np.sqrt(np.einsum("id,id->i", Fi, Fi))
+                Fi /= np.where(norms > 0, norms, 1.0)[:, None]
             users, _ = self._folded()
             if len(users) and "_train_graph" not in self.__dict__:
                 Fu[users] = self._history_embeddings(self.seen_[users], Pi)

@@ -132,6 +132,12 @@ def propagate(graph, users, items, n_layers, out=None, work=None, item_layers=Fa
     return (Fu, Fi, Pi) if item_layers else (Fu, Fi)
 
 
+def _unit(X, eps=1e-12):
+    """Rows of ``X`` over their norms, and the norms (at least ``eps``)."""
+    r = np.maximum(np.sqrt(np.einsum("bd,bd->b", X, X)), np.float32(eps))
+    return X / r[:, None], r
+
+
 class LightGCNEngine(Engine):
     """Mini-batch BPR on LightGCN's final embeddings; exact gradients of layer 0.
 
@@ -149,8 +155,11 @@ class LightGCNEngine(Engine):
     """
 
     def __init__(self, data, users, items, graph, *, n_layers, learning_rate, alpha, optimizer,
-                 batch_size):
+                 batch_size, loss="bpr", n_negatives=0, temperature=1.0):
         self.data, self.users, self.items, self.graph = data, users, items, graph
+        self.loss = loss
+        self.n_negatives = int(n_negatives)
+        self.temperature = float(temperature)
         self.n_layers = int(n_layers)
         self.learning_rate, self.alpha = float(learning_rate), np.float32(alpha)
         self.optimizer = OPTIMIZERS[optimizer]
@@ -163,6 +172,13 @@ class LightGCNEngine(Engine):
                        for _ in range(4)]
         self._counts = (np.zeros(nu, np.float32), np.zeros(ni, np.float32))
         self._work = self._sample_work(self.batch)
+        if loss == "softmax":
+            m = self.n_negatives
+            # log-q correction of uniform negatives: z_m - log(M / n_items).
+            self._shift = float(np.log(max(self.n_items, 1) / m))
+            self._soft = (np.zeros(self.batch, np.int64), np.zeros(self.batch, np.int64),
+                          np.zeros(self.batch, np.float64), np.zeros(m, np.int64))
+            self._hit = np.zeros((self.batch, m), np.bool_)
         self._grow_cache = {}
         # A_hat^0 has no off-diagonal blocks: the last backward product of
         # a graph without layers reads an empty graph.
@@ -177,13 +193,75 @@ class LightGCNEngine(Engine):
         return propagate(self.graph, self.users, self.items, self.n_layers, out=F, work=E)
 
     def _gradient(self, key, s0, n, work):
-        """Final embeddings, and ``G`` of the mean BPR loss of samples ``s0 : s0 + n``."""
+        """Final embeddings, and ``G`` of the mean loss of samples ``s0 : s0 + n``."""
         Fu, Fi = self._forward()
         Gu, Gi = self._pairs[1]
         d = self.data
+        if self.loss == "softmax":
+            return self._softmax_gradient(key, s0, n, Fu, Fi, Gu, Gi)
         loss = K.bpr_batch(key, s0, n, self.n_items, d.x_indices, d.x_weight, d.x_rows,
                            d.f_indptr, d.f_indices, Fu, Fi, Gu, Gi, *self._counts, *work)
         return loss, Gu, Gi
+
+    def _softmax_gradient(self, key, s0, n, Fu, Fi, Gu, Gi):
+        """Sampled softmax over ``s0 : s0 + n`` in batches of ``batch_size``; ``G`` of the
+        mean loss. Growth's larger samples are summed batch by batch (each with
+        its negatives), so the logit block stays ``batch x n_negatives``."""
+        Gu[:] = 0.0
+        Gi[:] = 0.0
+        cu, ci = self._counts
+        cu[:] = 0.0
+        ci[:] = 0.0
+        loss = 0.0
+        for c0 in range(s0, s0 + n, self.batch):
+            k = min(self.batch, s0 + n - c0)
+            loss += self._softmax_batch(key, c0, k, Fu, Fi, Gu, Gi, np.float32(1.0 / n))
+        return loss, Gu, Gi
+
+    def _softmax_batch(self, key, s0, n, Fu, Fi, Gu, Gi, scale):
+        """Add ``scale`` times the gradient of the batch's summed loss to ``Gu, Gi``.
+
+        Cosine logits over the temperature: ``z_0 = cos(F_u, F_i) / tau`` and,
+        for the shared negatives, ``z_m = cos(F_u, F_j_m) / tau - log(M q)``
+        with ``q = 1 / n_items`` (the log-q correction of uniform sampling);
+        loss ``w (logsumexp(z) - z_0)``, negatives among the user's training
+        items (its forbidden row, as BPR's negatives) left out. Dense products
+        run in BLAS; gradients are scattered in sample order
+        (:func:`K.scatter_rows`).
+        """
+        d, m = self.data, self.n_negatives
+        us, ps, ws, negs = self._soft
+        us, ps, ws = us[:n], ps[:n], ws[:n]
+        hit = self._hit[:n]
+        K.softmax_sample(key, s0, n, (s0 // self.batch) * m, self.n_items, d.x_indices,
+                         d.x_weight, d.x_rows, d.f_indptr, d.f_indices, us, ps, ws, negs, hit)
+        t = np.float32(1.0 / self.temperature)
+        U, ru = _unit(Fu[us])
+        Ii, ri = _unit(Fi[ps])
+        N, rn = _unit(Fi[negs])
+        z0 = t * np.einsum("bd,bd->b", U, Ii)
+        Z = (t * (U @ N.T)) + np.float32(self._shift)
+        Z[hit] = -np.inf
+        mx = np.maximum(z0, Z.max(axis=1))
+        E = np.exp(Z - mx[:, None])
+        e0 = np.exp(z0 - mx)
+        tot = e0 + E.sum(axis=1)
+        w = ws.astype(np.float32)
+        loss = float(np.dot(ws, np.log(tot.astype(np.float64)) + mx - z0))
+        # dL/d cos: t w (p - 1) for the positive, t w p_m for the negatives.
+        P = E * (t * w / tot)[:, None]
+        g0 = (t * w * (e0 / tot - 1.0)).astype(np.float32)
+        GU = g0[:, None] * Ii + P @ N
+        GI = g0[:, None] * U
+        GN = P.T @ U
+        cu, ci = self._counts
+        for rows, G, X, r, out, cnt in ((us, GU, U, ru, Gu, cu), (ps, GI, Ii, ri, Gi, ci),
+                                        (negs, GN, N, rn, Gi, ci)):
+            # Through the normalisation: dL/dx = (g - (g . x_hat) x_hat) / |x|.
+            G -= np.einsum("bd,bd->b", G, X)[:, None] * X
+            G /= r[:, None]
+            K.scatter_rows(rows, np.ascontiguousarray(G, np.float32), scale, out, cnt)
+        return loss
 
     def _horner(self, Gu, Gi):
         """``H = sum_{l < L} A_hat^l G`` (blocks), in ``n_layers - 1`` products.
