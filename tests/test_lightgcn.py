@@ -345,6 +345,7 @@ def test_early_stopping_scores_on_the_training_graph():
     (dict(optimizer="sgd"), "optimizer must be one of"),
     (dict(batch_size=0), "batch_size"),
     (dict(backend="tpu"), r"backend must be one of \(.cpu., .cuda.\); got .tpu."),
+    (dict(loss="softmax", backend="cuda"), "loss='softmax' has no CUDA engine yet"),
     (dict(density=0.0), "density"),
     (dict(learning_rate=-1.0), "learning_rate"),
 ])

@@ -15,7 +15,8 @@ from ..backends.cpu_lightgcn import Graph
 from .scoring import LightGCNModel
 
 #: Losses with an engine, and the engine key of each (other losses plug in here).
-LOSSES = {"bpr": "lightgcn", "softmax": "lightgcn"}
+# loss -> engine key: the softmax loss has a CPU engine only (no CUDA twin yet).
+LOSSES = {"bpr": "lightgcn", "softmax": "lightgcn-softmax"}
 _SLOTS = {"adam": 3, "adagrad": 2}
 # Layer-0 weights start uniform with this standard deviation (the LightGCN
 # code's N(0, 0.1)), whatever the density: Adam rescales steps anyway.
@@ -264,6 +265,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     def _validate(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {self.loss!r}.")
+        if self.backend == "cuda" and "cuda" not in backends.devices(self._engine_key()):
+            raise ValueError(f"loss={self.loss!r} has no CUDA engine yet; use backend='cpu' "
+                             "with it, or loss='bpr' on backend='cuda'.")
         self._validate_common(optimizer=tuple(_SLOTS),
                               backend=backends.devices(self._engine_key()))
         L = self.n_layers

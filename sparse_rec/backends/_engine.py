@@ -16,6 +16,8 @@ _ENGINES = {
     ("vae", "cuda"): ("sparse_rec.backends.vae_cuda", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
     ("lightgcn", "cuda"): ("sparse_rec.backends.cuda_lightgcn", "LightGCNEngine"),
+    # DSLLightGCN with loss="softmax": the same CPU engine, no GPU twin yet.
+    ("lightgcn-softmax", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
 }
 
 
