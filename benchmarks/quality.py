@@ -71,10 +71,13 @@ ALS_ROWS = {"als-64": 64, "als-13": 13}
 ALS_ALPHAS = (1.0, 5.0, 20.0)
 ALS_REG, ALS_ITERS = 0.1, 15
 # implicit BPR at 64 factors, tuned like ALS's alpha: the grid point with the
-# best validation Recall@20 is refitted on the whole training part.
+# best validation Recall@20 is refitted on the whole training part. The grid
+# brackets the best region found on ml-100k's validation split (learning rate
+# 0.01 with 50 iterations or 0.003 with 200; regularization 0.03 and 0.1 lost
+# everywhere there, 0.001 lost to 0.01).
 BPR_ROWS = {"implicit-bpr-64": 64}
 BPR_GRID = [{"learning_rate": lr, "regularization": reg, "iterations": it}
-            for lr in (0.01, 0.05) for reg in (0.001, 0.01) for it in (100, 300)]
+            for lr in (0.003, 0.01, 0.03) for reg in (0.001, 0.01) for it in (50, 200)]
 ALL_ROWS = (*DSL_ROWS, *ALS_ROWS, *BPR_ROWS, "pop")
 SETS = ("ml-100k", "builtin", "gowalla")
 
