@@ -91,6 +91,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: first 300 users, 3 epochs, builtin only; never writes")
+    p.add_argument("--redraw", action="store_true",
+                   help="fit nothing: redraw the figure and docs section from the stored points")
     p.add_argument("--no-write", action="store_true",
                    help="touch neither docs/benchmarks.md nor docs/_static")
     args = p.parse_args(argv)
@@ -115,8 +117,11 @@ def parse_args(argv=None):
     return args
 
 
-def measure(set_name, train, test, args):
-    """Every point of one data set: a list of dicts (curve, d, density, scores)."""
+def measure(set_name, train, test, args, save=lambda points: None):
+    """Every point of one data set: a list of dicts (curve, d, density, scores).
+
+    ``save(points)`` is called after each point, so a long run keeps what it measured.
+    """
     points = []
 
     def keep(curve, r):
@@ -124,6 +129,7 @@ def measure(set_name, train, test, args):
                        "recall": float(r["recall"]), "ndcg": float(r["ndcg"]),
                        "bytes": int(r["bytes"]), "fit_s": float(r["fit_s"]),
                        "epochs": int(r["epochs"]), "label": r["label"]})
+        save(points)
         print(f"  {curve:<10} d={r['d']:<4} density={r['density']:<5g} "
               f"Recall@20 {r['recall']:.4f}  NDCG@20 {r['ndcg']:.4f}  "
               f"{fmt_bytes(r['bytes'])}  {r['fit_s']:.1f} s", flush=True)
@@ -140,6 +146,7 @@ def measure(set_name, train, test, args):
                 and p["density"] == density]
         if same:  # already on the loss curve (64 x 0.2): the same fit, not refitted
             points.append({**same[0], "curve": f"shape-{loss}"})
+            save(points)
             continue
         params = {"loss": loss, "n_components": d, "density": density}
         keep(f"shape-{loss}", fit_dsl(f"DSL-MF {loss}", params, train, test, args))
@@ -249,10 +256,9 @@ def main(argv=None):
     import numba
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    stored = json.loads(POINTS.read_text()) if POINTS.is_file() else {}
-    if args.no_write:
-        stored = {}
-    for set_name in args.sets:
+    write = not args.no_write and args.split == "test"
+    stored = {}
+    for set_name in [] if args.redraw else args.sets:
         data = load_set(set_name, args.quick)
         if data is None:
             continue
@@ -262,12 +268,18 @@ def main(argv=None):
         info = (f"{train.shape[0]} users, {train.shape[1]} items, {train.nnz} train, "
                 f"{test.nnz} held out ({args.split})")
         print(f"{set_name}: {info}", flush=True)
-        points = measure(set_name, train, test, args)
-        merge(stored, set_name, info, points, f"{command_line()} ({machine_info()})")
-        if not args.no_write and args.split == "test":
-            # Saved after every set: a later set's failure keeps this one's points.
-            POINTS.parent.mkdir(parents=True, exist_ok=True)
-            POINTS.write_text(json.dumps(stored, indent=1) + "\n")
+        run = f"{command_line()} ({machine_info()})"
+
+        def save(points, set_name=set_name, info=info, run=run):
+            if write:  # read again: another run may have stored other sets meanwhile
+                now = json.loads(POINTS.read_text()) if POINTS.is_file() else {}
+                POINTS.parent.mkdir(parents=True, exist_ok=True)
+                POINTS.write_text(json.dumps(merge(now, set_name, info, points, run),
+                                             indent=1) + "\n")
+
+        merge(stored, set_name, info, measure(set_name, train, test, args, save), run)
+    if write:
+        stored = json.loads(POINTS.read_text()) if POINTS.is_file() else {}
     text = table(stored)
     print(text)
     if args.no_write or args.split != "test" or not stored:
