@@ -117,10 +117,11 @@ def parse_args(argv=None):
     return args
 
 
-def measure(set_name, train, test, args, save=lambda points: None):
+def measure(set_name, train, test, args, save=lambda points: None, known=()):
     """Every point of one data set: a list of dicts (curve, d, density, scores).
 
-    ``save(points)`` is called after each point, so a long run keeps what it measured.
+    ``save(points)`` is called after each point, so a long run keeps what it
+    measured. ``known``: points stored by earlier runs of this set.
     """
     points = []
 
@@ -142,9 +143,9 @@ def measure(set_name, train, test, args, save=lambda points: None):
         keep("als", fit_als(factors, train, test, args))
     loss = default_loss()
     for d, density in args.shapes:
-        same = [p for p in points if p["curve"] == loss and p["d"] == d
+        same = [p for p in [*points, *known] if p["curve"] == loss and p["d"] == d
                 and p["density"] == density]
-        if same:  # already on the loss curve (64 x 0.2): the same fit, not refitted
+        if same:  # on the loss curve (64 x 0.2), this run or stored: the same fit, not redone
             points.append({**same[0], "curve": f"shape-{loss}"})
             save(points)
             continue
@@ -277,7 +278,10 @@ def main(argv=None):
                 POINTS.write_text(json.dumps(merge(now, set_name, info, points, run),
                                              indent=1) + "\n")
 
-        merge(stored, set_name, info, measure(set_name, train, test, args, save), run)
+        known = []
+        if write and POINTS.is_file():
+            known = json.loads(POINTS.read_text()).get(set_name, {}).get("points", [])
+        merge(stored, set_name, info, measure(set_name, train, test, args, save, known), run)
     if write:
         stored = json.loads(POINTS.read_text()) if POINTS.is_file() else {}
     text = table(stored)
