@@ -206,10 +206,10 @@ def fit_dsl(label, params, train, test, args):
     }
 
 
-def _als(train, factors, alpha, threads):
+def _als(train, factors, alpha, threads, reg=ALS_REG):
     from implicit.cpu.als import AlternatingLeastSquares
 
-    model = AlternatingLeastSquares(factors=factors, regularization=ALS_REG, alpha=alpha,
+    model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=alpha,
                                     iterations=ALS_ITERS, num_threads=threads,
                                     random_state=SEED)
     t0 = time.perf_counter()
@@ -252,12 +252,14 @@ def run_als(name, train, test, args):
     return fit_als(ALS_ROWS[name], train, test, args)
 
 
-def fit_als(factors, train, test, args):
-    """implicit ALS with ``factors``, ``alpha`` best of ALS_ALPHAS on validation."""
-    alpha, model, fit_s, scores = tune_implicit(
-        lambda X, a: _als(X, factors, a, args.threads), ALS_ALPHAS, train, test, args)
+def fit_als(factors, train, test, args, regs=(ALS_REG,)):
+    """implicit ALS with ``factors``; ``alpha`` (and reg among ``regs``) best on validation."""
+    grid = [(a, r) for a in ALS_ALPHAS for r in regs]
+    (alpha, reg), model, fit_s, scores = tune_implicit(
+        lambda X, ar: _als(X, factors, ar[0], args.threads, reg=ar[1]), grid, train, test, args)
+    tuned = f"alpha={alpha:g}" + (f", reg={reg:g}" if len(regs) > 1 else "")
     return {
-        "label": f"implicit ALS-{factors} (alpha={alpha:g})", "d": factors, "density": 1.0,
+        "label": f"implicit ALS-{factors} ({tuned})", "d": factors, "density": 1.0,
         "recall": scores["recall"], "ndcg": scores["ndcg"], "factor_ratio": None,
         "fit_s": fit_s, "bytes": model.user_factors.nbytes + model.item_factors.nbytes,
         "epochs": ALS_ITERS, "budget_ok": None,

@@ -85,6 +85,9 @@ def parse_args(argv=None):
     p.add_argument("--densities", default=",".join(map(str, DENSITIES)))
     p.add_argument("--factors", default=",".join(map(str, FACTORS)),
                    help="implicit ALS factor counts; empty for none")
+    p.add_argument("--als-regs", default="0.1",
+                   help="implicit ALS regularizations tried with each alpha on validation "
+                        "(quality.py uses 0.1 alone; larger factor counts need more)")
     p.add_argument("--shapes", default=",".join(f"{d}x{s}" for d, s in SHAPES),
                    help="n_components x density of the budget-shape points; empty for none")
     p.add_argument("--split", choices=("test", "validation"), default="test")
@@ -106,6 +109,7 @@ def parse_args(argv=None):
         p.error(f"unknown losses {bad}; DSLMatrixFactorization has {tuple(LOSS_DEFAULTS)}")
     args.densities = _floats(args.densities)
     args.factors = tuple(int(f) for f in _floats(args.factors))
+    args.als_regs = _floats(args.als_regs)
     args.shapes = _shapes(args.shapes) if args.shapes.strip() else ()
     args.overrides = {}  # quality.fit_dsl's tuning hook, unused here
     if args.quick:
@@ -140,7 +144,7 @@ def measure(set_name, train, test, args, save=lambda points: None, known=()):
             params = {"loss": loss, "n_components": D, "density": density}
             keep(loss, fit_dsl(f"DSL-MF {loss}", params, train, test, args))
     for factors in args.factors:
-        keep("als", fit_als(factors, train, test, args))
+        keep("als", fit_als(factors, train, test, args, regs=args.als_regs))
     loss = default_loss()
     for d, density in args.shapes:
         same = [p for p in [*points, *known] if p["curve"] == loss and p["d"] == d
@@ -181,6 +185,7 @@ def draw(stored, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     names = [s for s in SETS if s in stored] + [s for s in stored if s not in SETS]
     fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 7.4), squeeze=False)
@@ -214,11 +219,13 @@ def draw(stored, path):
                                 xycoords=("axes fraction", "data"), xytext=(0, 2),
                                 textcoords="offset points")
         top.set_xscale("log")
+        top.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_bytes(x)))
+        top.xaxis.set_minor_formatter(NullFormatter())
         top.set_xlabel("model bytes")
         top.set_ylabel("Recall@20")
         top.set_title(SET_LABELS.get(name, name))
         top.grid(alpha=0.3)
-        top.legend(fontsize=7, loc="lower right")
+        top.legend(fontsize=7, loc="best")
         bottom.set_xscale("log", base=2)
         shape_ds = sorted({p["d"] for p in by_curve.get(f"shape-{default_loss()}", [])})
         if shape_ds:
@@ -228,7 +235,7 @@ def draw(stored, path):
         bottom.set_title("one budget (64 x 0.2 active weights), shapes", fontsize=9)
         bottom.grid(alpha=0.3)
         if bottom.lines:
-            bottom.legend(fontsize=7, loc="lower right")
+            bottom.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -244,6 +251,8 @@ def table(stored):
                 model = {"als": "implicit ALS"}.get(curve, f"DSL-MF {curve.removeprefix('shape-')}")
                 if curve.startswith("shape-"):
                     model += " (shape)"
+                if curve == "als":
+                    model = p["label"]
                 rows.append([name, model, p["d"], f"{p['density']:g}", f"{p['recall']:.4f}",
                              f"{p['ndcg']:.4f}", fmt_bytes(p["bytes"]), f"{p['fit_s']:.1f}",
                              p["epochs"]])
@@ -295,9 +304,11 @@ def main(argv=None):
         "Top row: Recall@20 (full ranking, training items excluded, the split of "
         "`benchmarks/quality.py`) against model bytes. DSL-MF: `n_components=64`, one curve "
         "per loss over densities (labels), each loss's defaults otherwise; implicit ALS: "
-        "reg 0.1, 15 iterations, alpha best of 1/5/20 on a validation split of the training "
-        "part, over factor counts (labels). Bytes: `nbytes_` of the DSL model (CSR values, "
-        "column indices and row pointers, item bias), the two factor arrays of implicit's. "
+        "15 iterations, alpha best of 1/5/20 (and, where the model column names a reg, the "
+        "regularization too; otherwise reg 0.1 as in quality.py) on a validation split of "
+        "the training part, over factor counts (labels). Bytes: `nbytes_` of the DSL model "
+        "(CSR values, column indices and row pointers, item bias), the two factor arrays "
+        "of implicit's. "
         f"Bottom row: the default loss ({default_loss()}) at one budget of active weights "
         "(that of 64 x 0.2) spent in different shapes, n_components x density; dotted lines "
         "are implicit ALS-13 and ALS-64. "
