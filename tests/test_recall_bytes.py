@@ -11,7 +11,8 @@ recall_bytes = pytest.importorskip("recall_bytes")
 
 def _point(curve, d, density, recall):
     return {"curve": curve, "d": d, "density": density, "recall": recall, "ndcg": recall,
-            "bytes": int(1e5 * d * density), "fit_s": 1.0, "epochs": 20, "label": curve}
+            "bytes": int(1e5 * d * density), "fit_s": 1.0, "epochs": 20,
+            "label": f"implicit ALS-{d} (alpha=5)" if curve == "als" else curve}
 
 
 def test_merge_replaces_measured_points_and_keeps_the_rest():
@@ -37,7 +38,7 @@ def test_table_and_figure_from_points(tmp_path):
     recall_bytes.merge(stored, "builtin", "info", points)
     text = recall_bytes.table(stored)
     assert text.count("\n") == 2 + len(points) - 1
-    assert "DSL-MF ials (shape)" in text and "implicit ALS" in text
+    assert "DSL-MF ials (shape)" in text and "implicit ALS-64 (alpha=5)" in text
     pytest.importorskip("matplotlib")
     path = recall_bytes.draw(stored, tmp_path / "fig.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
