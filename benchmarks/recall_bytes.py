@@ -179,15 +179,24 @@ def curves(entry):
     return out
 
 
+def _decimal_bytes(x, _pos=None):
+    """Axis label: 200 kB, 2 MB (round decimal units fit log ticks at 1, 2, 5)."""
+    return f"{x / 1e6:g} MB" if x >= 1e6 else f"{x / 1e3:g} kB"
+
+
 def draw(stored, path):
     """One column per data set: Recall@20 against bytes, then the budget shapes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     names = [s for s in SETS if s in stored] + [s for s in stored if s not in SETS]
+    # One colour per loss in every panel.
+    losses = sorted({c.removeprefix("shape-") for e in stored.values() for c in curves(e)
+                     if c != "als"})
+    color = {loss: f"C{i}" for i, loss in enumerate(losses)}
     fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 7.4), squeeze=False)
     for j, name in enumerate(names):
         top, bottom = axes[0, j], axes[1, j]
@@ -203,12 +212,20 @@ def draw(stored, path):
             elif curve.startswith("shape-"):
                 pts = sorted(pts, key=lambda p: p["d"])
                 bottom.plot([p["d"] for p in pts], [p["recall"] for p in pts], "o-",
-                            label=f"DSL-MF {curve[6:]}")
+                            color=color[curve[6:]], label=f"DSL-MF {curve[6:]}")
+                # The other shapes also on the bytes axis (the same budget, other widths).
+                wide = [p for p in pts if p["d"] != D]
+                top.plot([p["bytes"] for p in wide], [p["recall"] for p in wide], "^",
+                         color=color[curve[6:]], mfc="none",
+                         label=f"DSL-MF {curve[6:]}, other shapes")
+                for p in wide:
+                    top.annotate(f"{p['d']}x{p['density']:g}", (p["bytes"], p["recall"]),
+                                 fontsize=6, textcoords="offset points", xytext=(-30, 2))
                 for p in pts:
                     bottom.annotate(f"{p['d']} x {p['density']:g}", (p["d"], p["recall"]),
                                     fontsize=7, textcoords="offset points", xytext=(3, 4))
             else:
-                top.plot(x, y, "o-", label=f"DSL-MF {curve} (64 x density)")
+                top.plot(x, y, "o-", color=color[curve], label=f"DSL-MF {curve} (64 x density)")
                 for p in pts:
                     top.annotate(f"{p['density']:g}", (p["bytes"], p["recall"]), fontsize=7,
                                  textcoords="offset points", xytext=(3, 4))
@@ -219,7 +236,8 @@ def draw(stored, path):
                                 xycoords=("axes fraction", "data"), xytext=(0, 2),
                                 textcoords="offset points")
         top.set_xscale("log")
-        top.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_bytes(x)))
+        top.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        top.xaxis.set_major_formatter(FuncFormatter(_decimal_bytes))
         top.xaxis.set_minor_formatter(NullFormatter())
         top.set_xlabel("model bytes")
         top.set_ylabel("Recall@20")
