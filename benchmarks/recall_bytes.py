@@ -330,7 +330,9 @@ def main(argv=None):
         f"Bottom row: the default loss ({default_loss()}) at one budget of active weights "
         "(that of 64 x 0.2) spent in different shapes, n_components x density; dotted lines "
         "are implicit ALS-13 and ALS-64. "
-        f"{args.threads} threads. Points are kept per data set in "
+        f"{args.threads} threads. 'fit s' is one fit per point on the shared machine, "
+        "not a speed comparison (for that see `benchmarks/ials_fit_time.py`). "
+        "Points are kept per data set in "
         f"`docs/_static/{POINTS.name}` and merged across runs (Gowalla is run on its own); "
         f"this section and the figure are redrawn from all of them. Data: {sets}.\n\n"
         + text
