@@ -49,6 +49,7 @@ D = 64
 # two exact alternating solves).
 BPR = {"loss": "bpr", "max_iter": 100, "update_interval": 5}
 IALS = {"loss": "ials", "max_iter": 20, "update_interval": 2}
+SOFTMAX = {"loss": "softmax"}
 # name -> (label, DSLMatrixFactorization overrides); the rest are the defaults.
 DSL_ROWS = {
     "bpr-1.0": ("DSL-MF BPR (dense)", {**BPR, "density": 1.0}),
@@ -60,6 +61,9 @@ DSL_ROWS = {
     # The budget of 64 x 0.2 spent wider.
     "ials-128x0.1": ("DSL-MF iALS, 128 x 0.1", {**IALS, "n_components": 128, "density": 0.1}),
     "ials-static-0.2": ("iALS static sparse", {**IALS, "density": 0.2, "update_ratio": 0.0}),
+    "softmax-1.0": ("DSL-MF softmax (dense)", {**SOFTMAX, "density": 1.0}),
+    "softmax-0.2": ("DSL-MF softmax", {**SOFTMAX, "density": 0.2}),
+    "softmax-0.1": ("DSL-MF softmax", {**SOFTMAX, "density": 0.1}),
 }
 # implicit ALS: 64 factors, and 13 (the parameter count of density 0.2).
 ALS_ROWS = {"als-64": 64, "als-13": 13}

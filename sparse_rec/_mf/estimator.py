@@ -6,7 +6,7 @@ from .. import backends
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
 from .._validation import check_budget, check_real
-from .scoring import LOSSES, MFModel
+from .scoring import LOSSES, MFModel, check_softmax_params
 
 # Parameters whose good value depends on the loss: ``None`` in ``__init__``
 # resolves here (through ``_resolved``, the only reader). iALS epochs are two
@@ -15,10 +15,13 @@ from .scoring import LOSSES, MFModel
 LOSS_DEFAULTS = {
     "bpr": {"max_iter": 100, "update_interval": 5},
     "ials": {"max_iter": 20, "update_interval": 2},
+    "softmax": {"max_iter": 40, "update_interval": 4},
 }
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
 # starts near +-_INIT_SCORE whatever the density and n_components.
 _INIT_SCORE = 0.05
+# Engines of the losses other than BPR (backends._engine).
+_ENGINE_KEYS = {"ials": "mf-ials", "softmax": "mf-softmax"}
 
 
 class DSLMatrixFactorization(MFModel, DSLEstimator):
@@ -209,6 +212,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         loss="ials",
         regularization=1e-2,
         unobserved_weight=None,
+        n_negatives=None,
+        temperature=0.2,
     ):
         self.n_components = n_components
         self.density = density
@@ -234,10 +239,12 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         self.loss = loss
         self.regularization = regularization
         self.unobserved_weight = unobserved_weight
+        self.n_negatives = n_negatives
+        self.temperature = temperature
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
     def _engine_key(self):
-        return "mf-ials" if self.loss == "ials" else self._engine_model
+        return _ENGINE_KEYS.get(self.loss, self._engine_model)
 
     def _param_defaults(self):
         return LOSS_DEFAULTS.get(self.loss, {})
@@ -245,12 +252,13 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     def _validate(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}. "
-                             "Use 'ials' (exact row solves) or 'bpr' (sampled pairs).")
+                             "Use 'ials' (exact row solves), 'bpr' (sampled pairs) or "
+                             "'softmax' (sampled softmax).")
         devices = backends.devices(self._engine_key())
         if self.backend not in devices and self.backend in backends.devices("mf"):
             raise ValueError(
                 f"backend must be one of {devices} for loss={self.loss!r}; got "
-                f"{self.backend!r}: iALS has no GPU engine yet. Use backend='cpu', or "
+                f"{self.backend!r}: only BPR has a GPU engine yet. Use backend='cpu', or "
                 "loss='bpr' to train on the GPU."
             )
         self._validate_common(optimizer=("adagrad", "sgd"),
@@ -260,6 +268,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.unobserved_weight is not None:
             check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True,
                        hint="Use None for the data-derived default.")
+        check_softmax_params(self)
 
     def _structure(self):
         return {"n_components": int(self.n_components)}
@@ -278,7 +287,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         for tab in (users, items):
             tab.add_state(1 if self.loss == "ials" else 2)
         bias_v = np.zeros((self.n_items_, 2), np.float32)
-        if self.loss != "ials":  # iALS has no bias (a BPR model continued by iALS drops it)
+        if self.loss == "bpr":  # iALS and softmax have no bias (a BPR model continued drops it)
             bias_v[:, 0] = self.item_bias_
         return self._params(users, items, bias_v)
 
@@ -293,6 +302,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
             return engine(data, *params.tables, params.layout,
                           regularization=self.regularization,
                           unobserved_weight=self._unobserved_weight())
+        if self.loss == "softmax":
+            return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
+                          alpha=self.alpha, n_negatives=self._n_negatives(),
+                          temperature=self.temperature)
         return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, optimizer=self.optimizer)
 

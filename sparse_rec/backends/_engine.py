@@ -11,6 +11,8 @@ _ENGINES = {
     ("ncf", "cuda"): ("sparse_rec.backends.cuda", "NCFEngine"),
     # DSL-MF with loss="ials" (the estimator's _engine_key()).
     ("mf-ials", "cpu"): ("sparse_rec.backends.cpu", "IALSEngine"),
+    # DSL-MF with loss="softmax".
+    ("mf-softmax", "cpu"): ("sparse_rec.backends.cpu_softmax", "SoftmaxEngine"),
     ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
 }
