@@ -278,7 +278,7 @@ def main(argv=None):
                     {None: "-", True: "yes", False: "NO"}[r["budget_ok"]]]
             table.append(line)
             print("  " + " | ".join(str(c) for c in line[1:]), flush=True)
-        for dsl in ("bpr-0.2", "ials-0.2"):
+        for dsl in ("bpr-0.2", "ials-0.2", "softmax-0.2"):
             if dsl in results and "als-64" in results:
                 a, b = results[dsl], results["als-64"]
                 summary.append(

@@ -148,7 +148,7 @@ def _dot_sparse_dense(r, dense, indptr, indices, v):
 
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _softmax_block(
-    b0, b1, n_samples, batch, n_neg, key, QT, GQ, neg, s, pu,
+    b0, b1, n_samples, batch, n_neg, key, QT, GQ, neg, s, pu, qi,
     x_indices, x_weight, x_rows, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
     cdf, logq, inv_t, lr, reg,
@@ -170,6 +170,8 @@ def _softmax_block(
             u1 = u_indptr[u + 1]
             for p in range(u0, u1):
                 pu[u_indices[p]] = u_v[p, 0]
+            for p in range(i_indptr[i], i_indptr[i + 1]):
+                qi[i_indices[p]] = i_v[p, 0]
             s0 = _dot_sparse_dense(i, pu, i_indptr, i_indices, i_v) * inv_t
             mx = negative_scores(s, u, i, u0, u1, u_indices, u_v, QT, neg, n_neg, logq,
                                  inv_t, f_indptr, f_indices)
@@ -188,7 +190,7 @@ def _softmax_block(
             # gathers into GQ with the pre-step user row (in pu).
             for p in range(u0, u1):
                 k = u_indices[p]
-                g = 0.0
+                g = g0 * qi[k]
                 for n in range(n_neg):
                     g += s[n] * QT[k, n]
                     GQ[k, n] += s[n] * pu[k]
@@ -196,6 +198,7 @@ def _softmax_block(
             for p in range(i_indptr[i], i_indptr[i + 1]):
                 k = i_indices[p]
                 _adagrad(i_v, p, g0 * pu[k] + reg * i_v[p, 0], lr)
+                qi[k] = 0.0
             for p in range(u0, u1):
                 pu[u_indices[p]] = 0.0
         # The negatives' rows: one step each with the batch's gradient. They
@@ -219,14 +222,14 @@ def _softmax_block(
 
 @njit(cache=True)
 def softmax_epoch_serial(
-    n_samples, batch, n_neg, key, QT, GQ, neg, s, pu,
+    n_samples, batch, n_neg, key, QT, GQ, neg, s, pu, qi,
     x_indices, x_weight, x_rows, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
 ):
     """One epoch in batch order on one thread; returns the loss sum."""
     n_batches = (n_samples + batch - 1) // batch
     return _softmax_block(
-        0, n_batches, n_samples, batch, n_neg, key, QT[0], GQ[0], neg[0], s[0], pu[0],
+        0, n_batches, n_samples, batch, n_neg, key, QT[0], GQ[0], neg[0], s[0], pu[0], qi[0],
         x_indices, x_weight, x_rows, f_indptr, f_indices,
         u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
     )
@@ -234,7 +237,7 @@ def softmax_epoch_serial(
 
 @njit(cache=True, parallel=True)
 def softmax_epoch_parallel(
-    n_samples, batch, n_neg, key, QT, GQ, neg, s, pu,
+    n_samples, batch, n_neg, key, QT, GQ, neg, s, pu, qi,
     x_indices, x_weight, x_rows, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
 ):
@@ -246,7 +249,7 @@ def softmax_epoch_parallel(
     for blk in prange(n_blocks):
         losses[blk] = _softmax_block(
             blk * per, min(n_batches, (blk + 1) * per), n_samples, batch, n_neg, key,
-            QT[blk], GQ[blk], neg[blk], s[blk], pu[blk],
+            QT[blk], GQ[blk], neg[blk], s[blk], pu[blk], qi[blk],
             x_indices, x_weight, x_rows, f_indptr, f_indices,
             u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
         )

@@ -22,6 +22,7 @@ LOSS_DEFAULTS = {
 _INIT_SCORE = 0.05
 # Engines of the losses other than BPR (backends._engine).
 _ENGINE_KEYS = {"ials": "mf-ials", "softmax": "mf-softmax"}
+_LOSS_NAMES = {"ials": "iALS", "softmax": "the softmax loss", "bpr": "BPR"}
 
 
 class DSLMatrixFactorization(MFModel, DSLEstimator):
@@ -258,7 +259,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.backend not in devices and self.backend in backends.devices("mf"):
             raise ValueError(
                 f"backend must be one of {devices} for loss={self.loss!r}; got "
-                f"{self.backend!r}: only BPR has a GPU engine yet. Use backend='cpu', or "
+                f"{self.backend!r}: {_LOSS_NAMES[self.loss]} has no GPU engine yet. Use "
+                "backend='cpu', or "
                 "loss='bpr' to train on the GPU."
             )
         self._validate_common(optimizer=("adagrad", "sgd"),

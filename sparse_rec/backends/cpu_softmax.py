@@ -50,7 +50,8 @@ class SoftmaxEngine(Engine):
         self.cdf, self.logq = proposal(np.diff(data.xt_indptr), self.n_neg)
         T, d, N = numba.get_num_threads(), users.n_cols, self.n_neg
         self.work = (np.zeros((T, d, N), np.float32), np.zeros((T, d, N), np.float32),
-                     np.zeros((T, N), np.int64), np.zeros((T, N)), np.zeros((T, d), np.float32))
+                     np.zeros((T, N), np.int64), np.zeros((T, N)), np.zeros((T, d), np.float32),
+                     np.zeros((T, d), np.float32))
         self._grow = None
 
     def epoch(self, key):
