@@ -24,9 +24,30 @@ def _setup(seed=0, density=0.6):
     return X, data, users, items
 
 
-def _engine(data, users, items, batch=4):
+def _engine(data, users, items, batch=4, per_user=True):
     return SoftmaxEngine(data, users, items, None, learning_rate=0.05, alpha=REG,
-                         n_negatives=N_NEG, temperature=TEMP, batch=batch)
+                         n_negatives=N_NEG, temperature=TEMP, batch=batch, per_user=per_user)
+
+
+def _read_gradients(tab, w0, rows):
+    """Gradients of the rows' active weights after one Adagrad step from zero state.
+
+    The state slot then holds grad**2 and the step's sign is the gradient's.
+    """
+    out = {}
+    for r in rows:
+        for p in range(tab.indptr[r], tab.indptr[r + 1]):
+            out[r, int(tab.indices[p])] = (np.sign(w0[p] - tab.weights[p])
+                                           * np.sqrt(tab.values_buf[p, 1]))
+    return out
+
+
+def _check_fd(f, M0, grads, eps=1e-5):
+    for (r, k), g in grads.items():
+        Mp, Mm = M0.copy(), M0.copy()
+        Mp[r, k] += eps
+        Mm[r, k] -= eps
+        np.testing.assert_allclose(g, (f(Mp) - f(Mm)) / (2 * eps), rtol=2e-3, atol=2e-5)
 
 
 def _sample_loss(P, Q, u, i, c, neg, logq, forbidden):
@@ -42,7 +63,7 @@ def test_epoch_gradient_matches_finite_differences():
     # One positive in one batch: Adagrad from a zero accumulator stores
     # grad**2 in the state slot, and the step's sign gives the gradient's.
     X, data, users, items = _setup()
-    eng = _engine(data, users, items, batch=1)
+    eng = _engine(data, users, items, batch=1, per_user=False)
     eng.n_samples = 1
     neg = np.empty(N_NEG, np.int64)
     for key in map(np.uint64, range(100, 200)):
@@ -89,6 +110,46 @@ def test_epoch_gradient_matches_finite_differences():
     for j in untouched:
         sl = slice(items.indptr[j], items.indptr[j + 1])
         assert np.array_equal(items.weights[sl], w_i[sl])
+
+
+def test_user_batch_epoch_gradient_matches_finite_differences():
+    # The default epoch: a user takes all its positives at once against the
+    # batch's negatives; one user in one batch, every touched row steps once.
+    X, data, users, items = _setup(seed=3)
+    eng = _engine(data, users, items)
+    neg = np.empty(N_NEG, np.int64)
+    u = 4
+    hist = X.indices[X.indptr[u]:X.indptr[u + 1]].tolist()
+    for key in map(np.uint64, range(100, 300)):
+        _softmax.draw_negatives_host(key, N_NEG, eng.cdf, neg)
+        if not set(neg.tolist()) & set(hist):
+            break
+    assert not set(neg.tolist()) & set(hist)
+    P0 = users.to_csr().toarray().astype(np.float64)
+    Q0 = items.to_csr().toarray().astype(np.float64)
+    touched = sorted({*hist, *neg.tolist()})
+    cs = data.x_weight[data.x_indptr[u]:data.x_indptr[u + 1]].astype(np.float64)
+
+    def loss(P, Q):
+        return sum(_sample_loss(P, Q, u, i, c, neg, eng.logq, set(hist) - {i})
+                   for i, c in zip(hist, cs, strict=True))
+
+    def f(P, Q):
+        reg = (P[u] ** 2).sum() + sum((Q[j] ** 2).sum() for j in touched)
+        return loss(P, Q) + 0.5 * REG * reg
+
+    w_u, w_i = users.weights.copy(), items.weights.copy()
+    got = _softmax.softmax_users_serial(
+        np.array([u], np.int64), 1, N_NEG, key, *eng.work, data.x_indptr, data.x_indices,
+        data.x_weight, data.f_indptr, data.f_indices, users.indptr, users.indices,
+        users.values_buf, items.indptr, items.indices, items.values_buf, eng.cdf, eng.logq,
+        eng.inv_t, eng.lr, eng.reg)
+    np.testing.assert_allclose(got, loss(P0, Q0), rtol=1e-5)
+    gu = _read_gradients(users, w_u, [u])
+    gi = _read_gradients(items, w_i, touched)
+    assert len(gu) + len(gi) > 10
+    _check_fd(lambda P: f(P, Q0), P0, gu)
+    _check_fd(lambda Q: f(P0, Q), Q0, gi)
 
 
 def _prep(eng, key):

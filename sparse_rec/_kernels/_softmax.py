@@ -220,6 +220,125 @@ def _softmax_block(
     return loss
 
 
+@njit(cache=True, fastmath=True, error_model="numpy")
+def _softmax_users_block(
+    b0, b1, order, batch, n_neg, key, QT, GQ, neg, s, pu, gu,
+    x_indptr, x_indices, x_weight, f_indptr, f_indices,
+    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
+    cdf, logq, inv_t, lr, reg,
+):
+    """Train user batches ``b0 <= b < b1`` of ``order``; returns their loss sum.
+
+    A user's negative logits do not depend on the positive, so each user
+    takes all its positives at once: the negatives' scores and the user's
+    step cost one pass over ``(active coordinates) x N``, whatever the
+    user's number of interactions (see the growth formulas below). Each
+    positive item steps once; the user row steps once with the summed
+    gradient.
+    """
+    n = order.shape[0]
+    loss = 0.0
+    for b in range(b0, b1):
+        draw_negatives(key, b * n_neg, n_neg, cdf, neg)
+        gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
+        GQ[:, :n_neg] = 0.0
+        for t in range(b * batch, min(n, (b + 1) * batch)):
+            u = order[t]
+            h0 = x_indptr[u]
+            h1 = x_indptr[u + 1]
+            if h0 == h1:
+                continue
+            u0 = u_indptr[u]
+            u1 = u_indptr[u + 1]
+            for p in range(u0, u1):
+                pu[u_indices[p]] = u_v[p, 0]
+            mx = negative_scores(s, u, -1, u0, u1, u_indices, u_v, QT, neg, n_neg, logq,
+                                 inv_t, f_indptr, f_indices)
+            zn = 0.0
+            for m in range(n_neg):
+                s[m] = math.exp(s[m] - mx)  # hits: 0
+                zn += s[m]
+            ln = math.log(zn) + mx if zn > 0 else _NEG_INF
+            rest = 0.0
+            for h in range(h0, h1):
+                i = x_indices[h]
+                c = x_weight[h]
+                s0 = _dot_sparse_dense(i, pu, i_indptr, i_indices, i_v) * inv_t
+                top = max(s0, ln)
+                lse = top + math.log(math.exp(s0 - top) + math.exp(ln - top))
+                loss += c * (lse - s0)
+                P = math.exp(s0 - lse)
+                rest += c * (1.0 - P)
+                w = np.float32(c * (P - 1.0) * inv_t)
+                for p in range(i_indptr[i], i_indptr[i + 1]):
+                    k = i_indices[p]
+                    gu[k] += w * i_v[p, 0]
+                    _adagrad(i_v, p, w * pu[k] + reg * i_v[p, 0], lr)
+            scale = rest * inv_t / zn if zn > 0 else 0.0
+            for m in range(n_neg):
+                s[m] *= scale  # dL/d<p_u, q_j>
+            for p in range(u0, u1):
+                k = u_indices[p]
+                g = np.float64(gu[k])
+                for m in range(n_neg):
+                    g += s[m] * QT[k, m]
+                    GQ[k, m] += s[m] * pu[k]
+                _adagrad(u_v, p, np.float32(g) + reg * u_v[p, 0], lr)
+            for p in range(u0, u1):
+                pu[u_indices[p]] = 0.0
+            gu[:] = 0.0
+        m = 0
+        while m < n_neg:
+            j = neg[m]
+            e = m + 1
+            while e < n_neg and neg[e] == j:
+                e += 1
+            for p in range(i_indptr[j], i_indptr[j + 1]):
+                k = i_indices[p]
+                g = 0.0
+                for r in range(m, e):
+                    g += GQ[k, r]
+                _adagrad(i_v, p, np.float32(g) + reg * i_v[p, 0], lr)
+            m = e
+    return loss
+
+
+@njit(cache=True)
+def softmax_users_serial(
+    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu,
+    x_indptr, x_indices, x_weight, f_indptr, f_indices,
+    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
+):
+    """One epoch over the users in ``order``, batch by batch, on one thread."""
+    n_batches = (order.shape[0] + batch - 1) // batch
+    return _softmax_users_block(
+        0, n_batches, order, batch, n_neg, key, QT[0], GQ[0], neg[0], s[0], pu[0], gu[0],
+        x_indptr, x_indices, x_weight, f_indptr, f_indices,
+        u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
+    )
+
+
+@njit(cache=True, parallel=True)
+def softmax_users_parallel(
+    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu,
+    x_indptr, x_indices, x_weight, f_indptr, f_indices,
+    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
+):
+    """Hogwild epoch over user batches: contiguous runs on the work rows' threads."""
+    n_batches = (order.shape[0] + batch - 1) // batch
+    n_blocks = QT.shape[0]
+    per = (n_batches + n_blocks - 1) // n_blocks
+    losses = np.zeros(n_blocks)
+    for blk in prange(n_blocks):
+        losses[blk] = _softmax_users_block(
+            blk * per, min(n_batches, (blk + 1) * per), order, batch, n_neg, key,
+            QT[blk], GQ[blk], neg[blk], s[blk], pu[blk], gu[blk],
+            x_indptr, x_indices, x_weight, f_indptr, f_indices,
+            u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, logq, inv_t, lr, reg,
+        )
+    return losses.sum()
+
+
 @njit(cache=True)
 def softmax_epoch_serial(
     n_samples, batch, n_neg, key, QT, GQ, neg, s, pu, qi,

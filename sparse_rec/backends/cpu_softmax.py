@@ -12,6 +12,10 @@ SOFTMAX_BATCH = 256
 # Exponent of the negatives' proposal q(j) ~ (count_j + 1) ** beta: 0 is
 # uniform, 1 popularity; the log-q correction keeps the softmax unbiased.
 NEGATIVE_BETA = 0.5
+# Batches of users, each with all its positives (one user step per epoch),
+# instead of batches of positives: the user's negative scores are shared by
+# its positives, so an epoch costs one pass per user, not per interaction.
+PER_USER = True
 # Users whose terms estimate an item's negative gradient at a growth step
 # (all users below this; the sum is scaled to all of them).
 _GROW_ITEM_USERS = 1024
@@ -39,15 +43,17 @@ class SoftmaxEngine(Engine):
     """
 
     def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, n_negatives,
-                 temperature, normalise=False, batch=SOFTMAX_BATCH):
+                 temperature, normalise=False, batch=SOFTMAX_BATCH, per_user=PER_USER):
         self.data, self.users, self.items = data, users, items
         self.lr, self.reg = np.float32(learning_rate), np.float32(alpha)
         self.inv_t = 1.0 / float(temperature)
         self.n_neg = int(n_negatives)
         self.batch = int(batch)
         self.normalise = normalise
+        self.per_user = per_user
+        self.user_batch = max(1, int(round(batch * data.x_indptr.shape[0] / max(data.nnz, 1))))
         self.n_samples = data.nnz
-        self.cdf, self.logq = proposal(np.diff(data.xt_indptr), self.n_neg)
+        self.cdf, self.logq = proposal(np.diff(data.xt_indptr), self.n_neg, NEGATIVE_BETA)
         T, d, N = numba.get_num_threads(), users.n_cols, self.n_neg
         self.work = (np.zeros((T, d, N), np.float32), np.zeros((T, d, N), np.float32),
                      np.zeros((T, N), np.int64), np.zeros((T, N)), np.zeros((T, d), np.float32),
@@ -56,6 +62,15 @@ class SoftmaxEngine(Engine):
 
     def epoch(self, key):
         u, i, dt = self.users, self.items, self.data
+        if self.per_user:
+            order = np.random.default_rng(int(key)).permutation(u.n_rows).astype(np.int64)
+            args = (order, self.user_batch, self.n_neg, key, *self.work,
+                    dt.x_indptr, dt.x_indices, dt.x_weight, dt.f_indptr, dt.f_indices,
+                    u.indptr, u.indices, u.values_buf, i.indptr, i.indices, i.values_buf,
+                    self.cdf, self.logq, self.inv_t, self.lr, self.reg)
+            if numba.get_num_threads() == 1:
+                return _softmax.softmax_users_serial(*args)
+            return _softmax.softmax_users_parallel(*args)
         args = (self.n_samples, self.batch, self.n_neg, key, *self.work,
                 dt.x_indices, dt.x_weight, dt.x_rows, dt.f_indptr, dt.f_indices,
                 u.indptr, u.indices, u.values_buf, i.indptr, i.indices, i.values_buf,
