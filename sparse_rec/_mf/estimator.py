@@ -1,4 +1,4 @@
-"""DSLMatrixFactorization: matrix factorisation (iALS or BPR) under a fixed sparse budget."""
+"""DSLMatrixFactorization: matrix factorisation (iALS, BPR, softmax) on a fixed sparse budget."""
 
 import numpy as np
 
@@ -58,6 +58,17 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     touched weights and a dense item bias. It runs on the CPU and the GPU
     (``backend="cuda"``).
 
+    With ``loss="softmax"`` each epoch takes every user once (in random
+    order) with all its positives, users in batches that share
+    ``n_negatives`` negative items drawn from ``(count + 1) ** 0.5``; the
+    loss of a positive is the sampled softmax with the log-q correction
+    ``logsumexp(s_i, s_j - log(N q_j)) - s_i`` over scores ``s = <p_u,
+    q> / temperature`` (negatives the user interacted with left out).
+    Adagrad with L2 ``alpha`` on the touched weights, no item bias. Growth
+    uses the full-data gradient at one shared draw of negatives. CPU only.
+    On the validation splits it ranks below iALS and BPR (see "Losses" in
+    the Dynamic Sparse Learning guide); it is there to compare and build on.
+
     Parameters
     ----------
     n_components : int, default=64
@@ -67,21 +78,23 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         are active. 1.0 trains a dense model (no prune/grow).
     max_iter : int or None, default=None
         Epochs. None: 100 for ``loss="bpr"``, 20 for ``loss="ials"`` (each
-        iALS epoch is two exact alternating solves).
+        iALS epoch is two exact alternating solves), 40 for
+        ``loss="softmax"``.
     learning_rate : float, default=0.05
-        Step size (Adagrad: the largest step of a weight). BPR only.
+        Step size (Adagrad: the largest step of a weight). BPR and softmax.
     alpha : float, default=0.03
         L2 penalty on each weight touched by a step. Strong by habit of
         dense BPR: sparse models overfit popular items' rows otherwise.
-        BPR only (iALS: ``regularization``).
+        BPR and softmax (iALS: ``regularization``).
     optimizer : {"adagrad", "sgd"}, default="adagrad"
         Step rule. Adagrad keeps one accumulator per active weight (stored
         on the same pattern, dropped after ``fit``); plain SGD keeps none.
-        BPR only.
-    loss : {"ials", "bpr"}, default="ials"
+        BPR only (softmax always uses Adagrad).
+    loss : {"ials", "bpr", "softmax"}, default="ials"
         ``"ials"``: weighted squared loss over all pairs, exact row solves
         (CPU only). ``"bpr"``: sampled pairwise loss with SGD/Adagrad steps
-        and a dense item bias (CPU or GPU).
+        and a dense item bias (CPU or GPU). ``"softmax"``: sampled softmax
+        over negatives shared by a batch of users, Adagrad (CPU only).
     regularization : float > 0, default=0.01
         iALS ridge: row ``u`` is penalised by ``regularization * (sum of its
         confidences + unobserved_weight * n_other) * |w_u|^2``, i.e. in
@@ -92,12 +105,18 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         value, scaled to mean 1). None: ``10 * nnz(X) / (n_users *
         n_items)``, so all unobserved pairs together weigh ten times the
         observed ones whatever the data's density. iALS only.
+    n_negatives : int or None, default=None
+        Softmax: negative items shared by each batch of users (drawn with
+        replacement). None: 256, or ``n_items - 1`` when there are fewer
+        items. Softmax only.
+    temperature : float > 0, default=0.5
+        Softmax: scores are divided by it (lower: sharper). Softmax only.
     update_ratio : float in [0, 1), default=0.5
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training (the pattern never changes).
     update_interval : int or None, default=None
         Epochs between prune/grow updates. None: 5 for ``loss="bpr"``, 2 for
-        ``loss="ials"``. Updates happen after epochs
+        ``loss="ials"``, 4 for ``loss="softmax"``. Updates happen after epochs
         ``update_interval, 2 * update_interval, ...`` but never after the
         last one, so a fit with ``max_iter <= update_interval`` is static.
     schedule : {"cosine", "linear", "constant"}, default="cosine"
@@ -115,7 +134,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         and a fixed ``random_state`` a fit is bitwise reproducible.
     backend : {"cpu", "cuda"}, default="cpu"
         Where training epochs and growth scores run. ``"cuda"`` is BPR's
-        only (``loss="bpr"``; iALS has no GPU engine yet) and needs
+        only (``loss="bpr"``; iALS and softmax have no GPU engine yet) and needs
         numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the prune
         threshold, the rebuild and scoring stay on the CPU, and the tables
         travel to the host at each update.
@@ -180,6 +199,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     ...                              max_iter=10, random_state=0, n_threads=1).fit(X)
     >>> bpr.n_active_ == mf.n_active_, bool((mf.item_bias_ == 0).all())
     (True, True)
+    >>> sm = DSLMatrixFactorization(n_components=16, density=0.25, loss="softmax",
+    ...                             max_iter=8, random_state=0, n_threads=1).fit(X)
+    >>> sm.n_active_ == mf.n_active_, sm.recommend([0], n=5)[0].shape
+    (True, (1, 5))
     """
 
     _engine_model = "mf"
@@ -214,7 +237,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         regularization=1e-2,
         unobserved_weight=None,
         n_negatives=None,
-        temperature=0.2,
+        temperature=0.5,
     ):
         self.n_components = n_components
         self.density = density

@@ -39,7 +39,7 @@ def check_softmax_params(est):
         check_positive_int(est.n_negatives, "n_negatives",
                            hint="Use None for the default (256, fewer for few items).")
     check_real(getattr(est, "temperature", None), "temperature", low=0, low_open=True,
-               hint="Use for example temperature=0.2.")
+               hint="Use for example temperature=0.5.")
 
 
 class MFModel:
