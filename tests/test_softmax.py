@@ -344,7 +344,8 @@ def test_clone_and_get_params():
 
 def test_defaults_resolve_per_loss():
     X = make_interactions(60, 40, 700, random_state=4)
-    est = DSLMatrixFactorization(loss="softmax", n_components=4, n_threads=1, random_state=0)
+    est = DSLMatrixFactorization(loss="softmax", n_components=4, density=0.5, n_threads=1,
+                                 random_state=0)
     assert est._resolved("max_iter") == 40 and est._resolved("update_interval") == 4
     est.max_iter = 2
     est.fit(X)
