@@ -19,6 +19,8 @@ PER_USER = True
 # Users whose terms estimate an item's negative gradient at a growth step
 # (all users below this; the sum is scaled to all of them).
 _GROW_ITEM_USERS = 1024
+# Growth scores divided by sqrt(mean Adagrad accumulator) of their row.
+GROW_NORMALISE = False
 # Work rows of the growth kernels: a fixed count, so growth scores do not
 # depend on the number of threads.
 _GROW_BLOCKS = 64
@@ -43,13 +45,13 @@ class SoftmaxEngine(Engine):
     """
 
     def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, n_negatives,
-                 temperature, normalise=False, batch=SOFTMAX_BATCH, per_user=PER_USER):
+                 temperature, normalise=None, batch=SOFTMAX_BATCH, per_user=PER_USER):
         self.data, self.users, self.items = data, users, items
         self.lr, self.reg = np.float32(learning_rate), np.float32(alpha)
         self.inv_t = 1.0 / float(temperature)
         self.n_neg = int(n_negatives)
         self.batch = int(batch)
-        self.normalise = normalise
+        self.normalise = GROW_NORMALISE if normalise is None else normalise
         self.per_user = per_user
         self.user_batch = max(1, int(round(batch * data.x_indptr.shape[0] / max(data.nnz, 1))))
         self.n_samples = data.nnz
