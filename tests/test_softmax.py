@@ -219,6 +219,23 @@ def test_item_growth_gradient_matches_finite_differences_of_its_expectation():
                                        atol=2e-5)
 
 
+def test_normalised_growth_divides_by_the_rows_mean_accumulator():
+    X, data, users, items = _setup(seed=4)
+    for tab in (users, items):
+        tab.values_buf[:, 1] = np.random.default_rng(0).uniform(0.5, 4.0, tab.values_buf.shape[0])
+    plain, scaled = _engine(data, users, items), _engine(data, users, items)
+    scaled.normalise = True
+    for t, tab in enumerate((users, items)):
+        G0 = np.empty((tab.n_rows, D), np.float32)
+        G1 = np.empty((tab.n_rows, D), np.float32)
+        plain.grow_fns(np.uint64(5))[t](0, tab.n_rows, G0)
+        scaled.grow_fns(np.uint64(5))[t](0, tab.n_rows, G1)
+        mean = np.array([tab.values_buf[tab.indptr[r]:tab.indptr[r + 1], 1].mean()
+                         if tab.indptr[r + 1] > tab.indptr[r]
+                         else tab.values_buf[:tab.nnz, 1].mean() for r in range(tab.n_rows)])
+        np.testing.assert_allclose(G1, G0 / np.sqrt(mean)[:, None], rtol=1e-5, atol=1e-7)
+
+
 def test_proposal_is_a_distribution_with_its_log_correction():
     counts = np.array([0, 3, 8, 1])
     cdf, logq = proposal(counts, 5, beta=0.5)
