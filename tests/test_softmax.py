@@ -383,3 +383,22 @@ def test_bad_parameters(params, match):
     X = make_interactions(20, 10, 80, random_state=0)
     with pytest.raises(ValueError, match=match):
         DSLMatrixFactorization(n_components=4, max_iter=1, **{"loss": "softmax", **params}).fit(X)
+
+
+def test_command_line_fits_the_softmax_loss(tmp_path, capsys):
+    from sparse_rec.cli import main
+
+    model = tmp_path / "softmax.npz"
+    assert main(["fit", "--loss", "softmax", "--epochs", "2", "--quiet", "--n-components", "8",
+                 "--output", str(model), "--threads", "1"]) == 0
+    assert "Recall@20" in capsys.readouterr().out
+    loaded = load(model)
+    assert loaded.loss == "softmax" and loaded.n_iter_ == 2 and not loaded.item_bias_.any()
+
+
+def test_warm_start_continues_with_the_pattern():
+    X = make_interactions(60, 40, 700, random_state=5)
+    est = _fit(X, max_iter=4)
+    est.set_params(warm_start=True, max_iter=2)
+    est.fit(X)
+    assert est.n_iter_ == 6 and est.n_active_ == round(0.25 * 8 * 100)
