@@ -28,7 +28,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._bpr import in_row
 from ._foldin import _keep_largest as keep_largest
 from ._rng import draw, randint, splitmix64
 
@@ -470,7 +469,7 @@ def grad_users_chunk(r0, r1, G, LN, QT, neg, n_neg, x_indptr, x_indices, x_weigh
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def grad_items_chunk(c0, c1, G, LN, A, sample_users, user_scale, xt_indptr, xt_indices,
-                     xt_weight, f_indptr, f_indices, u_indptr, u_indices, u_v, i_indptr,
+                     xt_weight, u_indptr, u_indices, u_v, i_indptr,
                      i_indices, i_v, inv_t, PU):
     """Fill ``G[c - c0]`` with dL/dq_c (dense) for items ``c0 <= c < c1``.
 
@@ -494,9 +493,16 @@ def grad_items_chunk(c0, c1, G, LN, A, sample_users, user_scale, xt_indptr, xt_i
                 w = np.float32(xt_weight[p] * (P - 1.0) * inv_t)
                 for q in range(u_indptr[u], u_indptr[u + 1]):
                     g[u_indices[q]] += w * u_v[q, 0]
+            # ``sample_users`` is sorted: a merge with the item's sorted users
+            # skips its positives (a binary search per pair took 1.5x the
+            # time of the whole fill on the built-in set).
+            f = xt_indptr[c]
+            f1 = xt_indptr[c + 1]
             for t in range(sample_users.shape[0]):
                 u = sample_users[t]
-                if in_row(f_indptr, f_indices, u, c):
+                while f < f1 and xt_indices[f] < u:
+                    f += 1
+                if f < f1 and xt_indices[f] == u:
                     continue
                 s0 = _dot_sparse_dense(u, qc, u_indptr, u_indices, u_v) * inv_t
                 w = np.float32(user_scale * A[u] * inv_t * math.exp(min(s0, 80.0)))

@@ -138,9 +138,9 @@ class SoftmaxEngine(Engine):
         def items(r0, r1, G):
             p = self._prepare(key)
             _softmax.grad_items_chunk(r0, r1, G, p["LN"], p["A"], p["sample"], p["scale"],
-                                      dt.xt_indptr, dt.xt_indices, dt.xt_weight, dt.f_indptr,
-                                      dt.f_indices, u.indptr, u.indices, u.values_buf,
-                                      i.indptr, i.indices, i.values_buf, self.inv_t, p["PU"])
+                                      dt.xt_indptr, dt.xt_indices, dt.xt_weight, u.indptr,
+                                      u.indices, u.values_buf, i.indptr, i.indices,
+                                      i.values_buf, self.inv_t, p["PU"])
             self._normalise(i, r0, r1, G)
 
         return [users, items]
