@@ -50,6 +50,7 @@ D = 64
 # two exact alternating solves).
 BPR = {"loss": "bpr", "max_iter": 100, "update_interval": 5}
 IALS = {"loss": "ials", "max_iter": 20, "update_interval": 2}
+SOFTMAX = {"loss": "softmax"}
 # name -> (label, DSLMatrixFactorization overrides); the rest are the defaults.
 DSL_ROWS = {
     "bpr-1.0": ("DSL-MF BPR (dense)", {**BPR, "density": 1.0}),
@@ -65,6 +66,9 @@ DSL_ROWS = {
     "ials-13x1.0": ("DSL-MF iALS dense, 13 factors", {**IALS, "n_components": 13,
                                                        "density": 1.0}),
     "bpr-13x1.0": ("DSL-MF BPR dense, 13 factors", {**BPR, "n_components": 13, "density": 1.0}),
+    "softmax-1.0": ("DSL-MF softmax (dense)", {**SOFTMAX, "density": 1.0}),
+    "softmax-0.2": ("DSL-MF softmax", {**SOFTMAX, "density": 0.2}),
+    "softmax-0.1": ("DSL-MF softmax", {**SOFTMAX, "density": 0.1}),
 }
 # implicit ALS: 64 factors, and 13 (the parameter count of density 0.2).
 ALS_ROWS = {"als-64": 64, "als-13": 13}
@@ -345,7 +349,7 @@ def main(argv=None):
                     {None: "-", True: "yes", False: "NO"}[r["budget_ok"]]]
             table.append(line)
             print("  " + " | ".join(str(c) for c in line[1:]), flush=True)
-        for dsl in ("bpr-0.2", "ials-0.2"):
+        for dsl in ("bpr-0.2", "ials-0.2", "softmax-0.2"):
             if dsl in results and "als-64" in results:
                 a, b = results[dsl], results["als-64"]
                 summary.append(

@@ -271,7 +271,8 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
 
     def _prepare_X(self, X, exclude):
         X = check_interactions(X)
-        if hasattr(self, "n_negatives"):  # bounded by the data: 10**9 would hang
+        # Bounded by the data: 10**9 would hang (None: a model's data-derived default).
+        if getattr(self, "n_negatives", None) is not None:
             check_n_negatives(self.n_negatives, X.shape[1])
         if exclude is not None:
             exclude = check_interactions(exclude, name="exclude", allow_empty=True)

@@ -329,10 +329,10 @@ def build_parser():
                    help="embedding size (default: the estimator's; 64 for mf)")
     f.add_argument("--epochs", type=_int_arg(1), default=None,
                    help="training epochs (default: the estimator's; for mf 20 with the iALS "
-                        "loss, 100 with --loss bpr)")
-    f.add_argument("--loss", choices=("ials", "bpr"), default=None,
+                        "loss, 100 with --loss bpr, 40 with --loss softmax)")
+    f.add_argument("--loss", choices=("ials", "bpr", "softmax"), default=None,
                    help="loss of --estimator mf (default: ials, exact row solves; bpr: "
-                        "sampled pairs, Adagrad)")
+                        "sampled pairs, Adagrad; softmax: sampled softmax, Adagrad)")
     f.add_argument("--threads", type=_threads_arg, default=None)
     f.add_argument("--output", default=DEFAULT_MODEL, help="model file (.npz)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")

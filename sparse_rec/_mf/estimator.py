@@ -1,4 +1,4 @@
-"""DSLMatrixFactorization: matrix factorisation (iALS or BPR) under a fixed sparse budget."""
+"""DSLMatrixFactorization: matrix factorisation (iALS, BPR, softmax) on a fixed sparse budget."""
 
 import numpy as np
 
@@ -6,7 +6,7 @@ from .. import backends
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
 from .._validation import check_budget, check_real
-from .scoring import LOSSES, MFModel
+from .scoring import LOSSES, MFModel, check_softmax_params
 
 # Parameters whose good value depends on the loss: ``None`` in ``__init__``
 # resolves here (through ``_resolved``, the only reader). iALS epochs are two
@@ -15,10 +15,14 @@ from .scoring import LOSSES, MFModel
 LOSS_DEFAULTS = {
     "bpr": {"max_iter": 100, "update_interval": 5},
     "ials": {"max_iter": 20, "update_interval": 2},
+    "softmax": {"max_iter": 40, "update_interval": 4},
 }
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
 # starts near +-_INIT_SCORE whatever the density and n_components.
 _INIT_SCORE = 0.05
+# Engines of the losses other than BPR (backends._engine).
+_ENGINE_KEYS = {"ials": "mf-ials", "softmax": "mf-softmax"}
+_LOSS_NAMES = {"ials": "iALS", "softmax": "the softmax loss", "bpr": "BPR"}
 
 
 class DSLMatrixFactorization(MFModel, DSLEstimator):
@@ -54,6 +58,17 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     touched weights and a dense item bias. It runs on the CPU and the GPU
     (``backend="cuda"``).
 
+    With ``loss="softmax"`` each epoch takes every user once (in random
+    order) with all its positives, users in batches that share
+    ``n_negatives`` negative items drawn from ``(count + 1) ** 0.5``; the
+    loss of a positive is the sampled softmax with the log-q correction
+    ``logsumexp(s_i, s_j - log(N q_j)) - s_i`` over scores ``s = <p_u,
+    q> / temperature`` (negatives the user interacted with left out).
+    Adagrad with L2 ``alpha`` on the touched weights, no item bias. Growth
+    uses the full-data gradient at one shared draw of negatives. CPU only.
+    On the validation splits it ranks below iALS and BPR (see "Losses" in
+    the Dynamic Sparse Learning guide); it is there to compare and build on.
+
     Parameters
     ----------
     n_components : int, default=64
@@ -63,21 +78,23 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         are active. 1.0 trains a dense model (no prune/grow).
     max_iter : int or None, default=None
         Epochs. None: 100 for ``loss="bpr"``, 20 for ``loss="ials"`` (each
-        iALS epoch is two exact alternating solves).
+        iALS epoch is two exact alternating solves), 40 for
+        ``loss="softmax"``.
     learning_rate : float, default=0.05
-        Step size (Adagrad: the largest step of a weight). BPR only.
+        Step size (Adagrad: the largest step of a weight). BPR and softmax.
     alpha : float, default=0.03
         L2 penalty on each weight touched by a step. Strong by habit of
         dense BPR: sparse models overfit popular items' rows otherwise.
-        BPR only (iALS: ``regularization``).
+        BPR and softmax (iALS: ``regularization``).
     optimizer : {"adagrad", "sgd"}, default="adagrad"
         Step rule. Adagrad keeps one accumulator per active weight (stored
         on the same pattern, dropped after ``fit``); plain SGD keeps none.
-        BPR only.
-    loss : {"ials", "bpr"}, default="ials"
+        BPR only (softmax always uses Adagrad).
+    loss : {"ials", "bpr", "softmax"}, default="ials"
         ``"ials"``: weighted squared loss over all pairs, exact row solves
         (CPU only). ``"bpr"``: sampled pairwise loss with SGD/Adagrad steps
-        and a dense item bias (CPU or GPU).
+        and a dense item bias (CPU or GPU). ``"softmax"``: sampled softmax
+        over negatives shared by a batch of users, Adagrad (CPU only).
     regularization : float > 0, default=0.01
         iALS ridge: row ``u`` is penalised by ``regularization * (sum of its
         confidences + unobserved_weight * n_other) * |w_u|^2``, i.e. in
@@ -88,12 +105,18 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         value, scaled to mean 1). None: ``10 * nnz(X) / (n_users *
         n_items)``, so all unobserved pairs together weigh ten times the
         observed ones whatever the data's density. iALS only.
+    n_negatives : int or None, default=None
+        Softmax: negative items shared by each batch of users (drawn with
+        replacement). None: 256, or ``n_items - 1`` when there are fewer
+        items. Softmax only.
+    temperature : float > 0, default=0.5
+        Softmax: scores are divided by it (lower: sharper). Softmax only.
     update_ratio : float in [0, 1), default=0.5
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training (the pattern never changes).
     update_interval : int or None, default=None
         Epochs between prune/grow updates. None: 5 for ``loss="bpr"``, 2 for
-        ``loss="ials"``. Updates happen after epochs
+        ``loss="ials"``, 4 for ``loss="softmax"``. Updates happen after epochs
         ``update_interval, 2 * update_interval, ...`` but never after the
         last one, so a fit with ``max_iter <= update_interval`` is static.
     schedule : {"cosine", "linear", "constant"}, default="cosine"
@@ -110,10 +133,11 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         Numba threads during ``fit`` and scoring (None: all). With 1 thread
         and a fixed ``random_state`` a fit is bitwise reproducible.
     backend : {"cpu", "cuda"}, default="cpu"
-        Where training epochs and growth scores run (both losses). ``"cuda"``
-        needs numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the
-        prune threshold is found on the GPU too; the rebuild and scoring
-        stay on the CPU, and the tables travel to the host at each update.
+        Where training epochs and growth scores run. ``"cuda"`` (losses
+        ``"ials"`` and ``"bpr"``; softmax has no GPU engine yet) needs
+        numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the prune
+        threshold is found on the GPU too; the rebuild and scoring stay on
+        the CPU, and the tables travel to the host at each update.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable or None, default=None
@@ -175,6 +199,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     ...                              max_iter=10, random_state=0, n_threads=1).fit(X)
     >>> bpr.n_active_ == mf.n_active_, bool((mf.item_bias_ == 0).all())
     (True, True)
+    >>> sm = DSLMatrixFactorization(n_components=16, density=0.25, loss="softmax",
+    ...                             max_iter=8, random_state=0, n_threads=1).fit(X)
+    >>> sm.n_active_ == mf.n_active_, sm.recommend([0], n=5)[0].shape
+    (True, (1, 5))
     """
 
     _engine_model = "mf"
@@ -208,6 +236,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         loss="ials",
         regularization=1e-2,
         unobserved_weight=None,
+        n_negatives=None,
+        temperature=0.5,
     ):
         self.n_components = n_components
         self.density = density
@@ -233,10 +263,12 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         self.loss = loss
         self.regularization = regularization
         self.unobserved_weight = unobserved_weight
+        self.n_negatives = n_negatives
+        self.temperature = temperature
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
     def _engine_key(self):
-        return "mf-ials" if self.loss == "ials" else self._engine_model
+        return _ENGINE_KEYS.get(self.loss, self._engine_model)
 
     def _param_defaults(self):
         return LOSS_DEFAULTS.get(self.loss, {})
@@ -244,7 +276,16 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     def _validate(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}. "
-                             "Use 'ials' (exact row solves) or 'bpr' (sampled pairs).")
+                             "Use 'ials' (exact row solves), 'bpr' (sampled pairs) or "
+                             "'softmax' (sampled softmax).")
+        devices = backends.devices(self._engine_key())
+        if self.backend not in devices and self.backend in backends.devices("mf"):
+            raise ValueError(
+                f"backend must be one of {devices} for loss={self.loss!r}; got "
+                f"{self.backend!r}: {_LOSS_NAMES[self.loss]} has no GPU engine yet. Use "
+                "backend='cpu', or "
+                "loss='ials' or 'bpr' to train on the GPU."
+            )
         self._validate_common(optimizer=("adagrad", "sgd"),
                               backend=backends.devices(self._engine_key()))
         check_real(self.regularization, "regularization", low=0, low_open=True,
@@ -252,6 +293,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.unobserved_weight is not None:
             check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True,
                        hint="Use None for the data-derived default.")
+        check_softmax_params(self)
 
     def _structure(self):
         return {"n_components": int(self.n_components)}
@@ -270,7 +312,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         for tab in (users, items):
             tab.add_state(1 if self.loss == "ials" else 2)
         bias_v = np.zeros((self.n_items_, 2), np.float32)
-        if self.loss != "ials":  # iALS has no bias (a BPR model continued by iALS drops it)
+        if self.loss == "bpr":  # iALS and softmax have no bias (a BPR model continued drops it)
             bias_v[:, 0] = self.item_bias_
         return self._params(users, items, bias_v)
 
@@ -285,6 +327,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
             return engine(data, *params.tables, params.layout,
                           regularization=self.regularization,
                           unobserved_weight=self._unobserved_weight())
+        if self.loss == "softmax":
+            return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
+                          alpha=self.alpha, n_negatives=self._n_negatives(),
+                          temperature=self.temperature)
         return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, optimizer=self.optimizer)
 

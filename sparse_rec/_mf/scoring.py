@@ -11,7 +11,7 @@ from .._table import SparseEmbeddingTable
 from .._threads import numba_threads
 
 #: The losses of DSL-MF; a model file without ``loss`` is a BPR model.
-LOSSES = ("bpr", "ials")
+LOSSES = ("bpr", "ials", "softmax")
 # iALS: unobserved pairs together weigh this many times the observed ones
 # when ``unobserved_weight`` is None.
 IALS_UNOBSERVED_MASS = 10.0
@@ -20,6 +20,26 @@ IALS_UNOBSERVED_MASS = 10.0
 _FOLD_IN_PASSES = 30
 _FOLD_IN_REFINE = 10
 _FOLD_IN_KEY = 0x5EED_F01D
+
+
+def default_negatives(n_items):
+    """Shared negatives per batch of ``loss="softmax"`` when ``n_negatives`` is None."""
+    return int(max(1, min(n_items - 1, SOFTMAX_NEGATIVES)))
+
+
+# Softmax: negatives per batch at the default (fewer when there are fewer items).
+SOFTMAX_NEGATIVES = 256
+
+
+def check_softmax_params(est):
+    """Raise ValueError unless ``n_negatives`` and ``temperature`` are usable."""
+    from .._validation import check_positive_int, check_real
+
+    if getattr(est, "n_negatives", None) is not None:
+        check_positive_int(est.n_negatives, "n_negatives",
+                           hint="Use None for the default (256, fewer for few items).")
+    check_real(getattr(est, "temperature", None), "temperature", low=0, low_open=True,
+               hint="Use for example temperature=0.5.")
 
 
 class MFModel:
@@ -86,6 +106,8 @@ class MFModel:
                        low_open=True)
             if getattr(self, "unobserved_weight", None) is not None:
                 check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True)
+        if loss == "softmax":
+            check_softmax_params(self)
 
     def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
         be = backends.get_backend("cpu")
@@ -113,6 +135,11 @@ class MFModel:
             return float(w0)
         n_users, n_items = self.seen_.shape
         return IALS_UNOBSERVED_MASS * self.seen_.nnz / max(n_users * n_items, 1)
+
+    def _n_negatives(self):
+        """Softmax negatives per batch: the parameter, or the data-derived default."""
+        n = getattr(self, "n_negatives", None)
+        return int(n) if n is not None else default_negatives(self.seen_.shape[1])
 
     def _fold_in(self, X):
         """User rows for histories ``X``, solved against the fixed item side.
@@ -142,6 +169,9 @@ class MFModel:
         if self._loss() == "ials":
             self._fold_in_ials(X, k_keep, U, M)
             return self._rows_table(U, M)
+        if self._loss() == "softmax":
+            self._fold_in_softmax(X, k_keep, U, M)
+            return self._rows_table(U, M)
         with numba_threads(self.n_threads):
             _foldin.fold_in_bpr(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32),
@@ -151,6 +181,27 @@ class MFModel:
                 np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
             )
         return self._rows_table(U, M)
+
+    def _fold_in_softmax(self, X, k_keep, U, M):
+        """Rows for ``X`` by full-row Adagrad steps of the sampled softmax (see ``_fold_in``)."""
+        from .._kernels import _softmax
+        from ..backends.cpu_softmax import proposal
+
+        items = self.item_table_
+        n_neg = self._n_negatives()
+        cdf, logq = proposal(np.asarray(self.seen_.getnnz(axis=0)), n_neg)
+        d = U.shape[1]
+        nb = max(1, min(X.shape[0], 64))
+        with numba_threads(self.n_threads):
+            _softmax.fold_in_softmax(
+                X.indptr.astype(np.int64), X.indices.astype(np.int32),
+                X.data.astype(np.float32), items.indptr, items.indices, items.weights,
+                cdf, logq, n_neg, 1.0 / float(self.temperature), _FOLD_IN_PASSES,
+                _FOLD_IN_REFINE, k_keep, np.float32(self.learning_rate),
+                np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
+                np.empty((nb, n_neg), np.int64), np.empty((nb, n_neg)),
+                np.empty((nb, d), np.float32), np.empty((nb, d), np.float32),
+            )
 
     def _fold_in_ials(self, X, k_keep, U, M, other="item"):
         """Rows for ``X`` solved exactly against the fixed ``other`` side ("item" or "user")."""
@@ -241,6 +292,11 @@ class MFModel:
         """
         from .._kernels import _foldin
 
+        if self._loss() == "softmax":
+            raise NotImplementedError(
+                "partial_fit_items is not available for loss='softmax' yet (no item solve "
+                "of the sampled softmax); refit the model, or use loss='ials' or 'bpr'."
+            )
         d = self.item_table_.n_cols
         k_keep = int(min(d, max(1, round(self.item_table_.nnz / max(self.n_items_, 1)))))
         C = X_cols.T.tocsr()

@@ -12,6 +12,8 @@ _ENGINES = {
     # DSL-MF with loss="ials" (the estimator's _engine_key()).
     ("mf-ials", "cpu"): ("sparse_rec.backends.cpu", "IALSEngine"),
     ("mf-ials", "cuda"): ("sparse_rec.backends.cuda", "IALSEngine"),
+    # DSL-MF with loss="softmax".
+    ("mf-softmax", "cpu"): ("sparse_rec.backends.cpu_softmax", "SoftmaxEngine"),
     ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
     ("vae", "cuda"): ("sparse_rec.backends.vae_cuda", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
