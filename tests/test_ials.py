@@ -32,9 +32,16 @@ def _setup(density=0.5, exclude=None, seed=0):
     return X, data, users, items
 
 
-def _conf(data, shape, exclude=None):
-    """Dense confidence matrix: observed pairs their weight, excluded pairs 0, others w0."""
-    C = np.full(shape, W0)
+def _q(counts, expo):
+    """Items' unobserved-weight factors: max(n_i, 1)**expo over their mean."""
+    f = np.maximum(counts, 1.0) ** expo
+    return f / f.mean()
+
+
+def _conf(data, shape, exclude=None, expo=0.0):
+    """Dense confidence matrix: observed pairs their weight, excluded pairs 0, others w0 q_i."""
+    counts = np.bincount(data.x_indices, minlength=shape[1]).astype(np.float64)
+    C = np.tile(W0 * _q(counts, expo), (shape[0], 1))
     Y = np.zeros(shape)
     rows = np.repeat(np.arange(shape[0]), np.diff(data.x_indptr))
     if exclude is not None:
@@ -48,20 +55,23 @@ def _row_loss(w, H, c, y, lam_u):
     return float(np.sum(c * (H @ w - y) ** 2) + lam_u * w @ w)
 
 
-def test_row_solve_matches_weighted_lstsq():
+@pytest.mark.parametrize("expo", [0.0, 0.7])
+def test_row_solve_matches_weighted_lstsq(expo):
     X, data, users, items = _setup()
     H = items.to_csr().toarray().astype(np.float64)
-    C, Y = _conf(data, X.shape)
-    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0)
-    G = _ials.gram(items.indptr, items.indices, items.values_buf, D)
-    np.testing.assert_allclose(G, H.T @ H, rtol=1e-12, atol=1e-12)
-    loss, reg = engine._solve(users, engine.user_rows, items)
+    C, Y = _conf(data, X.shape, expo=expo)
+    q = _q(np.bincount(data.x_indices, minlength=X.shape[1]).astype(np.float64), expo)
+    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0,
+                        popularity_exponent=expo)
+    G = _ials.gram(items.indptr, items.indices, items.values_buf, D, q)
+    np.testing.assert_allclose(G, H.T @ (q[:, None] * H), rtol=1e-12, atol=1e-12)
+    loss, reg = engine._solve(users, engine.user_rows, items, "user")
     W = users.to_csr().toarray()
     for u in range(X.shape[0]):
         S = users.indices[users.indptr[u]:users.indptr[u + 1]].astype(np.int64)
         c, y = C[u], Y[u]
-        # Ridge scaled by the row's weight: its confidences plus w0 per item.
-        lam_u = LAM * (np.sum(c[y > 0]) + W0 * X.shape[1])
+        # Ridge scaled by the row's weight: its confidences plus w0 q_i per item.
+        lam_u = LAM * (np.sum(c[y > 0]) + W0 * q.sum())
         # Weighted ridge as one least-squares system.
         A = np.vstack([np.sqrt(c)[:, None] * H[:, S], np.sqrt(lam_u) * np.eye(len(S))])
         rhs = np.concatenate([np.sqrt(c) * y, np.zeros(len(S))])
@@ -71,6 +81,17 @@ def test_row_solve_matches_weighted_lstsq():
         w[S] = ref
         assert loss[u] == pytest.approx(_row_loss(w, H, c, y, lam_u), rel=1e-6, abs=1e-9)
         assert reg[u] == pytest.approx(lam_u * ref @ ref, rel=1e-6, abs=1e-12)
+    # The item rows: item i's unobserved pairs weigh w0 q_i each.
+    engine._solve(items, engine.item_rows, users, "item")
+    P = users.to_csr().toarray().astype(np.float64)
+    V = items.to_csr().toarray()
+    for i in range(X.shape[1]):
+        S = items.indices[items.indptr[i]:items.indptr[i + 1]].astype(np.int64)
+        c, y = C[:, i], Y[:, i]
+        lam_i = LAM * (np.sum(c[y > 0]) + W0 * q[i] * X.shape[0])
+        A = P[:, S].T @ (c[:, None] * P[:, S]) + lam_i * np.eye(len(S))
+        ref = np.linalg.solve(A, P[:, S].T @ (c * y))
+        np.testing.assert_allclose(V[i, S], ref, rtol=2e-4, atol=1e-5)
 
 
 def test_excluded_pairs_weigh_nothing():
@@ -83,7 +104,7 @@ def test_excluded_pairs_weigh_nothing():
     H = items.to_csr().toarray().astype(np.float64)
     C, Y = _conf(data, X.shape, exclude=ex)
     engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0)
-    engine._solve(users, engine.user_rows, items)
+    engine._solve(users, engine.user_rows, items, "user")
     W = users.to_csr().toarray()
     for u in range(X.shape[0]):
         S = users.indices[users.indptr[u]:users.indptr[u + 1]].astype(np.int64)
@@ -94,11 +115,14 @@ def test_excluded_pairs_weigh_nothing():
         np.testing.assert_allclose(W[u, S], ref, rtol=2e-4, atol=1e-5)
 
 
-def test_growth_and_prune_scores_match_finite_differences():
+@pytest.mark.parametrize("expo", [0.0, -0.5])
+def test_growth_and_prune_scores_match_finite_differences(expo):
     X, data, users, items = _setup(density=0.5)
     H = items.to_csr().toarray().astype(np.float64)
-    C, Y = _conf(data, X.shape)
-    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0)
+    C, Y = _conf(data, X.shape, expo=expo)
+    q = _q(np.bincount(data.x_indices, minlength=X.shape[1]).astype(np.float64), expo)
+    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0,
+                        popularity_exponent=expo)
     fill_users = engine.grow_fns(np.uint64(0))[0]
     out = np.zeros((X.shape[0], D), np.float32)
     fill_users(0, X.shape[0], out)
@@ -107,7 +131,7 @@ def test_growth_and_prune_scores_match_finite_differences():
     eps = 1e-3
     for u in range(X.shape[0]):
         c, y = C[u], Y[u]
-        lam_u = LAM * (np.sum(c[y > 0]) + W0 * X.shape[1])
+        lam_u = LAM * (np.sum(c[y > 0]) + W0 * q.sum())
 
         def f(w, c=c, y=y, lam_u=lam_u):
             return _row_loss(w, H, c, y, lam_u)

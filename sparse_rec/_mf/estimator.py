@@ -88,6 +88,13 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         value, scaled to mean 1). None: ``10 * nnz(X) / (n_users *
         n_items)``, so all unobserved pairs together weigh ten times the
         observed ones whatever the data's density. iALS only.
+    popularity_exponent : float, default=0.0
+        iALS: the unobserved pairs of item ``i`` weigh ``unobserved_weight *
+        q_i`` with ``q_i`` proportional to ``max(n_i, 1) **
+        popularity_exponent`` (``n_i``: the item's training interactions)
+        and of mean 1, so all unobserved pairs together keep their weight
+        (eALS, He et al. 2016: a popular item a user skipped is a surer
+        negative). 0 weighs every unobserved pair alike. iALS only.
     update_ratio : float in [0, 1), default=0.5
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training (the pattern never changes).
@@ -181,7 +188,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     _engine_model = "mf"
     _progress_name = "DSL-MF"
     # Saved files without these parameters predate them (sparse_rec._io).
-    _absent_params = {"loss": "bpr"}
+    _absent_params = {"loss": "bpr", "popularity_exponent": 0.0}
 
     def __init__(
         self,
@@ -209,6 +216,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         loss="ials",
         regularization=1e-2,
         unobserved_weight=None,
+        popularity_exponent=0.0,
     ):
         self.n_components = n_components
         self.density = density
@@ -234,6 +242,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         self.loss = loss
         self.regularization = regularization
         self.unobserved_weight = unobserved_weight
+        self.popularity_exponent = popularity_exponent
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
     def _engine_key(self):
@@ -260,6 +269,12 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.unobserved_weight is not None:
             check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True,
                        hint="Use None for the data-derived default.")
+        expo = check_real(self.popularity_exponent, "popularity_exponent",
+                          hint="Use 0 (uniform) or a value such as 0.5.")
+        if abs(expo) > 2:
+            # Counts to a larger power overflow or leave a few items all the weight.
+            raise ValueError(f"popularity_exponent must be in [-2, 2]; got {expo!r}. Use 0 "
+                             "(uniform) or a value such as 0.5.")
 
     def _structure(self):
         return {"n_components": int(self.n_components)}
@@ -292,7 +307,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.loss == "ials":
             return engine(data, *params.tables, params.layout,
                           regularization=self.regularization,
-                          unobserved_weight=self._unobserved_weight())
+                          unobserved_weight=self._unobserved_weight(),
+                          popularity_exponent=float(self.popularity_exponent))
         return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, optimizer=self.optimizer)
 

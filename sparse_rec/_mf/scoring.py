@@ -5,6 +5,7 @@ of :mod:`sparse_rec.serving`; imports numpy, scipy and numba only.
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import backends
 from .._table import SparseEmbeddingTable
@@ -15,6 +16,21 @@ LOSSES = ("bpr", "ials")
 # iALS: unobserved pairs together weigh this many times the observed ones
 # when ``unobserved_weight`` is None.
 IALS_UNOBSERVED_MASS = 10.0
+
+
+def ials_item_factors(counts, exponent, reference=None):
+    """iALS factor ``q_i`` of each item's unobserved weight: ``max(n_i, 1)**exponent``, mean 1.
+
+    ``counts`` are the items' interaction counts; the mean is taken over
+    ``reference`` (the training items' counts; default ``counts``), so all
+    unobserved pairs together keep the weight of ``exponent=0`` (all 1).
+    """
+    if exponent == 0:
+        return np.ones(len(counts))
+    ref = counts if reference is None else reference
+    scale = np.mean(np.maximum(np.asarray(ref, np.float64), 1.0) ** exponent) if len(ref) else 1.0
+    return np.maximum(np.asarray(counts, np.float64), 1.0) ** exponent / scale
+
 
 # Fold-in of new users (BPR): passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 30
@@ -159,10 +175,21 @@ class MFModel:
         items = self.item_table_ if other == "item" else self.user_table_
         cache = self.__dict__.setdefault("_cache", {})
         key = f"{other}_gram"
+        # Unobserved weight of (row, other row j): w0 * wr_factor * wo[j], with
+        # the item side's popularity factors as in fit.
+        expo = float(getattr(self, "popularity_exponent", 0.0) or 0.0)
+        w0 = self._unobserved_weight()
+        trained = np.diff(sp.csc_matrix(self.seen_).indptr)
+        if other == "item":
+            wo = ials_item_factors(trained, expo)
+            wr = np.full(X.shape[0], w0)
+        else:
+            wo = np.ones(items.n_rows)
+            wr = w0 * ials_item_factors(np.diff(X.indptr), expo, reference=trained)
         with numba_threads(self.n_threads):
             if key not in cache:
                 cache[key] = _ials.gram(items.indptr, items.indices, items.values_buf,
-                                        items.n_cols)
+                                        items.n_cols, wo)
             # Confidences relative to the row's mean value, as in fit (mean 1).
             counts = np.diff(X.indptr)
             sums = np.bincount(np.repeat(np.arange(X.shape[0]), counts),
@@ -171,8 +198,8 @@ class MFModel:
             conf = (X.data / np.repeat(mean, counts)).astype(np.float32)
             _ials.fold_in_ials(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32), conf, items.indptr,
-                items.indices, items.values_buf, cache[key],
-                self._unobserved_weight(), float(self.regularization), k_keep, U, M,
+                items.indices, items.values_buf, cache[key], wr, wo,
+                float(self.regularization), k_keep, U, M,
             )
 
     def _rows_table(self, U, M):
