@@ -88,13 +88,18 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         value, scaled to mean 1). None: ``10 * nnz(X) / (n_users *
         n_items)``, so all unobserved pairs together weigh ten times the
         observed ones whatever the data's density. iALS only.
-    popularity_exponent : float, default=0.0
+    popularity_exponent : float in [-2, 2] or None, default=None
         iALS: the unobserved pairs of item ``i`` weigh ``unobserved_weight *
         q_i`` with ``q_i`` proportional to ``max(n_i, 1) **
         popularity_exponent`` (``n_i``: the item's training interactions)
         and of mean 1, so all unobserved pairs together keep their weight
         (eALS, He et al. 2016: a popular item a user skipped is a surer
-        negative). 0 weighs every unobserved pair alike. iALS only.
+        negative). 0 weighs every unobserved pair alike. None: ``0.25 *
+        log10(0.01 / density)`` clipped to [0, 0.5], with ``density =
+        nnz(X) / (n_users * n_items)``: 0 for data at least 1% dense, 0.3
+        at Gowalla's 0.066%. In sparse data a uniform unobserved weight is
+        small against a popular item's many positives, which then ranks
+        high for everyone. iALS only.
     update_ratio : float in [0, 1), default=0.5
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training (the pattern never changes).
@@ -216,7 +221,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         loss="ials",
         regularization=1e-2,
         unobserved_weight=None,
-        popularity_exponent=0.0,
+        popularity_exponent=None,
     ):
         self.n_components = n_components
         self.density = density
@@ -269,12 +274,13 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.unobserved_weight is not None:
             check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True,
                        hint="Use None for the data-derived default.")
-        expo = check_real(self.popularity_exponent, "popularity_exponent",
-                          hint="Use 0 (uniform) or a value such as 0.5.")
-        if abs(expo) > 2:
-            # Counts to a larger power overflow or leave a few items all the weight.
-            raise ValueError(f"popularity_exponent must be in [-2, 2]; got {expo!r}. Use 0 "
-                             "(uniform) or a value such as 0.5.")
+        if self.popularity_exponent is not None:
+            expo = check_real(self.popularity_exponent, "popularity_exponent",
+                              hint="Use None (by density), 0 (uniform) or e.g. 0.3.")
+            if abs(expo) > 2:
+                # Counts to a larger power overflow or leave a few items all the weight.
+                raise ValueError(f"popularity_exponent must be in [-2, 2]; got {expo!r}. Use "
+                                 "None (by density), 0 (uniform) or e.g. 0.3.")
 
     def _structure(self):
         return {"n_components": int(self.n_components)}
@@ -308,7 +314,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
             return engine(data, *params.tables, params.layout,
                           regularization=self.regularization,
                           unobserved_weight=self._unobserved_weight(),
-                          popularity_exponent=float(self.popularity_exponent))
+                          popularity_exponent=self._popularity_exponent())
         return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, optimizer=self.optimizer)
 

@@ -16,6 +16,10 @@ LOSSES = ("bpr", "ials")
 # iALS: unobserved pairs together weigh this many times the observed ones
 # when ``unobserved_weight`` is None.
 IALS_UNOBSERVED_MASS = 10.0
+# iALS popularity exponent when ``popularity_exponent`` is None:
+# _POP_SLOPE * log10(_POP_DENSITY / density), clipped to [0, _POP_MAX]
+# (0 at 1% density and above; 0.3 at Gowalla's 0.066%).
+_POP_SLOPE, _POP_DENSITY, _POP_MAX = 0.25, 0.01, 0.5
 
 
 def ials_item_factors(counts, exponent, reference=None):
@@ -102,6 +106,8 @@ class MFModel:
                        low_open=True)
             if getattr(self, "unobserved_weight", None) is not None:
                 check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True)
+            if getattr(self, "popularity_exponent", None) is not None:
+                check_real(self.popularity_exponent, "popularity_exponent")
 
     def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
         be = backends.get_backend("cpu")
@@ -129,6 +135,17 @@ class MFModel:
             return float(w0)
         n_users, n_items = self.seen_.shape
         return IALS_UNOBSERVED_MASS * self.seen_.nnz / max(n_users * n_items, 1)
+
+    def _popularity_exponent(self):
+        """iALS popularity exponent: the parameter, or the data-derived default (by density)."""
+        expo = getattr(self, "popularity_exponent", 0.0)
+        if expo is not None:
+            return float(expo)
+        n_users, n_items = self.seen_.shape
+        density = self.seen_.nnz / max(n_users * n_items, 1)
+        if density <= 0:
+            return 0.0
+        return float(np.clip(_POP_SLOPE * np.log10(_POP_DENSITY / density), 0.0, _POP_MAX))
 
     def _fold_in(self, X):
         """User rows for histories ``X``, solved against the fixed item side.
@@ -177,7 +194,7 @@ class MFModel:
         key = f"{other}_gram"
         # Unobserved weight of (row, other row j): w0 * wr_factor * wo[j], with
         # the item side's popularity factors as in fit.
-        expo = float(getattr(self, "popularity_exponent", 0.0) or 0.0)
+        expo = self._popularity_exponent()
         w0 = self._unobserved_weight()
         trained = np.diff(sp.csc_matrix(self.seen_).indptr)
         if other == "item":
