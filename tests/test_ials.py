@@ -196,9 +196,12 @@ def test_factor_only_ranking_is_the_ranking():
     np.testing.assert_allclose(got_scores, ref_scores, rtol=1e-5, atol=1e-6)
 
 
-def test_fold_in_is_the_exact_row_solve_on_the_budget():
+@pytest.mark.parametrize("expo", [None, 0.5])
+def test_fold_in_is_the_exact_row_solve_on_the_budget(expo):
     X = make_interactions(60, 40, 700, random_state=3)
-    est = _fit(X)
+    est = _fit(X, popularity_exponent=expo)
+    # Dense data (29%): the default weighs unobserved pairs alike.
+    q = _q(np.diff(X.tocsc().indptr).astype(np.float64), 0.0 if expo is None else expo)
     hist = X[:5].tocsr().astype(np.float32)
     hist.data[:] = 1.0
     side = est._fold_in(hist)
@@ -210,7 +213,7 @@ def test_fold_in_is_the_exact_row_solve_on_the_budget():
     for r in range(5):
         S = side.indices[side.indptr[r]:side.indptr[r + 1]].astype(np.int64)
         y = hist[r].toarray().ravel() > 0
-        c = np.where(y, 1.0, w0)
+        c = np.where(y, 1.0, w0 * q)
         lam_u = est.regularization * (y.sum() + w0 * 40)
         A = H[:, S].T @ (c[:, None] * H[:, S]) + lam_u * np.eye(len(S))
         ref = np.linalg.solve(A, H[:, S].T @ (c * y))
@@ -224,9 +227,11 @@ def test_fold_in_is_the_exact_row_solve_on_the_budget():
     assert np.all(side.row_nnz() == 8)
 
 
-def test_partial_fit_items_is_the_exact_item_solve_on_the_budget():
+@pytest.mark.parametrize("expo", [0.0, 0.5])
+def test_partial_fit_items_is_the_exact_item_solve_on_the_budget(expo):
     X = make_interactions(60, 40, 700, random_state=3)
-    est = _fit(X)
+    est = _fit(X, popularity_exponent=expo)
+    counts = np.maximum(np.diff(X.tocsc().indptr), 1).astype(np.float64) ** expo
     P = est.user_factors_.toarray().astype(np.float64)
     w0 = est._unobserved_weight()
     k_keep = int(round(est.item_table_.nnz / 40))
@@ -239,8 +244,10 @@ def test_partial_fit_items_is_the_exact_item_solve_on_the_budget():
         S = tab.indices[tab.indptr[item]:tab.indptr[item + 1]].astype(np.int64)
         assert len(S) == min(8, k_keep)
         y = cols[:, [r]].toarray().ravel() > 0
-        c = np.where(y, 1.0, w0)
-        lam_i = est.regularization * (y.sum() + w0 * 60)
+        # The new item's factor: its count to the exponent over the fitted items' mean.
+        q_i = max(y.sum(), 1) ** expo / counts.mean()
+        c = np.where(y, 1.0, w0 * q_i)
+        lam_i = est.regularization * (y.sum() + w0 * q_i * 60)
         A = P[:, S].T @ (c[:, None] * P[:, S]) + lam_i * np.eye(len(S))
         ref = np.linalg.solve(A, P[:, S].T @ (c * y))
         np.testing.assert_allclose(tab.weights[tab.indptr[item]:tab.indptr[item + 1]], ref,
@@ -306,6 +313,8 @@ def test_clone_and_grid_search_over_loss():
     ({"loss": "ials", "regularization": 0.0}, "regularization must be"),
     ({"loss": "ials", "unobserved_weight": -1.0}, "unobserved_weight must be"),
     ({"loss": "ials", "unobserved_weight": True}, "unobserved_weight must be"),
+    ({"loss": "ials", "popularity_exponent": 2.5}, r"popularity_exponent must be in \[-2, 2\]"),
+    ({"loss": "ials", "popularity_exponent": "high"}, "popularity_exponent must be"),
     ({"loss": "ials", "backend": "cuda"}, r"backend must be one of \('cpu',\) for "
                                           "loss='ials'.*iALS has no GPU engine yet"),
     ({"backend": "cuda"}, "iALS has no GPU engine yet.*loss='bpr' to train on the GPU"),
@@ -387,3 +396,46 @@ def test_saved_default_model_round_trips(tmp_path):
     # A warm start of the loaded model continues with the resolved defaults.
     back.set_params(warm_start=True).fit(X)
     assert back.n_iter_ == 40
+
+
+# --- unobserved weights by item popularity (eALS) ------------------------------------
+def test_default_popularity_exponent_follows_the_density():
+    dense = make_interactions(60, 40, 700, random_state=0)  # 29%: uniform
+    sparse = make_interactions(2000, 1000, 6000, random_state=0)  # 0.3%
+    assert _fit(dense)._popularity_exponent() == 0.0
+    est = DSLMatrixFactorization(popularity_exponent=None)
+    est.seen_ = sparse
+    assert est._popularity_exponent() == pytest.approx(0.25 * np.log10(0.01 / 0.003))
+    est.seen_ = sp.csr_matrix(([1.0], ([0], [0])), shape=(20000, 10000))  # nearly empty: the cap
+    assert est._popularity_exponent() == 0.5
+    assert DSLMatrixFactorization(popularity_exponent=-0.2)._popularity_exponent() == -0.2
+    # Exponent 0 is today's uniform weight, bit for bit, on any data.
+    a = _fit(dense)
+    b = _fit(dense, popularity_exponent=0.0)
+    assert np.array_equal(a.user_table_.weights, b.user_table_.weights)
+    c = _fit(dense, popularity_exponent=0.5)
+    assert not np.array_equal(a.user_table_.weights, c.user_table_.weights)
+
+
+def test_file_without_popularity_exponent_loads_uniform(tmp_path, monkeypatch):
+    # Sparse enough that the default (None) would weigh by popularity.
+    X = make_interactions(1000, 500, 1500, random_state=5)
+    est = _fit(X, popularity_exponent=0.0)
+    default = DSLMatrixFactorization()
+    default.seen_ = X
+    assert default._popularity_exponent() > 0.1
+    encode = io._encode_params
+
+    def old_encode(params):
+        return encode({k: v for k, v in params.items() if k != "popularity_exponent"})
+
+    monkeypatch.setattr(io, "_encode_params", old_encode)
+    path = est.save(tmp_path / "old.npz")
+    monkeypatch.undo()
+    back = load(path)
+    assert back.popularity_exponent == 0.0
+    from sparse_rec.serving import load_model
+
+    for model in (back, load_model(path)):
+        a, b = model.recommend_for_history(X[:6], n=5), est.recommend_for_history(X[:6], n=5)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
