@@ -196,7 +196,9 @@ class MFModel:
         # the item side's popularity factors as in fit.
         expo = self._popularity_exponent()
         w0 = self._unobserved_weight()
-        trained = np.diff(sp.csc_matrix(self.seen_).indptr)
+        # Items' training counts (only when weighted: a CSC copy per call).
+        trained = (np.diff(sp.csc_matrix(self.seen_).indptr) if expo
+                   else np.zeros(self.seen_.shape[1]))
         if other == "item":
             wo = ials_item_factors(trained, expo)
             wr = np.full(X.shape[0], w0)
