@@ -207,6 +207,7 @@ def fit_dsl(label, params, train, test, args):
         "factor_ratio": factors["recall"] / max(full["recall"], 1e-12),
         "fit_s": fit_s, "bytes": est.nbytes_, "epochs": est.n_iter_,
         "budget_ok": all(h["nnz"] == budget for h in est.history_),
+        "popularity_exponent": est._popularity_exponent() if est.loss == "ials" else None,
     }
 
 
@@ -352,8 +353,10 @@ def main(argv=None):
         for dsl in ("bpr-0.2", "ials-0.2", "softmax-0.2"):
             if dsl in results and "als-64" in results:
                 a, b = results[dsl], results["als-64"]
+                expo = a.get("popularity_exponent")
+                expo = "" if expo is None else f" (popularity_exponent {expo:.3f})"
                 summary.append(
-                    f"{set_name}: {a['label']} at 0.2 / implicit ALS-64: Recall@20 "
+                    f"{set_name}: {a['label']} at 0.2{expo} / implicit ALS-64: Recall@20 "
                     f"{a['recall'] / b['recall']:.3f}x, fit time {a['fit_s'] / b['fit_s']:.2f}x")
                 print("  " + summary[-1], flush=True)
         for sparse, dense in (("bpr-0.2", "bpr-13x1.0"), ("ials-0.2", "ials-13x1.0"),
@@ -374,7 +377,8 @@ def main(argv=None):
             f"{args.threads} threads. DSL rows: defaults with the listed loss and density "
             f"(BPR: max_iter={BPR['max_iter']}, update_interval={BPR['update_interval']}; "
             f"iALS, the default loss: max_iter={IALS['max_iter']}, "
-            f"update_interval={IALS['update_interval']}); implicit ALS: reg {ALS_REG}, "
+            f"update_interval={IALS['update_interval']}, popularity_exponent by the data's "
+            "density); implicit ALS: reg {ALS_REG}, "
             f"{ALS_ITERS} iterations, alpha best of {ALS_ALPHAS} on a validation split of "
             "the training part; implicit BPR: learning rate, regularization and iterations "
             f"best of {_grid_text(BPR_GRID)} on the same validation split. "

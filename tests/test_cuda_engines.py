@@ -323,25 +323,28 @@ def test_ials_device_gram_equals_cpu_gram():
     from sparse_rec._kernels.cuda import ials as K
 
     _, users, _ = _ials_problem(n_users=70, d=4)  # more rows than segments of the product
+    # Row weights of the unobserved pairs (popularity weighting), not all 1.
+    wo = np.random.default_rng(0).uniform(0.2, 3.0, users.n_rows)
     to = cuda.to_device
     G, _, _ = K.gram(to(users.indptr), to(users.indices),
                      to(np.ascontiguousarray(users.values_buf[: users.nnz])), users.n_rows,
-                     users.n_cols, (2, 8))
-    want = _ials.gram(users.indptr, users.indices, users.values_buf, users.n_cols)
+                     users.n_cols, (2, 8), to(wo))
+    want = _ials.gram(users.indptr, users.indices, users.values_buf, users.n_cols, wo)
     assert np.count_nonzero(want) == want.size
     np.testing.assert_allclose(G.copy_to_host(), want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("exclude", [False, True])
-def test_ials_epochs_on_the_device_equal_the_cpu_epochs(exclude):
+@pytest.mark.parametrize("exclude, expo", [(False, 0.0), (True, 0.0), (True, 0.5)])
+def test_ials_epochs_on_the_device_equal_the_cpu_epochs(exclude, expo):
     import copy
 
     data, users, items = _ials_problem(seed=1, exclude=exclude)
     users2, items2 = copy.deepcopy(users), copy.deepcopy(items)
-    ref = cpu.IALSEngine(data, users, items, None, **IALS_OPTS)
+    opts = dict(IALS_OPTS, popularity_exponent=expo)
+    ref = cpu.IALSEngine(data, users, items, None, **opts)
     # A small gather width: rows with more interactions than it take several passes.
     gpu = cuda_backend.IALSEngine(data, users2, items2, None, n_blocks=2, threads_per_block=3,
-                                  gather=3, **IALS_OPTS)
+                                  gather=3, **opts)
     assert gpu.scratch.H.shape[1] < max(np.diff(data.x_indptr))
     key = np.uint64(1)
     losses = [(ref.epoch(key), gpu.epoch(key)) for _ in range(2)]
@@ -353,14 +356,16 @@ def test_ials_epochs_on_the_device_equal_the_cpu_epochs(exclude):
         np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-6)
 
 
-def test_ials_device_scores_equal_the_cpu_scores():
+@pytest.mark.parametrize("expo", [0.0, 0.5])
+def test_ials_device_scores_equal_the_cpu_scores(expo):
     import copy
 
     data, users, items = _ials_problem(seed=2, exclude=True)
     users2, items2 = copy.deepcopy(users), copy.deepcopy(items)
-    ref = cpu.IALSEngine(data, users, items, None, **IALS_OPTS)
+    opts = dict(IALS_OPTS, popularity_exponent=expo)
+    ref = cpu.IALSEngine(data, users, items, None, **opts)
     gpu = cuda_backend.IALSEngine(data, users2, items2, None, n_blocks=1, threads_per_block=4,
-                                  **IALS_OPTS)
+                                  **opts)
     key = np.uint64(3)
     want_prune = ref.prune_scores()
     # The device scores (on which the prune threshold is then found).
@@ -388,10 +393,12 @@ def _ials_fit(backend, **kw):
     return DSLMatrixFactorization(**params).fit(X)
 
 
-def test_ials_fit_on_cuda_follows_the_cpu_fit():
+@pytest.mark.parametrize("expo", [None, 0.5])
+def test_ials_fit_on_cuda_follows_the_cpu_fit(expo):
     # iALS has no sampling: the device fit (solves, scores selected on the
     # device, prune on the host) follows the CPU fit up to rounding.
-    cpu_fit, gpu_fit = _ials_fit("cpu"), _ials_fit("cuda")
+    cpu_fit = _ials_fit("cpu", popularity_exponent=expo)
+    gpu_fit = _ials_fit("cuda", popularity_exponent=expo)
     assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
     assert sum(h["grown"] for h in gpu_fit.history_) > 0
     assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]

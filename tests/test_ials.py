@@ -32,9 +32,16 @@ def _setup(density=0.5, exclude=None, seed=0):
     return X, data, users, items
 
 
-def _conf(data, shape, exclude=None):
-    """Dense confidence matrix: observed pairs their weight, excluded pairs 0, others w0."""
-    C = np.full(shape, W0)
+def _q(counts, expo):
+    """Items' unobserved-weight factors: max(n_i, 1)**expo over their mean."""
+    f = np.maximum(counts, 1.0) ** expo
+    return f / f.mean()
+
+
+def _conf(data, shape, exclude=None, expo=0.0):
+    """Dense confidence matrix: observed pairs their weight, excluded pairs 0, others w0 q_i."""
+    counts = np.bincount(data.x_indices, minlength=shape[1]).astype(np.float64)
+    C = np.tile(W0 * _q(counts, expo), (shape[0], 1))
     Y = np.zeros(shape)
     rows = np.repeat(np.arange(shape[0]), np.diff(data.x_indptr))
     if exclude is not None:
@@ -48,20 +55,23 @@ def _row_loss(w, H, c, y, lam_u):
     return float(np.sum(c * (H @ w - y) ** 2) + lam_u * w @ w)
 
 
-def test_row_solve_matches_weighted_lstsq():
+@pytest.mark.parametrize("expo", [0.0, 0.7])
+def test_row_solve_matches_weighted_lstsq(expo):
     X, data, users, items = _setup()
     H = items.to_csr().toarray().astype(np.float64)
-    C, Y = _conf(data, X.shape)
-    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0)
-    G = _ials.gram(items.indptr, items.indices, items.values_buf, D)
-    np.testing.assert_allclose(G, H.T @ H, rtol=1e-12, atol=1e-12)
-    loss, reg = engine._solve(users, engine.user_rows, items)
+    C, Y = _conf(data, X.shape, expo=expo)
+    q = _q(np.bincount(data.x_indices, minlength=X.shape[1]).astype(np.float64), expo)
+    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0,
+                        popularity_exponent=expo)
+    G = _ials.gram(items.indptr, items.indices, items.values_buf, D, q)
+    np.testing.assert_allclose(G, H.T @ (q[:, None] * H), rtol=1e-12, atol=1e-12)
+    loss, reg = engine._solve(users, engine.user_rows, items, "user")
     W = users.to_csr().toarray()
     for u in range(X.shape[0]):
         S = users.indices[users.indptr[u]:users.indptr[u + 1]].astype(np.int64)
         c, y = C[u], Y[u]
-        # Ridge scaled by the row's weight: its confidences plus w0 per item.
-        lam_u = LAM * (np.sum(c[y > 0]) + W0 * X.shape[1])
+        # Ridge scaled by the row's weight: its confidences plus w0 q_i per item.
+        lam_u = LAM * (np.sum(c[y > 0]) + W0 * q.sum())
         # Weighted ridge as one least-squares system.
         A = np.vstack([np.sqrt(c)[:, None] * H[:, S], np.sqrt(lam_u) * np.eye(len(S))])
         rhs = np.concatenate([np.sqrt(c) * y, np.zeros(len(S))])
@@ -71,6 +81,17 @@ def test_row_solve_matches_weighted_lstsq():
         w[S] = ref
         assert loss[u] == pytest.approx(_row_loss(w, H, c, y, lam_u), rel=1e-6, abs=1e-9)
         assert reg[u] == pytest.approx(lam_u * ref @ ref, rel=1e-6, abs=1e-12)
+    # The item rows: item i's unobserved pairs weigh w0 q_i each.
+    engine._solve(items, engine.item_rows, users, "item")
+    P = users.to_csr().toarray().astype(np.float64)
+    V = items.to_csr().toarray()
+    for i in range(X.shape[1]):
+        S = items.indices[items.indptr[i]:items.indptr[i + 1]].astype(np.int64)
+        c, y = C[:, i], Y[:, i]
+        lam_i = LAM * (np.sum(c[y > 0]) + W0 * q[i] * X.shape[0])
+        A = P[:, S].T @ (c[:, None] * P[:, S]) + lam_i * np.eye(len(S))
+        ref = np.linalg.solve(A, P[:, S].T @ (c * y))
+        np.testing.assert_allclose(V[i, S], ref, rtol=2e-4, atol=1e-5)
 
 
 def test_excluded_pairs_weigh_nothing():
@@ -83,7 +104,7 @@ def test_excluded_pairs_weigh_nothing():
     H = items.to_csr().toarray().astype(np.float64)
     C, Y = _conf(data, X.shape, exclude=ex)
     engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0)
-    engine._solve(users, engine.user_rows, items)
+    engine._solve(users, engine.user_rows, items, "user")
     W = users.to_csr().toarray()
     for u in range(X.shape[0]):
         S = users.indices[users.indptr[u]:users.indptr[u + 1]].astype(np.int64)
@@ -94,11 +115,14 @@ def test_excluded_pairs_weigh_nothing():
         np.testing.assert_allclose(W[u, S], ref, rtol=2e-4, atol=1e-5)
 
 
-def test_growth_and_prune_scores_match_finite_differences():
+@pytest.mark.parametrize("expo", [0.0, -0.5])
+def test_growth_and_prune_scores_match_finite_differences(expo):
     X, data, users, items = _setup(density=0.5)
     H = items.to_csr().toarray().astype(np.float64)
-    C, Y = _conf(data, X.shape)
-    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0)
+    C, Y = _conf(data, X.shape, expo=expo)
+    q = _q(np.bincount(data.x_indices, minlength=X.shape[1]).astype(np.float64), expo)
+    engine = IALSEngine(data, users, items, None, regularization=LAM, unobserved_weight=W0,
+                        popularity_exponent=expo)
     fill_users = engine.grow_fns(np.uint64(0))[0]
     out = np.zeros((X.shape[0], D), np.float32)
     fill_users(0, X.shape[0], out)
@@ -107,7 +131,7 @@ def test_growth_and_prune_scores_match_finite_differences():
     eps = 1e-3
     for u in range(X.shape[0]):
         c, y = C[u], Y[u]
-        lam_u = LAM * (np.sum(c[y > 0]) + W0 * X.shape[1])
+        lam_u = LAM * (np.sum(c[y > 0]) + W0 * q.sum())
 
         def f(w, c=c, y=y, lam_u=lam_u):
             return _row_loss(w, H, c, y, lam_u)
@@ -172,9 +196,12 @@ def test_factor_only_ranking_is_the_ranking():
     np.testing.assert_allclose(got_scores, ref_scores, rtol=1e-5, atol=1e-6)
 
 
-def test_fold_in_is_the_exact_row_solve_on_the_budget():
+@pytest.mark.parametrize("expo", [None, 0.5])
+def test_fold_in_is_the_exact_row_solve_on_the_budget(expo):
     X = make_interactions(60, 40, 700, random_state=3)
-    est = _fit(X)
+    est = _fit(X, popularity_exponent=expo)
+    # Dense data (29%): the default weighs unobserved pairs alike.
+    q = _q(np.diff(X.tocsc().indptr).astype(np.float64), 0.0 if expo is None else expo)
     hist = X[:5].tocsr().astype(np.float32)
     hist.data[:] = 1.0
     side = est._fold_in(hist)
@@ -186,7 +213,7 @@ def test_fold_in_is_the_exact_row_solve_on_the_budget():
     for r in range(5):
         S = side.indices[side.indptr[r]:side.indptr[r + 1]].astype(np.int64)
         y = hist[r].toarray().ravel() > 0
-        c = np.where(y, 1.0, w0)
+        c = np.where(y, 1.0, w0 * q)
         lam_u = est.regularization * (y.sum() + w0 * 40)
         A = H[:, S].T @ (c[:, None] * H[:, S]) + lam_u * np.eye(len(S))
         ref = np.linalg.solve(A, H[:, S].T @ (c * y))
@@ -200,9 +227,11 @@ def test_fold_in_is_the_exact_row_solve_on_the_budget():
     assert np.all(side.row_nnz() == 8)
 
 
-def test_partial_fit_items_is_the_exact_item_solve_on_the_budget():
+@pytest.mark.parametrize("expo", [0.0, 0.5])
+def test_partial_fit_items_is_the_exact_item_solve_on_the_budget(expo):
     X = make_interactions(60, 40, 700, random_state=3)
-    est = _fit(X)
+    est = _fit(X, popularity_exponent=expo)
+    counts = np.maximum(np.diff(X.tocsc().indptr), 1).astype(np.float64) ** expo
     P = est.user_factors_.toarray().astype(np.float64)
     w0 = est._unobserved_weight()
     k_keep = int(round(est.item_table_.nnz / 40))
@@ -215,8 +244,10 @@ def test_partial_fit_items_is_the_exact_item_solve_on_the_budget():
         S = tab.indices[tab.indptr[item]:tab.indptr[item + 1]].astype(np.int64)
         assert len(S) == min(8, k_keep)
         y = cols[:, [r]].toarray().ravel() > 0
-        c = np.where(y, 1.0, w0)
-        lam_i = est.regularization * (y.sum() + w0 * 60)
+        # The new item's factor: its count to the exponent over the fitted items' mean.
+        q_i = max(y.sum(), 1) ** expo / counts.mean()
+        c = np.where(y, 1.0, w0 * q_i)
+        lam_i = est.regularization * (y.sum() + w0 * q_i * 60)
         A = P[:, S].T @ (c[:, None] * P[:, S]) + lam_i * np.eye(len(S))
         ref = np.linalg.solve(A, P[:, S].T @ (c * y))
         np.testing.assert_allclose(tab.weights[tab.indptr[item]:tab.indptr[item + 1]], ref,
@@ -283,6 +314,8 @@ def test_clone_and_grid_search_over_loss():
     ({"loss": "ials", "unobserved_weight": -1.0}, "unobserved_weight must be"),
     ({"loss": "ials", "unobserved_weight": True}, "unobserved_weight must be"),
     ({"loss": "ials", "backend": "tpu"}, r"backend must be one of \('cpu', 'cuda'\); got 'tpu'"),
+    ({"loss": "ials", "popularity_exponent": 2.5}, r"popularity_exponent must be in \[-2, 2\]"),
+    ({"loss": "ials", "popularity_exponent": "high"}, "popularity_exponent must be"),
 ])
 def test_bad_parameters(params, match):
     X = make_interactions(20, 10, 80, random_state=0)
@@ -361,3 +394,46 @@ def test_saved_default_model_round_trips(tmp_path):
     # A warm start of the loaded model continues with the resolved defaults.
     back.set_params(warm_start=True).fit(X)
     assert back.n_iter_ == 40
+
+
+# --- unobserved weights by item popularity (eALS) ------------------------------------
+def test_default_popularity_exponent_follows_the_density():
+    dense = make_interactions(60, 40, 700, random_state=0)  # 29%: uniform
+    sparse = make_interactions(2000, 1000, 6000, random_state=0)  # 0.3%
+    assert _fit(dense)._popularity_exponent() == 0.0
+    est = DSLMatrixFactorization(popularity_exponent=None)
+    est.seen_ = sparse
+    assert est._popularity_exponent() == pytest.approx(0.25 * np.log10(0.01 / 0.003))
+    est.seen_ = sp.csr_matrix(([1.0], ([0], [0])), shape=(20000, 10000))  # nearly empty: the cap
+    assert est._popularity_exponent() == 0.5
+    assert DSLMatrixFactorization(popularity_exponent=-0.2)._popularity_exponent() == -0.2
+    # Exponent 0 is today's uniform weight, bit for bit, on any data.
+    a = _fit(dense)
+    b = _fit(dense, popularity_exponent=0.0)
+    assert np.array_equal(a.user_table_.weights, b.user_table_.weights)
+    c = _fit(dense, popularity_exponent=0.5)
+    assert not np.array_equal(a.user_table_.weights, c.user_table_.weights)
+
+
+def test_file_without_popularity_exponent_loads_uniform(tmp_path, monkeypatch):
+    # Sparse enough that the default (None) would weigh by popularity.
+    X = make_interactions(1000, 500, 1500, random_state=5)
+    est = _fit(X, popularity_exponent=0.0)
+    default = DSLMatrixFactorization()
+    default.seen_ = X
+    assert default._popularity_exponent() > 0.1
+    encode = io._encode_params
+
+    def old_encode(params):
+        return encode({k: v for k, v in params.items() if k != "popularity_exponent"})
+
+    monkeypatch.setattr(io, "_encode_params", old_encode)
+    path = est.save(tmp_path / "old.npz")
+    monkeypatch.undo()
+    back = load(path)
+    assert back.popularity_exponent == 0.0
+    from sparse_rec.serving import load_model
+
+    for model in (back, load_model(path)):
+        a, b = model.recommend_for_history(X[:6], n=5), est.recommend_for_history(X[:6], n=5)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

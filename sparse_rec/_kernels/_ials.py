@@ -8,11 +8,15 @@ users) with weight vector ``w`` restricted to the row's active coordinates
              + lam_u |w|^2
 
 with ``h_i`` the other side's rows, ``c_ui`` the confidence of an observed
-pair and ``w0`` the weight of every other pair. With ``G = H^T H`` (the Gram
-matrix of the other side) it is a quadratic form
+pair and ``w0 wo_i`` the weight of every other pair (``w0``: the row's
+factor ``wr[u]``, ``wo_i``: the other row's; all ``wo`` are 1 unless
+unobserved items are weighted by popularity, eALS, He et al. 2016). With
+``G = H^T diag(wo) H`` (the weighted Gram matrix of the other side) it is a
+quadratic form
 
     L_u(w) = w^T A w - 2 b . w + sum_i c_ui,
-    A = w0 G + sum_{i in I_u} (c_ui - w0) h_i h_i^T + lam_u I,   b = sum_i c_ui h_i,
+    A = w0 G + sum_{i in I_u} (c_ui - w0 wo_i) h_i h_i^T + lam_u I,   b = sum_i c_ui h_i,
+    lam_u = lam (sum_i c_ui + w0 sum_i wo_i),
 
 so the exact minimiser on ``S`` solves ``A_SS w_S = b_S`` (a small Cholesky
 system), and for any coordinate ``j`` the gradient is ``2 (A w - b)_j`` and
@@ -30,19 +34,22 @@ from numba import njit, prange
 
 
 @njit(cache=True)
-def gram(indptr, indices, values, d):
-    """``H^T H`` (float64, ``(d, d)``) of a sparse table's weights.
+def gram(indptr, indices, values, d, wo):
+    """``H^T diag(wo) H`` (float64, ``(d, d)``) of a sparse table's weights.
 
-    Serial: it costs a small fraction of an epoch's solves, and a fixed
-    summation order keeps results independent of the number of threads.
+    ``wo[r]`` is row r's factor of the unobserved weight (all 1 unless
+    unobserved pairs are weighted by popularity). Serial: it costs a small
+    fraction of an epoch's solves, and a fixed summation order keeps results
+    independent of the number of threads.
     """
     n = indptr.shape[0] - 1
     G = np.zeros((d, d))
     for r in range(n):
         p0, p1 = indptr[r], indptr[r + 1]
+        f = wo[r]
         for p in range(p0, p1):
             a = indices[p]
-            va = np.float64(values[p, 0])
+            va = f * values[p, 0]
             for q in range(p0, p1):
                 G[a, indices[q]] += va * values[q, 0]
     return G
@@ -112,15 +119,16 @@ def _accumulate(A, b, H, wH, n, k):
 
 
 @njit(cache=True)
-def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, lam, n_other,
-            pos, A, b, H, wH):
+def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, wo, lam,
+            wo_sum, pos, A, b, H, wH):
     """Fill the lower triangle of ``A[:k, :k]`` and ``b[:k]`` of one row on ``cols[:k]``.
 
     ``cols`` is sorted; ``pos`` (length d, all d on entry and on return)
     maps a column to its place in ``cols``; ``H`` and ``wH`` are
     ``(d + 1, _CHUNK)`` scratch: the other side's rows restricted to
-    ``cols``, one interaction per column, plain and times ``c_ui - w0``
-    (row d of ``wH``: the confidences).
+    ``cols``, one interaction per column, plain and times ``c_ui - w0 wo_i``
+    (row d of ``wH``: the confidences); ``w0 * wo[i]`` is the unobserved
+    weight of the pair with other row i, ``wo_sum`` the sum of ``wo``.
     Returns ``(sum_i c_ui, lam_u)``.
     """
     d = G.shape[0]
@@ -150,11 +158,11 @@ def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, l
             c = np.float64(x_c[t])
             csum += c
             wH[d, s] = c
-            cw = c - w0
+            cw = c - w0 * wo[x_idx[t]]
             for a in range(k):
                 wH[a, s] = cw * H[a, s]
         _accumulate(A, b, H, wH, n, k)
-    lam_u = lam * (csum + w0 * n_other)
+    lam_u = lam * (csum + w0 * wo_sum)
     for a in range(k):
         A[a, a] += lam_u
         pos[cols[a]] = d
@@ -162,15 +170,15 @@ def _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, l
 
 
 @njit(cache=True)
-def _solve_row(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, lam, n_other,
-               pos, A, b, H, wH, x):
+def _solve_row(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0, wo, lam,
+               wo_sum, pos, A, b, H, wH, x):
     """Exact minimiser ``x[:k]`` of the row's loss on ``cols[:k]``; returns ``(loss, reg)``.
 
     ``loss`` is the row's whole objective (data and its ridge term) at the
     solution, ``reg`` the ridge term alone.
     """
     csum, lam_u = _system(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0,
-                          lam, n_other, pos, A, b, H, wH)
+                          wo, lam, wo_sum, pos, A, b, H, wH)
     # Keep b: the objective at the solution is csum - b . x.
     for a in range(k):
         x[a] = b[a]
@@ -185,7 +193,7 @@ def _solve_row(cols, k, h0, h1, x_idx, x_c, o_indptr, o_indices, o_values, G, w0
 
 @njit(cache=True, parallel=True)
 def solve_rows(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices, o_values,
-               G, w0, lam, n_blocks, loss, reg):
+               G, wr, wo, lam, n_blocks, loss, reg):
     """Replace every row's active weights by the exact minimiser of its loss.
 
     ``loss[r]`` and ``reg[r]`` receive the row's objective and ridge term at
@@ -194,7 +202,7 @@ def solve_rows(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indice
     """
     n = indptr.shape[0] - 1
     d = G.shape[0]
-    n_other = o_indptr.shape[0] - 1
+    wo_sum = wo.sum()
     for blk in prange(n_blocks):
         pos = np.full(d, d, np.int64)
         cols = np.empty(d, np.int64)
@@ -209,8 +217,8 @@ def solve_rows(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indice
             for a in range(k):
                 cols[a] = indices[p0 + a]
             lo, rg = _solve_row(cols, k, x_indptr[r], x_indptr[r + 1], x_idx, x_c, o_indptr,
-                                o_indices, o_values, G, w0, lam, n_other, pos, A, b, H,
-                                wH, x)
+                                o_indices, o_values, G, wr[r], wo, lam, wo_sum, pos, A, b,
+                                H, wH, x)
             for a in range(k):
                 values[p0 + a, 0] = np.float32(x[a])
             loss[r] = lo
@@ -219,7 +227,7 @@ def solve_rows(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indice
 
 @njit(cache=True)
 def _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
-               o_values, G, w0, lam, n_other, w, g, h):
+               o_values, G, w0, wo, lam, wo_sum, w, g, h):
     """Gradient ``g`` and Hessian diagonal ``h`` (length d, halved) of row ``r`` at its weights.
 
     Both are over all d coordinates, active or not: ``g = A w - b`` and
@@ -241,14 +249,14 @@ def _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_ind
         s = 0.0
         for p in range(o_indptr[i], o_indptr[i + 1]):
             s += w[o_indices[p]] * o_values[p, 0]
-        cw = c - w0
+        cw = c - w0 * wo[i]
         e = cw * s - c
         for p in range(o_indptr[i], o_indptr[i + 1]):
             v = np.float64(o_values[p, 0])
             j = o_indices[p]
             g[j] += e * v
             h[j] += cw * v * v
-    lam_u = lam * (csum + w0 * n_other)
+    lam_u = lam * (csum + w0 * wo_sum)
     for j in range(d):
         s = 0.0
         for p in range(p0, p1):
@@ -259,7 +267,7 @@ def _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_ind
 
 @njit(cache=True, parallel=True)
 def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr,
-                     o_indices, o_values, G, w0, lam, n_blocks=64):
+                     o_indices, o_values, G, wr, wo, lam, n_blocks=64):
     """Growth and prune scores of every row of a table, from one gradient pass.
 
     ``grow[r, j] = g_j / sqrt(H_jj)``: its square, ``g_j^2 / H_jj``, is the
@@ -270,7 +278,7 @@ def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c,
     """
     d = G.shape[0]
     n = indptr.shape[0] - 1
-    n_other = o_indptr.shape[0] - 1
+    wo_sum = wo.sum()
     # Scratch per block of rows, not per row: allocations inside the
     # parallel loop cost more than a row's scores.
     for blk in prange(n_blocks):
@@ -279,7 +287,7 @@ def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c,
         h = np.empty(d)
         for r in range(blk, n, n_blocks):
             _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
-                       o_values, G, w0, lam, n_other, w, g, h)
+                       o_values, G, wr[r], wo, lam, wo_sum, w, g, h)
             for j in range(d):
                 grow[r, j] = np.float32(g[j] / math.sqrt(h[j])) if h[j] > 0 else 0.0
             for p in range(indptr[r], indptr[r + 1]):
@@ -288,8 +296,8 @@ def curvature_scores(grow, prune, indptr, indices, values, x_indptr, x_idx, x_c,
 
 
 @njit(cache=True, parallel=True)
-def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam, k_keep, U,
-                 M):
+def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, wr, wo, lam, k_keep,
+                 U, M):
     """Rows of new users: the exact iALS solve on a budget of ``k_keep`` coordinates.
 
     Each row is solved on all d coordinates, keeps the ``k_keep`` with the
@@ -298,7 +306,7 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
     active mask. Rows are independent.
     """
     n_rows, d = U.shape
-    n_other = i_indptr.shape[0] - 1
+    wo_sum = wo.sum()
     for r in prange(n_rows):
         pos = np.full(d, d, np.int64)
         cols = np.arange(d)
@@ -316,13 +324,13 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
             for j in range(min(k_keep, d)):
                 M[r, j] = True
             continue
-        _solve_row(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam,
-                   n_other, pos, A, b, H, wH, x)
+        _solve_row(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, wr[r], wo,
+                   lam, wo_sum, pos, A, b, H, wH, x)
         if k_keep < d:
             # The diagonal of A again (the solve factored it in place).
             sol = x.copy()
-            _system(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam,
-                    n_other, pos, A, b, H, wH)
+            _system(cols, d, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, wr[r], wo,
+                    lam, wo_sum, pos, A, b, H, wH)
             score = np.empty(d)
             for j in range(d):
                 score[j] = -(sol[j] * sol[j] * A[j, j])
@@ -330,8 +338,8 @@ def fold_in_ials(x_indptr, x_idx, x_c, i_indptr, i_indices, i_values, G, w0, lam
             keep = np.sort(order[:k_keep])
             for a in range(k_keep):
                 cols[a] = keep[a]
-            _solve_row(cols, k_keep, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G, w0,
-                       lam, n_other, pos, A, b, H, wH, x)
+            _solve_row(cols, k_keep, h0, h1, x_idx, x_c, i_indptr, i_indices, i_values, G,
+                       wr[r], wo, lam, wo_sum, pos, A, b, H, wH, x)
         k = min(k_keep, d)
         for a in range(k):
             U[r, cols[a]] = np.float32(x[a])

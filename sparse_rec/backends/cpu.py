@@ -299,33 +299,43 @@ class IALSEngine(Engine):
     no bias).
     """
 
-    def __init__(self, data, users, items, bias_v, *, regularization, unobserved_weight):
+    def __init__(self, data, users, items, bias_v, *, regularization, unobserved_weight,
+                 popularity_exponent=0.0):
         from .._kernels import _ials
+        from .._mf.scoring import ials_item_factors
 
         self._k = _ials
         self.users, self.items = users, items
         self.lam, self.w0 = float(regularization), float(unobserved_weight)
         self.user_rows, self.item_rows = _ials_confidence(data)
         self.n_samples = data.nnz
+        # The unobserved weight of pair (u, i) is w0 * q_i: q (mean 1) by the
+        # item's training count, all 1 without popularity weighting.
+        counts = np.diff(data.xt_indptr)
+        q = ials_item_factors(counts, popularity_exponent)
+        # Per side: (the solved rows' factors, the other side's factors).
+        self._w = {"user": (np.full(users.n_rows, self.w0), q),
+                   "item": (self.w0 * q, np.ones(users.n_rows))}
         self._cache = None
 
-    def _gram(self, tab):
-        return self._k.gram(tab.indptr, tab.indices, tab.values_buf, tab.n_cols)
+    def _gram(self, tab, wo):
+        return self._k.gram(tab.indptr, tab.indices, tab.values_buf, tab.n_cols, wo)
 
-    def _solve(self, tab, rows, other):
-        G = self._gram(other)
+    def _solve(self, tab, rows, other, side):
+        wr, wo = self._w[side]
+        G = self._gram(other, wo)
         loss = np.zeros(tab.n_rows)
         reg = np.zeros(tab.n_rows)
         self._k.solve_rows(tab.indptr, tab.indices, tab.values_buf, *rows, other.indptr,
-                           other.indices, other.values_buf, G, self.w0, self.lam,
+                           other.indices, other.values_buf, G, wr, wo, self.lam,
                            _IALS_BLOCKS, loss, reg)
         return loss, reg
 
     def epoch(self, key):
         # Deterministic: the key is not needed (no sampling).
         self._cache = None
-        _, user_reg = self._solve(self.users, self.user_rows, self.items)
-        item_loss, _ = self._solve(self.items, self.item_rows, self.users)
+        _, user_reg = self._solve(self.users, self.user_rows, self.items, "user")
+        item_loss, _ = self._solve(self.items, self.item_rows, self.users, "item")
         # Each item row's objective holds the whole data loss once and the
         # item ridge; the user ridge comes from the user solves.
         return float(item_loss.sum() + user_reg.sum())
@@ -336,13 +346,15 @@ class IALSEngine(Engine):
         # prune/grow step, whichever of grow_fns and prune_scores asks first.
         if self._cache is None:
             self._cache = []
-            for tab, rows, other in ((self.users, self.user_rows, self.items),
-                                     (self.items, self.item_rows, self.users)):
+            for tab, rows, other, side in ((self.users, self.user_rows, self.items, "user"),
+                                           (self.items, self.item_rows, self.users, "item")):
+                wr, wo = self._w[side]
                 grow = np.empty((tab.n_rows, tab.n_cols), np.float32)
                 prune = np.empty(tab.nnz, np.float32)
                 self._k.curvature_scores(grow, prune, tab.indptr, tab.indices, tab.values_buf,
                                          *rows, other.indptr, other.indices, other.values_buf,
-                                         self._gram(other), self.w0, self.lam, _IALS_BLOCKS)
+                                         self._gram(other, wo), wr, wo, self.lam,
+                                         _IALS_BLOCKS)
                 self._cache.append((grow, prune))
         return self._cache
 

@@ -308,8 +308,9 @@ class IALSEngine(cpu.IALSEngine):
     rows are computed and selected on the device
     (:class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`); so are
     the prune scores ``w**2 * H_jj`` and their threshold (only a keep mask
-    comes back); the rebuild runs on the host. ``regularization``
-    and ``unobserved_weight`` are the estimator's, as on the CPU. Scratch
+    comes back); the rebuild runs on the host. ``regularization``,
+    ``unobserved_weight`` and ``popularity_exponent`` are the estimator's,
+    as on the CPU. Scratch
     is about ``(2 d + 64) d`` float64 per thread, so the grid is a few
     blocks of 64 threads per streaming multiprocessor by default.
     ``gather``: interactions gathered per pass of a row's system build
@@ -317,11 +318,12 @@ class IALSEngine(cpu.IALSEngine):
     """
 
     def __init__(self, data, users, items, bias_v, *, regularization, unobserved_weight,
-                 n_blocks=None, threads_per_block=64, gather=None):
+                 popularity_exponent=0.0, n_blocks=None, threads_per_block=64, gather=None):
         if not is_available():
             raise _no_gpu_error()
         super().__init__(data, users, items, bias_v, regularization=regularization,
-                         unobserved_weight=unobserved_weight)
+                         unobserved_weight=unobserved_weight,
+                         popularity_exponent=popularity_exponent)
         from numba import cuda
 
         from .._kernels.cuda import ials as _ials_cuda
@@ -335,6 +337,12 @@ class IALSEngine(cpu.IALSEngine):
         to = cuda.to_device
         self.rows_d = [tuple(to(np.ascontiguousarray(x)) for x in rows)
                        for rows in (self.user_rows, self.item_rows)]
+        # Per table (users, items): the solved rows' and the other side's
+        # factors of the unobserved weight on the device, and the latter's sum
+        # (the CPU engine's ``_w``).
+        self.weights_d = [(to(np.ascontiguousarray(wr, np.float64)),
+                           to(np.ascontiguousarray(wo, np.float64)), float(np.sum(wo)))
+                          for wr, wo in (self._w["user"], self._w["item"])]
         self.scratch = _ials_cuda.Scratch(self.n_blocks * self.threads_per_block, users.n_cols,
                                           gather or _ials_cuda.GATHER)
         self.loss_d = [cuda.device_array(t.n_rows, np.float64) for t in (users, items)]
@@ -361,19 +369,22 @@ class IALSEngine(cpu.IALSEngine):
     def _gram_of(self, t):
         tab = (self.users, self.items)[t]
         dense, partial = self._gram_work[t]
+        # Table t is the other side of the solves of table 1 - t: weighted by
+        # those solves' ``wo``.
         G, dense, partial = self._kernels.gram(*self.tabs_d[t], tab.n_rows, tab.n_cols,
-                                               self._grid, dense, partial)
+                                               self._grid, self.weights_d[1 - t][1], dense,
+                                               partial)
         self._gram_work[t] = (dense, partial)
         return G
 
     def epoch(self, key):
         # Deterministic: the key is not needed (no sampling).
         self._grams = None
-        k, lam, w0, grid = self._kernels, self.lam, self.w0, self._grid
-        k.solve_rows(self.tabs_d[0], self.rows_d[0], self.tabs_d[1], self._gram_of(1), w0, lam,
-                     self.loss_d[0], self.reg_d[0], self.scratch, grid)
-        k.solve_rows(self.tabs_d[1], self.rows_d[1], self.tabs_d[0], self._gram_of(0), w0, lam,
-                     self.loss_d[1], self.reg_d[1], self.scratch, grid)
+        k, lam, W, grid = self._kernels, self.lam, self.weights_d, self._grid
+        k.solve_rows(self.tabs_d[0], self.rows_d[0], self.tabs_d[1], self._gram_of(1), W[0],
+                     lam, self.loss_d[0], self.reg_d[0], self.scratch, grid)
+        k.solve_rows(self.tabs_d[1], self.rows_d[1], self.tabs_d[0], self._gram_of(0), W[1],
+                     lam, self.loss_d[1], self.reg_d[1], self.scratch, grid)
         # As on the CPU: the item rows' objectives hold the data loss once
         # and the item ridge; the user ridge comes from the user solves.
         return float(self.loss_d[1].copy_to_host().sum() + self.reg_d[0].copy_to_host().sum())
@@ -404,8 +415,8 @@ class IALSEngine(cpu.IALSEngine):
             prune_d = self._cuda.device_array(max(tables[t].nnz, 1), np.float32)
 
             def launch(r0, r1, G_d):
-                k.curvature(r0, r1, G_d, prune_d, *self._score_args(t), self.w0, self.lam,
-                            self.scratch, grid)
+                k.curvature(r0, r1, G_d, prune_d, *self._score_args(t), self.weights_d[t],
+                            self.lam, self.scratch, grid)
             return launch
 
         held = [None]
@@ -421,8 +432,8 @@ class IALSEngine(cpu.IALSEngine):
         for t, tab in enumerate((self.users, self.items)):
             prune_d = self._cuda.device_array((tab.nnz, 1), np.float32)
             self._kernels.curvature(0, tab.n_rows, empty, prune_d.reshape(tab.nnz),
-                                    *self._score_args(t), self.w0, self.lam, self.scratch,
-                                    self._grid)
+                                    *self._score_args(t), self.weights_d[t], self.lam,
+                                    self.scratch, self._grid)
             out.append(DevicePrune(prune_d, self._grid))
         return out
 

@@ -7,7 +7,9 @@ its Cholesky solve and its gradient and curvature are the CPU's, term for
 term, so results match up to floating-point contraction.
 
 * ``densify_kernel`` and ``gram_kernel``/``gram_reduce_kernel``: the other
-  side's Gram matrix ``H^T H`` as a dense ``d x d`` product on the device.
+  side's weighted Gram matrix ``H^T diag(wo) H`` as a dense ``d x d``
+  product on the device (``wo``: each row's factor of the unobserved
+  weight, all 1 unless unobserved pairs are weighted by popularity).
   The table is written densely (float32, zeros off the pattern), one thread
   per ``(segment of rows, a, e)`` sums its segment in float64, and a
   second kernel adds the segments in order: no atomics, so the result does
@@ -65,8 +67,8 @@ def densify_kernel(indptr, indices, values, D):
 
 
 @cuda.jit
-def gram_kernel(D, P):
-    """``P[s, a, e] = sum_{r in segment s} D[r, a] D[r, e]`` (float64), for ``e <= a``."""
+def gram_kernel(D, wo, P):
+    """``P[s, a, e] = sum_{r in segment s} wo[r] D[r, a] D[r, e]`` (float64), for ``e <= a``."""
     n, d = D.shape
     n_seg = P.shape[0]
     seg_len = (n + n_seg - 1) // n_seg
@@ -78,7 +80,7 @@ def gram_kernel(D, P):
             continue
         acc = 0.0
         for r in range(s * seg_len, min(n, (s + 1) * seg_len)):
-            acc += np.float64(D[r, a]) * D[r, e]
+            acc += wo[r] * D[r, a] * D[r, e]
         P[s, a, e] = acc
 
 
@@ -100,18 +102,18 @@ def gram_reduce_kernel(P, G):
 
 @cuda.jit
 def solve_rows_kernel(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
-                      o_values, G, w0, lam, loss, reg, pos, cols, A, b, x, H, wH):
+                      o_values, G, wr, wo, lam, wo_sum, loss, reg, pos, cols, A, b, x, H, wH):
     """Every row's active weights replaced by the exact minimiser of its loss, one thread per row.
 
     ``loss[r]``, ``reg[r]``: the row's objective and ridge term at the
-    solution. Scratch has the thread last (:class:`Scratch`); ``pos`` is
-    all ``d``.
+    solution; ``wr``, ``wo``: the solved and the other rows' factors of the
+    unobserved weight, ``wo_sum`` the sum of ``wo``. Scratch has the thread
+    last (:class:`Scratch`); ``pos`` is all ``d``.
     """
     tid = cuda.grid(1)
     if tid >= pos.shape[1]:
         return
     n = indptr.shape[0] - 1
-    n_other = o_indptr.shape[0] - 1
     t_pos, t_cols, t_b, t_x = pos[:, tid], cols[:, tid], b[:, tid], x[:, tid]
     t_A, t_H, t_wH = A[:, :, tid], H[:, :, tid], wH[:, :, tid]
     for r in range(tid, n, cuda.gridsize(1)):
@@ -120,8 +122,8 @@ def solve_rows_kernel(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o
         for a in range(k):
             t_cols[a] = indices[p0 + a]
         lo, rg = _solve_row(t_cols, k, x_indptr[r], x_indptr[r + 1], x_idx, x_c, o_indptr,
-                            o_indices, o_values, G, w0, lam, n_other, t_pos, t_A, t_b, t_H,
-                            t_wH, t_x)
+                            o_indices, o_values, G, wr[r], wo, lam, wo_sum, t_pos, t_A, t_b,
+                            t_H, t_wH, t_x)
         for a in range(k):
             values[p0 + a, 0] = np.float32(t_x[a])
         loss[r] = lo
@@ -130,7 +132,7 @@ def solve_rows_kernel(indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o
 
 @cuda.jit
 def curvature_kernel(r0, r1, grow, prune, indptr, indices, values, x_indptr, x_idx, x_c,
-                     o_indptr, o_indices, o_values, G, w0, lam, w, g, h):
+                     o_indptr, o_indices, o_values, G, wr, wo, lam, wo_sum, w, g, h):
     """Growth scores of rows ``r0:r1`` into ``grow[r - r0]`` and prune scores of their weights.
 
     ``grow`` with no rows writes prune scores only. One thread per row,
@@ -140,12 +142,11 @@ def curvature_kernel(r0, r1, grow, prune, indptr, indices, values, x_indptr, x_i
     if tid >= w.shape[1]:
         return
     d = G.shape[0]
-    n_other = o_indptr.shape[0] - 1
     t_w, t_g, t_h = w[:, tid], g[:, tid], h[:, tid]
     write_grow = grow.shape[0] > 0
     for r in range(r0 + tid, r1, cuda.gridsize(1)):
         _grad_curv(r, indptr, indices, values, x_indptr, x_idx, x_c, o_indptr, o_indices,
-                   o_values, G, w0, lam, n_other, t_w, t_g, t_h)
+                   o_values, G, wr[r], wo, lam, wo_sum, t_w, t_g, t_h)
         if write_grow:
             out = grow[r - r0]
             for j in range(d):
@@ -176,8 +177,8 @@ class Scratch:
         self.h = cuda.device_array((d, T), np.float64)
 
 
-def gram(indptr, indices, values, n_rows, d, grid, dense=None, partial=None):
-    """``H^T H`` (float64 ``(d, d)``, on the device) of a device table.
+def gram(indptr, indices, values, n_rows, d, grid, wo, dense=None, partial=None):
+    """``H^T diag(wo) H`` (float64 ``(d, d)``, on the device) of a device table.
 
     Returns ``(G, dense, partial)``; pass the last two back to reuse them.
     """
@@ -187,20 +188,26 @@ def gram(indptr, indices, values, n_rows, d, grid, dense=None, partial=None):
         partial = cuda.device_array((GRAM_SEGMENTS, d, d), np.float64)
     G = cuda.device_array((d, d), np.float64)
     densify_kernel[grid](indptr, indices, values, dense)
-    gram_kernel[grid](dense, partial)
+    gram_kernel[grid](dense, wo, partial)
     gram_reduce_kernel[grid](partial, G)
     return G, dense, partial
 
 
-def solve_rows(tab, rows, other, G, w0, lam, loss, reg, scratch, grid):
-    """Launch :func:`solve_rows_kernel`; ``tab``/``other`` are ``(indptr, indices, values)``."""
+def solve_rows(tab, rows, other, G, weights, lam, loss, reg, scratch, grid):
+    """Launch :func:`solve_rows_kernel`; ``tab``/``other`` are ``(indptr, indices, values)``.
+
+    ``weights``: ``(wr, wo, wo_sum)``, the device factor arrays and ``wo``'s sum.
+    """
     s = scratch
-    solve_rows_kernel[grid](*tab, *rows, *other, G, np.float64(w0), np.float64(lam), loss, reg,
-                            s.pos, s.cols, s.A, s.b, s.x, s.H, s.wH)
+    wr, wo, wo_sum = weights
+    solve_rows_kernel[grid](*tab, *rows, *other, G, wr, wo, np.float64(lam),
+                            np.float64(wo_sum), loss, reg, s.pos, s.cols, s.A, s.b, s.x, s.H,
+                            s.wH)
 
 
-def curvature(r0, r1, grow, prune, tab, rows, other, G, w0, lam, scratch, grid):
-    """Launch :func:`curvature_kernel` on rows ``r0:r1``."""
+def curvature(r0, r1, grow, prune, tab, rows, other, G, weights, lam, scratch, grid):
+    """Launch :func:`curvature_kernel` on rows ``r0:r1`` (``weights`` as in :func:`solve_rows`)."""
     s = scratch
-    curvature_kernel[grid](np.int64(r0), np.int64(r1), grow, prune, *tab, *rows, *other, G,
-                           np.float64(w0), np.float64(lam), s.x, s.g, s.h)
+    wr, wo, wo_sum = weights
+    curvature_kernel[grid](np.int64(r0), np.int64(r1), grow, prune, *tab, *rows, *other, G, wr,
+                           wo, np.float64(lam), np.float64(wo_sum), s.x, s.g, s.h)
