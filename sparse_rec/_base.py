@@ -100,6 +100,17 @@ class SaveMixin:
         check_fitted(self)
         return save_model(self, path, user_ids=user_ids, item_ids=item_ids, compact=compact)
 
+    @classmethod
+    def _stored_nbytes(cls, value):
+        """Bytes a (non-compact) model file of this class stores for ``value``.
+
+        Models count ``nbytes_`` with it, so the figure is the file's own,
+        whatever index types the writer picks (``_narrow_indices``).
+        """
+        from ._io import stored_nbytes
+
+        return stored_nbytes(value, narrow=bool(getattr(cls, "_narrow_indices", False)))
+
 
 class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
     """Parameter checks common to DSL estimators."""

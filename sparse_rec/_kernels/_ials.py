@@ -33,6 +33,20 @@ import numpy as np
 from numba import njit, prange
 
 
+def ials_item_factors(counts, exponent, reference=None):
+    """iALS factor ``q_i`` of each item's unobserved weight: ``max(n_i, 1)**exponent``, mean 1.
+
+    ``counts`` are the items' interaction counts; the mean is taken over
+    ``reference`` (the training items' counts; default ``counts``), so all
+    unobserved pairs together keep the weight of ``exponent=0`` (all 1).
+    """
+    if exponent == 0:
+        return np.ones(len(counts))
+    ref = counts if reference is None else reference
+    scale = np.mean(np.maximum(np.asarray(ref, np.float64), 1.0) ** exponent) if len(ref) else 1.0
+    return np.maximum(np.asarray(counts, np.float64), 1.0) ** exponent / scale
+
+
 @njit(cache=True)
 def gram(indptr, indices, values, d, wo):
     """``H^T diag(wo) H`` (float64, ``(d, d)``) of a sparse table's weights.

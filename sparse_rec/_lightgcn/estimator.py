@@ -6,7 +6,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import backends
-from .._io import stored_nbytes
 from .._recommend import check_fitted
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
@@ -337,17 +336,17 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         super()._account(params)
         d = self.user_table_.n_cols
         graph = self._graph_nbytes()
-        self.nbytes_ = int(stored_nbytes(self.user_table_) + stored_nbytes(self.item_table_)
-                           + graph)
+        tabs = self._stored_nbytes(self.user_table_) + self._stored_nbytes(self.item_table_)
+        self.nbytes_ = int(tabs + graph)
         self.dense_nbytes_ = int(4 * d * (self.user_table_.n_rows + self.item_table_.n_rows)
                                  + graph)
 
     def _graph_nbytes(self):
         """Bytes the file stores for the graph: ``seen_`` (and the folded users' rows)."""
-        out = stored_nbytes(self.seen_)
+        out = self._stored_nbytes(self.seen_)
         users, G = self._folded()
         if G is not None:
-            out += int(users.nbytes) + stored_nbytes(G)
+            out += int(users.nbytes) + self._stored_nbytes(G)
         return out
 
     # --- workflow hooks (sparse_rec._workflows) --------------------------------
@@ -437,7 +436,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         G.sort_indices()
         self.folded_users_, self.folded_graph_ = folded.astype(np.int64), G
         graph = self._graph_nbytes()
-        tabs = stored_nbytes(self.user_table_) + stored_nbytes(self.item_table_)
+        tabs = self._stored_nbytes(self.user_table_) + self._stored_nbytes(self.item_table_)
         self.nbytes_ = int(tabs + graph)
         self.dense_nbytes_ = int(4 * d * (self.n_users_ + self.n_items_) + graph)
         self._clear_caches()

@@ -22,20 +22,6 @@ IALS_UNOBSERVED_MASS = 10.0
 _POP_SLOPE, _POP_DENSITY, _POP_MAX = 0.25, 0.01, 0.5
 
 
-def ials_item_factors(counts, exponent, reference=None):
-    """iALS factor ``q_i`` of each item's unobserved weight: ``max(n_i, 1)**exponent``, mean 1.
-
-    ``counts`` are the items' interaction counts; the mean is taken over
-    ``reference`` (the training items' counts; default ``counts``), so all
-    unobserved pairs together keep the weight of ``exponent=0`` (all 1).
-    """
-    if exponent == 0:
-        return np.ones(len(counts))
-    ref = counts if reference is None else reference
-    scale = np.mean(np.maximum(np.asarray(ref, np.float64), 1.0) ** exponent) if len(ref) else 1.0
-    return np.maximum(np.asarray(counts, np.float64), 1.0) ** exponent / scale
-
-
 # Fold-in of new users (BPR): passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 30
 _FOLD_IN_REFINE = 10
@@ -250,11 +236,11 @@ class MFModel:
         trained = (np.diff(sp.csc_matrix(self.seen_).indptr) if expo
                    else np.zeros(self.seen_.shape[1]))
         if other == "item":
-            wo = ials_item_factors(trained, expo)
+            wo = _ials.ials_item_factors(trained, expo)
             wr = np.full(X.shape[0], w0)
         else:
             wo = np.ones(items.n_rows)
-            wr = w0 * ials_item_factors(np.diff(X.indptr), expo, reference=trained)
+            wr = w0 * _ials.ials_item_factors(np.diff(X.indptr), expo, reference=trained)
         with numba_threads(self.n_threads):
             if key not in cache:
                 cache[key] = _ials.gram(items.indptr, items.indices, items.values_buf,

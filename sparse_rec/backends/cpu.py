@@ -302,7 +302,6 @@ class IALSEngine(Engine):
     def __init__(self, data, users, items, bias_v, *, regularization, unobserved_weight,
                  popularity_exponent=0.0):
         from .._kernels import _ials
-        from .._mf.scoring import ials_item_factors
 
         self._k = _ials
         self.users, self.items = users, items
@@ -312,7 +311,7 @@ class IALSEngine(Engine):
         # The unobserved weight of pair (u, i) is w0 * q_i: q (mean 1) by the
         # item's training count, all 1 without popularity weighting.
         counts = np.diff(data.xt_indptr)
-        q = ials_item_factors(counts, popularity_exponent)
+        q = _ials.ials_item_factors(counts, popularity_exponent)
         # Per side: (the solved rows' factors, the other side's factors).
         self._w = {"user": (np.full(users.n_rows, self.w0), q),
                    "item": (self.w0 * q, np.ones(users.n_rows))}
