@@ -22,6 +22,12 @@ rows; without it only DSLMultVAE rows run)::
     python benchmarks/multvae_reference.py               # writes docs/benchmarks.md
     python benchmarks/multvae_reference.py --quick --no-write   # smoke test
     python benchmarks/multvae_reference.py --eval validation --no-write --data ml-100k
+    python benchmarks/multvae_reference.py --data gowalla --no-torch --with-als \
+        --densities 0.2 --set n_sampled=2000          # sampled softmax on a large catalogue
+
+``--with-als`` adds implicit's ALS-64 (held-out users folded in) to the
+same table and checks density 0.2 against it. Gowalla is the LightGCN
+split's two halves together (every check-in a positive), re-split by users.
 """
 
 import argparse
