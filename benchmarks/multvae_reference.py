@@ -247,10 +247,11 @@ def run_als(train, given, held, seed, threads):
 
 
 def run_dsl(train, given, held, density, epochs, seed, threads, extra):
-    est = DSLMultVAE(hidden_layer_sizes=HIDDEN, n_components=D, density=density,
-                     dropout=DROPOUT, beta=BETA, anneal_steps=ANNEAL, learning_rate=LR,
-                     batch_size=BATCH, max_iter=epochs, random_state=seed, n_threads=threads,
-                     **extra)
+    # --set overrides any of the protocol's values (e.g. batch_size).
+    est = DSLMultVAE(**{**dict(
+        hidden_layer_sizes=HIDDEN, n_components=D, density=density, dropout=DROPOUT, beta=BETA,
+        anneal_steps=ANNEAL, learning_rate=LR, batch_size=BATCH, max_iter=epochs,
+        random_state=seed, n_threads=threads), **extra})
     est.fit(train)
     top, _ = est.recommend_for_history(given, n=K)
     recall, ndcg = liang_metrics(top, held)
