@@ -125,6 +125,85 @@ def test_forward_and_backward_match_numpy_with_finite_differences(density):
     np.testing.assert_allclose(grad, finite_difference(loss, w64, pos), rtol=2e-3, atol=2e-5)
 
 
+@pytest.mark.parametrize("density", [0.6, 1.0])
+def test_sampled_softmax_loss_and_gradients_match_numpy(density):
+    # Two users: their positives leave items out, so some candidates are draws only.
+    est, params = tiny_model(density, seed=1)
+    E, Dt = params.tables
+    state = params.layout
+    layout = state.layout
+    X = sp.csr_matrix((np.ones(4, np.float32), [0, 2, 2, 5], [0, 2, 4]), shape=(2, N_ITEMS))
+    B = X.shape[0]
+    q = V.item_proposal(np.arange(N_ITEMS))
+    cand, logp = V.sampled_candidates(np.unique(X.indices), np.cumsum(q), np.log1p(-q), 3,
+                                      np.random.default_rng(4))
+    assert set(np.unique(X.indices)) < set(cand)  # some sampled-only candidates
+    np.testing.assert_array_equal(logp[np.isin(cand, X.indices)], 0.0)
+    sampled_only = ~np.isin(cand, X.indices)
+    np.testing.assert_allclose(logp[sampled_only],
+                               np.log(1 - (1 - q[cand[sampled_only]]) ** 3), rtol=1e-5)
+    vals, rows = V.normalised(X.indptr, X.indices, X.data, B)
+    hist = (X.indptr.astype(np.int64), X.indices.astype(np.int32), vals)
+    hist_t = V.transposed(*hist, X.shape)
+    eps = np.random.default_rng(3).standard_normal((B, D)).astype(np.float32)
+    beta = 0.3
+    P = layout.views(state.dense[0])
+    enc, mu, lv, dec = V.forward(E, P, layout, hist, eps)
+    L = V.logits_t(Dt, np.ascontiguousarray(dec[-1].T), P["b_d"], rows=cand)
+    L -= logp[:, None]
+    nll, _ = V.softmax_loss_grad(L, np.searchsorted(cand, X.indices).astype(np.int64), rows,
+                                 X.data, np.float32(1 / B))
+    kl = -0.5 * np.sum(1 + lv - mu ** 2 - np.exp(lv), axis=1)
+    grad = np.zeros(layout.size, np.float32)
+    parts = np.zeros((2, HIDDEN[0], B), np.float32)
+    gE, gD, _ = V.backward(E, Dt, P, layout.views(grad), layout, hist_t, enc, mu, lv, dec, eps,
+                           L, np.float32(beta / B), parts, rows=cand)
+    Ed, Dd = dense64(E), dense64(Dt)
+    w64 = state.dense[0].astype(np.float64)
+    P64 = layout.views(w64)
+    Xin64 = sp.csr_matrix((vals, X.indices, X.indptr), shape=X.shape).toarray().astype(float)
+    X64 = X.toarray().astype(np.float64)
+    logp64 = logp.astype(np.float64)
+
+    def loss():  # the corrected softmax over the candidates only, in float64
+        _, logits = reference_loss(Ed, Dd, P64, Xin64, X64, eps.astype(np.float64), 0.0)
+        h = np.tanh(Xin64 @ Ed + P64["b_e"])
+        qz = h @ P64["q_W"] + P64["q_b"]
+        m, v = qz[:, :D], qz[:, D:]
+        lc = logits[:, cand] - logp64
+        top = lc.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(lc - top).sum(axis=1))
+        nll = X64.sum(axis=1) * lse - (X64 * logits).sum(axis=1)
+        return float((nll + beta * -0.5 * (1 + v - m ** 2 - np.exp(v)).sum(axis=1)).mean())
+
+    assert abs((nll.sum() + beta * kl.sum()) / B - loss()) < 1e-4 * max(1, abs(loss()))
+    for tab, G, M in ((E, gE, Ed), (Dt, gD, Dd)):
+        rows_t = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
+        pos = list(zip(rows_t, tab.indices.astype(np.int64), strict=True))
+        np.testing.assert_allclose(G, finite_difference(loss, M, pos), rtol=2e-3, atol=2e-5)
+    assert np.all(gD[np.isin(np.repeat(np.arange(Dt.n_rows), Dt.row_nnz()),
+                                            cand, invert=True)] == 0)
+    pos = [(p,) for p in range(layout.size)]
+    np.testing.assert_allclose(grad, finite_difference(loss, w64, pos), rtol=2e-3, atol=2e-5)
+
+
+def test_sampled_candidates_estimate_the_full_normaliser_without_bias():
+    rng = np.random.default_rng(0)
+    n = 40
+    logits = rng.normal(0, 1.5, n)
+    q = V.item_proposal(rng.integers(0, 20, n))
+    cdf, log1m_q = np.cumsum(q), np.log1p(-q)
+    positives = np.array([3, 17])
+    est = []
+    for _ in range(4000):
+        cand, logp = V.sampled_candidates(positives, cdf, log1m_q, 6, rng)
+        assert set(positives) <= set(cand)
+        est.append(np.exp(logits[cand] - logp).sum())
+    est = np.array(est)
+    Z = np.exp(logits).sum()
+    assert abs(est.mean() - Z) < 4 * est.std() / np.sqrt(len(est))
+
+
 def test_growth_gradients_are_the_dense_gradient_of_the_mean_loss():
     est, params = tiny_model(density=0.4)
     X = tiny_data(1)
@@ -257,6 +336,20 @@ def test_training_lowers_the_loss_and_beats_popularity(X):
     assert recall_at_k(ids, X_te, 10) > recall_at_k(pop_ids, X_te, 10)
 
 
+def test_sampled_softmax_fit_lowers_the_loss_and_beats_popularity(X):
+    from sparse_rec.metrics import recall_at_k
+    from sparse_rec.model_selection import random_split
+
+    X_tr, X_te = random_split(X, test_size=0.2, random_state=0)
+    est = small(density=1.0, n_sampled=10, max_iter=30, learning_rate=3e-3).fit(X_tr)
+    assert est.history_[-1]["loss"] < est.history_[0]["loss"]
+    ids, _ = est.recommend(np.arange(X.shape[0]), n=10)
+    pop = np.asarray(X_tr.sum(axis=0)).ravel()
+    top = np.argsort(-pop, kind="stable")
+    pop_ids = np.array([[j for j in top if X_tr[u, j] == 0][:10] for u in range(X.shape[0])])
+    assert recall_at_k(ids, X_te, 10) > recall_at_k(pop_ids, X_te, 10)
+
+
 def test_one_thread_fit_is_reproducible(X, fitted):
     again = small(callbacks=[lambda e, row: None]).fit(X)
     est = fitted[0]
@@ -320,6 +413,8 @@ def test_early_stopping_scores_from_the_training_part(X):
     ("hidden_layer_sizes", (0,), "hidden_layer_sizes"),
     ("hidden_layer_sizes", (), "hidden_layer_sizes"),
     ("batch_size", 0, "batch_size"),
+    ("n_sampled", 0, "n_sampled"),
+    ("n_sampled", 2.5, "n_sampled"),
     ("n_components", 0, "n_components"),
     ("density", 0.0, "density"),
     ("backend", "tpu", "backend"),

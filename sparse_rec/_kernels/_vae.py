@@ -35,11 +35,16 @@ def encode(h_indptr, h_indices, h_vals, indptr, indices, v, bias, out):
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def decode(r0, r1, indptr, indices, v, aT, bias, outT):
-    """Logits of items ``r0:r1``: ``outT[i - r0] = bias[i] + sum_p D[i, k_p] * aT[k_p]``."""
+def decode(rows, indptr, indices, v, aT, bias, outT):
+    """Logits of items ``rows``: ``outT[q] = bias[i] + sum_p D[i, k_p] * aT[k_p]``, ``i = rows[q]``.
+
+    ``rows`` is a range of items (full softmax, growth chunks) or a sampled
+    softmax's candidates.
+    """
     B = aT.shape[1]
-    for i in prange(r0, r1):
-        o = outT[i - r0]
+    for q in prange(rows.shape[0]):
+        i = rows[q]
+        o = outT[q]
         bi = bias[i]
         for b in range(B):
             o[b] = bi
@@ -51,21 +56,24 @@ def decode(r0, r1, indptr, indices, v, aT, bias, outT):
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def decoder_backward(indptr, indices, v, aT, dlT, g_out, daT_parts):
+def decoder_backward(rows, indptr, indices, v, aT, dlT, g_out, daT_parts):
     """Gradients of the decoder weights and of its input, from the logits' gradient.
 
-    ``g_out[p] = sum_b dlT[i, b] * aT[k, b]`` for every active ``(i, k)``;
-    ``daT_parts[t]`` receives ``sum_i D[i, k] * dlT[i, :]`` over the items of
-    part ``t`` (the caller sums the parts: no two threads add to one row).
+    ``dlT[q]`` is the gradient of item ``rows[q]``'s logits. ``g_out[p] =
+    sum_b dlT[q, b] * aT[k, b]`` for every active ``(rows[q], k)`` (the
+    other items' entries are left as they are); ``daT_parts[t]`` receives
+    ``sum_q D[rows[q], k] * dlT[q, :]`` over the rows of part ``t`` (the
+    caller sums the parts: no two threads add to one row).
     """
-    n = indptr.shape[0] - 1
+    n = rows.shape[0]
     n_parts = daT_parts.shape[0]
     B = aT.shape[1]
     for t in prange(n_parts):
         acc = daT_parts[t]
         acc[:] = 0.0
-        for i in range(t * n // n_parts, (t + 1) * n // n_parts):
-            dl = dlT[i]
+        for q in range(t * n // n_parts, (t + 1) * n // n_parts):
+            i = rows[q]
+            dl = dlT[q]
             for p in range(indptr[i], indptr[i + 1]):
                 k = indices[p]
                 a = aT[k]

@@ -87,6 +87,16 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         L2 penalty added to the gradient of every weight (not biases).
     batch_size : int, default=500
         Users per Adam update.
+    n_sampled : int or None, default=None
+        None trains with the full softmax over all items. An int trains
+        with a sampled softmax: each batch's likelihood is normalised over
+        the batch's positives and ``n_sampled`` items drawn (with
+        replacement, by training frequency plus one) and shared by the
+        batch, with the log-q correction (each candidate's logit minus the
+        log of its probability of being a candidate), so the decoder's
+        cost per batch follows the candidates, not ``n_items``. Growth
+        gradients and scoring stay full. See the user guide for what it
+        costs in quality.
     max_iter : int, default=50
         Epochs (each visits every user with an interaction once).
     update_ratio : float in [0, 1), default=0.2
@@ -212,6 +222,7 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         learning_rate=1e-3,
         alpha=0.0,
         batch_size=500,
+        n_sampled=None,
         max_iter=50,
         update_ratio=0.2,
         update_interval=5,
@@ -238,6 +249,7 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         self.learning_rate = learning_rate
         self.alpha = alpha
         self.batch_size = batch_size
+        self.n_sampled = n_sampled
         self.max_iter = max_iter
         self.update_ratio = update_ratio
         self.update_interval = update_interval
@@ -268,6 +280,9 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         check_positive_int(self.anneal_steps, "anneal_steps", minimum=0,
                            hint="Use for example 200000, or 0 for a constant KL weight.")
         check_positive_int(self.batch_size, "batch_size", hint="Use for example 500.")
+        if self.n_sampled is not None:
+            check_positive_int(self.n_sampled, "n_sampled",
+                               hint="Use None for the full softmax, or e.g. 2000 sampled items.")
         return hidden
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
@@ -322,7 +337,7 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         return engine(data, params.tables[0], params.tables[1], params.layout,
                       learning_rate=self.learning_rate, alpha=self.alpha,
                       dropout=self.dropout, beta=self.beta, anneal_steps=self.anneal_steps,
-                      batch_size=self.batch_size,
+                      batch_size=self.batch_size, n_sampled=self.n_sampled,
                       table_learning_rate=self.learning_rate / np.sqrt(self.density))
 
     def _publish(self, params):

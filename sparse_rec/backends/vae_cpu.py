@@ -127,15 +127,51 @@ def forward_dense(pre, P, layout, eps=None):
     return enc, mu, logvar, dec
 
 
-def logits_t(D, aT, b_d, r0=0, r1=None):
-    """Logits of items ``r0:r1`` for the batch with last decoder activations ``aT.T``."""
-    r1 = D.n_rows if r1 is None else r1
+def logits_t(D, aT, b_d, r0=0, r1=None, rows=None):
+    """Logits of items ``r0:r1``, or of the items ``rows`` (a sampled softmax's
+    candidates), for the batch with last decoder activations ``aT.T``."""
     W = _full(D)
-    if W is not None:
-        return W[r0:r1] @ aT + b_d[r0:r1, None]
-    out = np.empty((r1 - r0, aT.shape[1]), np.float32)
-    KV.decode(r0, r1, *_arr(D), aT, b_d, out)
+    if rows is None:
+        r1 = D.n_rows if r1 is None else r1
+        if W is not None:
+            return W[r0:r1] @ aT + b_d[r0:r1, None]
+        rows = np.arange(r0, r1, dtype=np.int64)
+    elif W is not None:
+        return W[rows] @ aT + b_d[rows, None]
+    out = np.empty((len(rows), aT.shape[1]), np.float32)
+    KV.decode(rows, *_arr(D), aT, b_d, out)
     return out
+
+
+def item_proposal(counts):
+    """Sampling probabilities of a sampled softmax's shared negatives: ``(count + 1) / sum``.
+
+    The softmax averaged over users approaches the items' frequencies, so
+    drawing by frequency puts the draws where the normaliser's mass is;
+    the added one keeps every item drawable.
+    """
+    q = np.asarray(counts, np.float64) + 1.0
+    return q / q.sum()
+
+
+def sampled_candidates(positives, cdf, log1m_q, n_sampled, rng):
+    """A batch's candidate items and the log-probability that each is a candidate.
+
+    ``n_sampled`` items are drawn with replacement from the proposal whose
+    cumulative sum is ``cdf`` (``log1m_q = log(1 - q)``); the candidates
+    are the draws and the batch's ``positives``. A positive is a candidate
+    for certain (log-probability 0), any other item ``j`` with probability
+    ``1 - (1 - q_j) ** n_sampled``: subtracting that log from the logits
+    makes the candidates' sum of ``exp(logit) / P(candidate)`` an unbiased
+    estimate of the full softmax's normaliser (Horvitz-Thompson), the
+    log-q correction.
+    """
+    draws = np.minimum(np.searchsorted(cdf, rng.random(n_sampled) * cdf[-1], side="right"),
+                       len(cdf) - 1)
+    cand = np.union1d(positives, draws).astype(np.int64)
+    logp = np.log(-np.expm1(n_sampled * log1m_q[cand])).astype(np.float32)
+    logp[np.isin(cand, positives, assume_unique=True)] = 0.0
+    return cand, logp
 
 
 def _infer(E, P, layout, X, width, pick):
@@ -180,25 +216,40 @@ def softmax_loss_grad(L, idx, rows, vals, scale):
     return nll, lse
 
 
-def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scale, parts):
+def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scale, parts,
+             rows=None):
     """Gradients of one batch from the logits' gradient ``dlT`` (items x batch).
 
     Fills the dense gradient views ``G``; returns ``(gE, gD, dpre1)``, the
     gradients of the two tables' active weights and of the encoder's first
     pre-activation. ``kl_scale`` is the KL weight divided by the batch size.
+    With ``rows`` (a sampled softmax), ``dlT[q]`` is item ``rows[q]``'s and
+    every other item's logit gradient is zero.
     """
-    G["b_d"][:] = dlT.sum(axis=1)
     aT = np.ascontiguousarray(dec[-1].T)
     W = _full(D)
-    if W is not None:
+    if rows is None:
+        G["b_d"][:] = dlT.sum(axis=1)
+    else:
+        G["b_d"][:] = 0.0
+        G["b_d"][rows] = dlT.sum(axis=1)
+    if W is not None and rows is None:
         gD = (dlT @ dec[-1]).ravel()
         da = dlT.T @ W
+    elif W is not None:
+        gD = np.zeros(W.shape, np.float32)
+        gD[rows] = dlT @ dec[-1]
+        gD = gD.ravel()
+        da = dlT.T @ W[rows]
     else:
-        gD = np.empty(D.nnz, np.float32)
+        if rows is None:
+            gD, rows = np.empty(D.nnz, np.float32), np.arange(D.n_rows, dtype=np.int64)
+        else:
+            gD = np.zeros(D.nnz, np.float32)
         if parts.shape[2] != aT.shape[1]:
             # Contiguous rows of exactly the batch: the kernel's inner loops vectorise.
             parts = np.empty(parts.shape[:2] + (aT.shape[1],), np.float32)
-        KV.decoder_backward(*_arr(D), aT, dlT, gD, parts)
+        KV.decoder_backward(rows, *_arr(D), aT, dlT, gD, parts)
         da = parts.sum(axis=0).T
     dpre1 = backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale)
     if _full(E) is not None:
@@ -269,7 +320,7 @@ class VAEEngine(Engine):
     """
 
     def __init__(self, data, encoder, decoder, state, *, learning_rate, alpha, dropout, beta,
-                 anneal_steps, batch_size, table_learning_rate=None):
+                 anneal_steps, batch_size, table_learning_rate=None, n_sampled=None):
         self.E, self.D, self.state = encoder, decoder, state
         n_users = data.x_indptr.shape[0] - 1
         n_items = encoder.n_rows
@@ -288,6 +339,11 @@ class VAEEngine(Engine):
         self.parts = np.zeros((numba.get_num_threads(), state.layout.hidden[0], self.batch),
                               np.float32)
         self.wmask = state.layout.weight_mask()
+        # Sampled softmax: shared negatives drawn by item frequency (None: full softmax).
+        self.n_sampled = None if n_sampled is None else int(n_sampled)
+        if self.n_sampled is not None:
+            q = item_proposal(np.diff(self.Xt.indptr))
+            self.cdf, self.log1m_q = np.cumsum(q), np.log1p(-q)
 
     def anneal(self):
         """The KL weight of the next update: ``min(beta, n_updates / anneal_steps)``."""
@@ -312,8 +368,8 @@ class VAEEngine(Engine):
         hist_t = transposed(*hist, (B, self.E.n_rows))
         return hist, hist_t, (idx, rows, Xb.data.astype(np.float32))
 
-    def _pass(self, users, rng, G, *, train_noise):
-        """Forward and backward over ``users``; returns the loss parts and gradients."""
+    def _pass(self, users, rng, G, *, train_noise, cand=None):
+        """Forward pass over ``users``: activations and the logits (of items ``cand``)."""
         layout = self.state.layout
         P = layout.views(self.state.dense[0])
         B = len(users)
@@ -321,7 +377,7 @@ class VAEEngine(Engine):
         eps = rng.standard_normal((B, layout.d), dtype=np.float32) if train_noise else None
         enc, mu, logvar, dec = forward(self.E, P, layout, hist, eps)
         aT = np.ascontiguousarray(dec[-1].T)
-        L = logits_t(self.D, aT, P["b_d"])
+        L = logits_t(self.D, aT, P["b_d"], rows=cand)
         return enc, mu, logvar, dec, eps, L, hist_t, target
 
     def epoch(self, key):
@@ -335,14 +391,22 @@ class VAEEngine(Engine):
         for s in range(0, len(order), self.batch):
             users = np.sort(order[s: s + self.batch])
             B = len(users)
+            cand = None
+            if self.n_sampled is not None:
+                Xb = self.X[users]
+                cand, logp = sampled_candidates(np.unique(Xb.indices), self.cdf, self.log1m_q,
+                                                self.n_sampled, rng)
             enc, mu, logvar, dec, eps, L, hist_t, (idx, rows, vals) = self._pass(
-                users, rng, G, train_noise=True)
+                users, rng, G, train_noise=True, cand=cand)
             beta = self.anneal()
+            if cand is not None:
+                L -= logp[:, None]
+                idx = np.searchsorted(cand, idx)
             nll, _ = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / B))
             kl = -0.5 * np.sum(1.0 + logvar - mu ** 2 - np.exp(logvar), axis=1)
             total += float(nll.sum()) + beta * float(kl.sum())
             gE, gD, _ = backward(self.E, self.D, P, G, layout, hist_t, enc, mu, logvar, dec,
-                                 eps, L, np.float32(beta / B), self.parts)
+                                 eps, L, np.float32(beta / B), self.parts, rows=cand)
             state.n_updates += 1
             t = state.n_updates
             for tab, g in ((self.E, gE), (self.D, gD)):
