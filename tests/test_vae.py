@@ -424,6 +424,12 @@ def test_bad_parameters_say_what_must_hold(X, param, value, match):
         small(**{param: value}).fit(X)
 
 
+def test_sampled_softmax_on_cuda_is_refused(X):
+    # The CUDA engine trains the full softmax; it must not ignore n_sampled.
+    with pytest.raises(ValueError, match="sampled softmax.*no CUDA engine yet"):
+        small(n_sampled=10, backend="cuda").fit(X)
+
+
 def test_bad_inputs(X, fitted):
     est = fitted[0]
     with pytest.raises(ValueError, match="features"):

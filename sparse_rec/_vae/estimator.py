@@ -283,6 +283,11 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         if self.n_sampled is not None:
             check_positive_int(self.n_sampled, "n_sampled",
                                hint="Use None for the full softmax, or e.g. 2000 sampled items.")
+            if self.backend == "cuda":
+                # The CUDA engine trains the full softmax only.
+                raise ValueError(f"n_sampled={self.n_sampled!r} (sampled softmax) has no CUDA "
+                                 "engine yet; use backend='cpu' with it, or n_sampled=None on "
+                                 "backend='cuda'.")
         return hidden
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
