@@ -494,17 +494,21 @@ def _vae_fit(backend, **kw):
     return DSLMultVAE(**params).fit(X)
 
 
-def test_vae_fit_on_cuda_follows_the_cpu_fit():
-    cpu_fit, gpu_fit = _vae_fit("cpu"), _vae_fit("cuda")
+def _assert_fit_follows(cpu_fit, gpu_fit, tables):
+    """The device fit keeps the budget and follows the CPU fit (growth, loss, patterns)."""
     assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
     assert sum(h["grown"] for h in gpu_fit.history_) > 0
     assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
     assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
         [h["loss"] for h in cpu_fit.history_], rel=1e-4)
-    for name in ("encoder_table_", "decoder_table_"):
+    for name in tables:
         a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+
+
+def test_vae_fit_on_cuda_follows_the_cpu_fit():
+    _assert_fit_follows(_vae_fit("cpu"), _vae_fit("cuda"), ("encoder_table_", "decoder_table_"))
 
 
 def test_vae_cuda_without_gpu_is_the_mf_error(monkeypatch):
@@ -581,16 +585,8 @@ def _lightgcn_fit(backend, **kw):
 
 
 def test_lightgcn_fit_on_cuda_follows_the_cpu_fit():
-    cpu_fit, gpu_fit = _lightgcn_fit("cpu"), _lightgcn_fit("cuda")
-    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
-    assert sum(h["grown"] for h in gpu_fit.history_) > 0
-    assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]
-    assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
-        [h["loss"] for h in cpu_fit.history_], rel=1e-4)
-    for name in ("user_table_", "item_table_"):
-        a, b = getattr(gpu_fit, name), getattr(cpu_fit, name)
-        np.testing.assert_array_equal(a.indices, b.indices)
-        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-3, atol=1e-5)
+    _assert_fit_follows(_lightgcn_fit("cpu"), _lightgcn_fit("cuda"),
+                        ("user_table_", "item_table_"))
 
 
 def test_lightgcn_cuda_without_gpu_is_the_mf_error(monkeypatch):
