@@ -532,7 +532,7 @@ def _lightgcn_problem(seed=0, n_users=12, n_items=9, nnz=45, density=0.5, n_laye
     return data, params, graph
 
 
-def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0):
+def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propagate_every=1):
     import copy
 
     from sparse_rec.backends import cpu_lightgcn, cuda_lightgcn
@@ -540,16 +540,19 @@ def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0):
     data, params, graph = _lightgcn_problem(seed=seed, density=density, n_layers=n_layers)
     p_gpu = copy.deepcopy(params)
     opts = dict(n_layers=n_layers, learning_rate=0.01, alpha=0.01, optimizer=optimizer,
-                batch_size=16)
+                batch_size=16, propagate_every=propagate_every)
     ref = cpu_lightgcn.LightGCNEngine(data, *params.tables, graph, **opts)
     gpu = cuda_lightgcn.LightGCNEngine(data, *p_gpu.tables, graph, n_blocks=2,
                                        threads_per_block=4, **opts)
     return ref, gpu, params, p_gpu
 
 
-@pytest.mark.parametrize("optimizer, n_layers", [("adam", 2), ("adagrad", 0)])
-def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers):
-    ref, gpu, params, p_gpu = _lightgcn_engines(optimizer, n_layers)
+@pytest.mark.parametrize("optimizer, n_layers, propagate_every",
+                         [("adam", 2, 1), ("adagrad", 0, 1), ("adam", 2, 2)])
+def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers,
+                                                            propagate_every):
+    ref, gpu, params, p_gpu = _lightgcn_engines(optimizer, n_layers,
+                                                propagate_every=propagate_every)
     want = [ref.epoch(np.uint64(e)) for e in (1, 2)]  # three batches each
     got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
     gpu.download()
@@ -584,8 +587,10 @@ def _lightgcn_fit(backend, **kw):
     return DSLLightGCN(**params).fit(X)
 
 
-def test_lightgcn_fit_on_cuda_follows_the_cpu_fit():
-    _assert_fit_follows(_lightgcn_fit("cpu"), _lightgcn_fit("cuda"),
+@pytest.mark.parametrize("propagate_every", [1, 2])
+def test_lightgcn_fit_on_cuda_follows_the_cpu_fit(propagate_every):
+    _assert_fit_follows(_lightgcn_fit("cpu", propagate_every=propagate_every),
+                        _lightgcn_fit("cuda", propagate_every=propagate_every),
                         ("user_table_", "item_table_"))
 
 

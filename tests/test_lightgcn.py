@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from sparse_rec import DSLLightGCN, load
 from sparse_rec._base import TrainData
 from sparse_rec._kernels import _lightgcn as K
+from sparse_rec._lightgcn.estimator import auto_batch_size
 from sparse_rec._table import SparseEmbeddingTable
 from sparse_rec.backends.cpu_lightgcn import SPARSE_BELOW, Graph, LightGCNEngine, propagate
 from sparse_rec.datasets import make_interactions
@@ -85,16 +86,23 @@ def _bpr_loss(E, A, n_layers, us, ps, js, nu):
     return np.logaddexp(0.0, -x).sum() / len(us)
 
 
+def _bpr_engine(density, halves=False, **kw):
+    """A small BPR engine (3 layers, 10 components) over one batch, or two with ``halves``."""
+    X = make_interactions(12, 9, 40, random_state=3)
+    users, items = tables(X, 10, density, seed=4)
+    data = TrainData.from_matrix(X)
+    graph = Graph.from_pattern(data.x_indptr, data.x_indices, X.shape[1])
+    eng = LightGCNEngine(data, users, items, graph, n_layers=3, learning_rate=0.1, alpha=0.0,
+                         optimizer="adam", batch_size=data.nnz // 2 if halves else data.nnz,
+                         **kw)
+    return X, users, items, data, eng
+
+
 @pytest.mark.parametrize("density", [0.05, 0.6])
 def test_layer0_gradient_matches_finite_differences(density):
-    X = make_interactions(12, 9, 40, random_state=3)
+    X, users, items, data, eng = _bpr_engine(density)
     nu, ni = X.shape
-    d, n_layers = 10, 3
-    users, items = tables(X, d, density, seed=4)
-    data = TrainData.from_matrix(X)
-    graph = Graph.from_pattern(data.x_indptr, data.x_indices, ni)
-    eng = LightGCNEngine(data, users, items, graph, n_layers=n_layers, learning_rate=0.1,
-                         alpha=0.0, optimizer="adam", batch_size=data.nnz)
+    d, n_layers = users.n_cols, eng.n_layers
     key = np.uint64(7)
     loss, gu, gi = eng.layer0_gradient(key, 0, data.nnz)
     us, ps, js = (eng._work[0][r, :data.nnz] for r in range(3))
@@ -127,16 +135,77 @@ def test_layer0_gradient_matches_finite_differences(density):
     fills[0](0, nu, Gu)
     fills[1](2, ni, Gi[2:])  # a chunk not starting at row 0
     fills[1](0, 2, Gi[:2])
-    # The full-gradient reference: dL/dE0 = a * sum_l A^l dL/dF.
+    want = _bpr_layer0_gradient(E, A, n_layers, us, ps, js, nu, data.nnz)
+    np.testing.assert_allclose(np.vstack([Gu, Gi]), want, rtol=1e-3, atol=1e-7)
+
+
+def _bpr_layer0_gradient(E, A, n_layers, us, ps, js, nu, n):
+    """The full-gradient reference ``dL/dE0 = a * sum_l A^l dL/dF`` of the BPR samples
+    over ``n`` (float64, dense)."""
     F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
     x = np.einsum("bd,bd->b", F[us], F[nu + ps] - F[nu + js])
-    g = -1.0 / (1.0 + np.exp(x)) / data.nnz
+    g = -1.0 / (1.0 + np.exp(x)) / n
     G = np.zeros_like(F)
     np.add.at(G, us, g[:, None] * (F[nu + ps] - F[nu + js]))
     np.add.at(G, nu + ps, g[:, None] * F[us])
     np.add.at(G, nu + js, -g[:, None] * F[us])
-    want = np.mean([np.linalg.matrix_power(A, ell) @ G for ell in range(n_layers + 1)], axis=0)
-    np.testing.assert_allclose(np.vstack([Gu, Gi]), want, rtol=1e-3, atol=1e-7)
+    return np.mean([np.linalg.matrix_power(A, ell) @ G for ell in range(n_layers + 1)], axis=0)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.6])
+def test_stale_forward_gradient_is_exact_for_the_reused_embeddings(density):
+    """propagate_every=2: the second batch's gradient is the exact gradient of its loss
+    on the final embeddings of E0 before the first step (not of the stepped E0)."""
+    X, users, items, data, eng = _bpr_engine(density, halves=True, propagate_every=2)
+    (nu, ni), n_layers = X.shape, eng.n_layers
+    half = eng.batch
+    E_stale = dense_e0(users, items)
+    key = np.uint64(7)
+    _, gu, gi = eng.layer0_gradient(key, 0, half, True)
+    eng._step(gu, gi, np.float32(0.1))
+    E_now = dense_e0(users, items)
+    assert not np.allclose(E_now, E_stale)
+    loss, gu, gi = eng.layer0_gradient(key, half, half, False)
+    us, ps, js = (eng._work[0][r, :half] for r in range(3))
+    keep = js >= 0
+    us, ps, js = us[keep], ps[keep], js[keep]
+    A = dense_a_hat(X)
+    scale = keep.sum() / half
+    assert loss / half == pytest.approx(scale * _bpr_loss(E_stale, A, n_layers, us, ps, js, nu),
+                                        rel=1e-4)
+    want = _bpr_layer0_gradient(E_stale, A, n_layers, us, ps, js, nu, half)
+    coords = [(r, c) for r in range(nu) for c in users.indices[users.indptr[r]:users.indptr[r + 1]]]
+    coords += [(nu + r, c) for r in range(ni)
+               for c in items.indices[items.indptr[r]:items.indptr[r + 1]]]
+    np.testing.assert_allclose(np.concatenate([gu, gi]), [want[r, c] for r, c in coords],
+                               rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("every, n_batches, forwards", [(1, 5, 5), (2, 5, 3), (4, 5, 2),
+                                                        (9, 5, 1)])
+def test_propagate_every_sets_the_forwards_per_epoch(monkeypatch, every, n_batches, forwards):
+    X = make_interactions(30, 20, 200, random_state=1)
+    calls = []
+    forward = LightGCNEngine._forward
+
+    def counted(self):
+        calls.append(1)
+        return forward(self)
+
+    monkeypatch.setattr(LightGCNEngine, "_forward", counted)
+    est = small(batch_size=-(-X.nnz // n_batches), propagate_every=every, max_iter=2,
+                update_interval=10).fit(X)
+    assert len(calls) == 2 * forwards
+    assert est.batch_size_ == -(-X.nnz // n_batches)
+
+
+def test_batch_size_none_follows_the_data():
+    assert auto_batch_size(1) == 8192
+    assert auto_batch_size(16 * 8192) == 8192
+    assert auto_batch_size(16 * 8192 + 1) == 8193
+    assert auto_batch_size(1_000_000) == 62500
+    X = make_interactions(30, 20, 200, random_state=1)
+    assert small(batch_size=None, max_iter=1).fit(X).batch_size_ == 8192
 
 
 def _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, n_items, tau, X):
@@ -344,6 +413,8 @@ def test_early_stopping_scores_on_the_training_graph():
     (dict(loss="softmax", temperature="0.2"), "temperature must be a positive finite"),
     (dict(optimizer="sgd"), "optimizer must be one of"),
     (dict(batch_size=0), "batch_size"),
+    (dict(propagate_every=0), "propagate_every must be an integer >= 1"),
+    (dict(propagate_every=1.5), "propagate_every must be an integer >= 1"),
     (dict(backend="tpu"), r"backend must be one of \(.cpu., .cuda.\); got .tpu."),
     (dict(loss="softmax", backend="cuda"), "loss='softmax' has no CUDA engine yet"),
     (dict(density=0.0), "density"),

@@ -141,22 +141,29 @@ def _unit(X, eps=1e-12):
 class LightGCNEngine(Engine):
     """Mini-batch BPR on LightGCN's final embeddings; exact gradients of layer 0.
 
-    Every mini-batch propagates the current layer-0 tables through the graph
-    (forward), takes the BPR gradient ``G`` of the batch's mean loss with
-    respect to the final embeddings and sends it back through the same
-    graph: ``A_hat`` is symmetric, so ``dL/dE0 = a * sum_l A_hat^l G`` with
-    ``a = 1 / (n_layers + 1)``, computed by Horner's rule in ``n_layers``
-    products, the last one only at the active weights. Each active weight
-    then takes one optimiser step (L2 penalty ``alpha`` on the batch's rows,
-    weighted by their occurrences over the batch size).
+    Every ``propagate_every``-th mini-batch of an epoch (the first one
+    always) propagates the current layer-0 tables through the graph
+    (forward); each mini-batch takes the gradient ``G`` of its mean loss with
+    respect to the last propagated final embeddings and sends it back
+    through the graph: ``A_hat`` is symmetric, so ``dL/dE0 = a * sum_l
+    A_hat^l G`` with ``a = 1 / (n_layers + 1)``, computed by Horner's rule in
+    ``n_layers`` products, the last one only at the active weights. The
+    propagation is linear in ``E0`` and the graph fixed, so this backward is
+    exact for the loss of the final embeddings it read; only they may be up
+    to ``propagate_every - 1`` steps old (a forward costs about as much as
+    the backward: reuse saves up to half the products). Each active weight
+    then takes one optimiser step (L2 penalty ``alpha`` on the batch's rows
+    of the current ``E0``, weighted by their occurrences over the batch
+    size).
 
     Trains ``users``, ``items`` (tables with the weight and the optimiser's
     slots) in place.
     """
 
     def __init__(self, data, users, items, graph, *, n_layers, learning_rate, alpha, optimizer,
-                 batch_size, loss="bpr", n_negatives=0, temperature=1.0):
+                 batch_size, loss="bpr", n_negatives=0, temperature=1.0, propagate_every=1):
         self.data, self.users, self.items, self.graph = data, users, items, graph
+        self.propagate_every = int(propagate_every)
         self.loss = loss
         self.n_negatives = int(n_negatives)
         self.temperature = float(temperature)
@@ -168,8 +175,10 @@ class LightGCNEngine(Engine):
         self.n_items = items.n_rows
         self.step_count = 0
         nu, ni, d = users.n_rows, items.n_rows, users.n_cols
+        # 0: final embeddings (kept between batches when propagate_every > 1),
+        # 1: their gradient, 2-3: propagation / Horner work, 4: dense products.
         self._pairs = [(np.zeros((nu, d), np.float32), np.zeros((ni, d), np.float32))
-                       for _ in range(4)]
+                       for _ in range(5)]
         self._counts = (np.zeros(nu, np.float32), np.zeros(ni, np.float32))
         self._work = self._sample_work(self.batch)
         if loss == "softmax":
@@ -192,9 +201,15 @@ class LightGCNEngine(Engine):
         F, E = self._pairs[0], self._pairs[2] + self._pairs[3]
         return propagate(self.graph, self.users, self.items, self.n_layers, out=F, work=E)
 
-    def _gradient(self, key, s0, n, work):
+    def _final(self, fresh):
+        """Final embeddings: propagated now when ``fresh``, else the last ones."""
+        if fresh:
+            self._final_embeddings = self._forward()
+        return self._final_embeddings
+
+    def _gradient(self, key, s0, n, work, fresh=True):
         """Final embeddings, and ``G`` of the mean loss of samples ``s0 : s0 + n``."""
-        Fu, Fi = self._forward()
+        Fu, Fi = self._final(fresh)
         Gu, Gi = self._pairs[1]
         d = self.data
         if self.loss == "softmax":
@@ -278,13 +293,14 @@ class LightGCNEngine(Engine):
             Hu, Hu2, Hi, Hi2 = Hu2, Hu, Hi2, Hi
         return Hu, Hi
 
-    def layer0_gradient(self, key, s0, n):
+    def layer0_gradient(self, key, s0, n, fresh=True):
         """``(loss, gu, gi)``: summed loss of samples ``s0 : s0 + n`` and the gradient of
         their mean loss at the active weights of the user and item tables (L2 term
-        excluded: the step adds it)."""
+        excluded: the step adds it), through final embeddings propagated now
+        (``fresh``) or at the last forward."""
         a = np.float32(1.0 / (self.n_layers + 1))
         users, items = self.users, self.items
-        loss, Gu, Gi = self._gradient(key, s0, n, self._work)
+        loss, Gu, Gi = self._gradient(key, s0, n, self._work, fresh)
         Hu, Hi = self._horner(Gu, Gi)
         gu = np.empty(users.nnz, np.float32)
         gi = np.empty(items.nnz, np.float32)
@@ -293,32 +309,39 @@ class LightGCNEngine(Engine):
             if is_sparse(tab):
                 K.spmm_at_pattern(*g, H, G, a, tab.indptr, tab.indices, out)
             else:
-                # A dense product, then the active weights' entries; the
-                # forward pass is done with its buffers.
-                full = self._pairs[0][0 if tab is users else 1]
+                # A dense product, then the active weights' entries (a
+                # buffer of its own: the final embeddings may be reused).
+                full = self._pairs[4][0 if tab is users else 1]
                 K.spmm_dense(*g, H, G, True, full)
                 K.gather_pattern(tab.indptr, tab.indices, full, a, out)
         return loss, gu, gi
 
     def epoch(self, key):
+        """One epoch; the loop the CUDA engine runs too (its own products and step)."""
         total = 0.0
         lr0 = self.learning_rate
-        for s0 in range(0, self.n_samples, self.batch):
+        for b, s0 in enumerate(range(0, self.n_samples, self.batch)):
             n = min(self.batch, self.n_samples - s0)
-            loss, gu, gi = self.layer0_gradient(key, s0, n)
+            # Each epoch starts from a fresh forward: prune/grow (between
+            # epochs) changes the tables.
+            loss, gu, gi = self.layer0_gradient(key, s0, n, b % self.propagate_every == 0)
             total += loss
             self.step_count += 1
             t = self.step_count
             lr = lr0
             if self.optimizer == K.ADAM:
                 lr = lr0 * np.sqrt(1.0 - _BETA2**t) / (1.0 - _BETA1**t)
-            for tab, g, cnt in ((self.users, gu, self._counts[0]),
-                                (self.items, gi, self._counts[1])):
-                K.step_table(tab.indptr, tab.values_buf, g, cnt, self.alpha, np.float32(lr),
-                             np.float32(_BETA1), np.float32(_BETA2), np.float32(_EPS),
-                             self.optimizer)
+            self._step(gu, gi, np.float32(lr))
         self._grow_cache = {}
         return total
+
+    def _step(self, gu, gi, lr):
+        """One optimiser step of both tables' active weights."""
+        for tab, g, cnt in ((self.users, gu, self._counts[0]),
+                            (self.items, gi, self._counts[1])):
+            K.step_table(tab.indptr, tab.values_buf, g, cnt, self.alpha, lr,
+                         np.float32(_BETA1), np.float32(_BETA2), np.float32(_EPS),
+                         self.optimizer)
 
     def grow_fns(self, key):
         """Dense ``dL/dE0`` rows (users, then items) of the mean loss over a sample.

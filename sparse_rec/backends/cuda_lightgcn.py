@@ -52,7 +52,7 @@ class LightGCNEngine(C.LightGCNEngine):
                                          data.f_indptr, data.f_indices))
         nu, ni, d = users.n_rows, items.n_rows, users.n_cols
         self.pairs_d = [(cuda.device_array((nu, d), np.float32),
-                         cuda.device_array((ni, d), np.float32)) for _ in range(4)]
+                         cuda.device_array((ni, d), np.float32)) for _ in range(5)]
         self.counts_d = (cuda.device_array(nu, np.float32), cuda.device_array(ni, np.float32))
         self.work_d = self._device_work(self.batch)
         self.upload()
@@ -116,10 +116,10 @@ class LightGCNEngine(C.LightGCNEngine):
             Eu, Eu2, Ei, Ei2 = Eu2, Eu, Ei2, Ei
         return Fu, Fi
 
-    def _gradient(self, key, s0, n, work):
+    def _gradient(self, key, s0, n, work, fresh=True):
         """Final embeddings' BPR gradient ``(loss, Gu, Gi)`` of samples ``s0 : s0 + n``."""
         k, grid = self._k, self.grid
-        Fu, Fi = self._forward()
+        Fu, Fi = self._final(fresh)
         Gu, Gi = self.pairs_d[1]
         us, ps, js, gs, losses = work
         k.margins_kernel[grid](np.uint64(key), np.int64(s0), np.int64(n), np.int64(self.n_items),
@@ -142,12 +142,12 @@ class LightGCNEngine(C.LightGCNEngine):
             Hu, Hu2, Hi, Hi2 = Hu2, Hu, Hi2, Hi
         return Hu, Hi
 
-    def layer0_gradient(self, key, s0, n):
+    def layer0_gradient(self, key, s0, n, fresh=True):
         """``(loss, gu, gi)`` with the gradients as device arrays (see the CPU engine)."""
         a = np.float32(1.0 / (self.n_layers + 1))
-        loss, Gu, Gi = self._gradient(key, s0, n, self.work_d)
+        loss, Gu, Gi = self._gradient(key, s0, n, self.work_d, fresh)
         Hu, Hi = self._horner(Gu, Gi)
-        full_u, full_i = self.pairs_d[0]  # the forward pass is done with them
+        full_u, full_i = self.pairs_d[4]  # not the final embeddings: they may be reused
         R, Rt = self.last_d
         self._spmm(R, Hi, Gu, True, full_u)
         self._spmm(Rt, Hu, Gi, True, full_i)
@@ -156,25 +156,13 @@ class LightGCNEngine(C.LightGCNEngine):
             self._k.gather_pattern_kernel[self.grid](t_p, t_i, full, a, out)
         return loss, self.grads_d[0], self.grads_d[1]
 
-    def epoch(self, key):
-        total = 0.0
-        lr0 = self.learning_rate
-        for s0 in range(0, self.n_samples, self.batch):
-            n = min(self.batch, self.n_samples - s0)
-            loss, gu, gi = self.layer0_gradient(key, s0, n)
-            total += loss
-            self.step_count += 1
-            t = self.step_count
-            lr = lr0
-            if self.optimizer == C.K.ADAM:
-                lr = lr0 * np.sqrt(1.0 - C._BETA2**t) / (1.0 - C._BETA1**t)
-            for (t_p, _, t_v), g, cnt in zip(self.tabs_d, (gu, gi), self.counts_d, strict=True):
-                self._k.step_table_kernel[self.grid](
-                    t_p, t_v, g, cnt, np.float32(self.alpha), np.float32(lr),
-                    np.float32(C._BETA1), np.float32(C._BETA2), np.float32(C._EPS),
-                    np.int64(self.optimizer))
-        self._grow_cache = {}
-        return total
+    def _step(self, gu, gi, lr):
+        """One optimiser step of both device tables (the CPU engine's ``epoch`` calls it)."""
+        for (t_p, _, t_v), g, cnt in zip(self.tabs_d, (gu, gi), self.counts_d, strict=True):
+            self._k.step_table_kernel[self.grid](
+                t_p, t_v, g, cnt, np.float32(self.alpha), np.float32(lr),
+                np.float32(C._BETA1), np.float32(C._BETA2), np.float32(C._EPS),
+                np.int64(self.optimizer))
 
     def _score_buffer(self, n_rows):
         G = getattr(self, "_G", None)
