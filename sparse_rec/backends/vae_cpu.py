@@ -23,6 +23,25 @@ _GROW_USERS = 1024
 BLOCK = 512
 # F.normalize's floor: an empty history stays a zero input.
 _NORM_EPS = 1e-12
+_BLAS = []
+
+
+def one_blas_thread():
+    """Context that runs BLAS on one thread: the small dense layers.
+
+    Their products (batch x hidden x latent, about 0.3 GFLOP a batch of 500
+    with the default sizes) gain little from a second BLAS thread, and a
+    BLAS thread pool spinning next to Numba's threads on the same cores
+    costs far more: on ml-latest-small at density 0.2 (2 cores, other work
+    running) the dense layers took 165 ms a batch with two BLAS threads and
+    19 ms with one. The large products (dense tables, growth gradients)
+    keep BLAS's threads.
+    """
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 class Layout:
@@ -112,8 +131,14 @@ def forward_dense(pre, P, layout, eps=None):
     """:func:`forward` from the encoder's first pre-activation ``pre`` on (overwritten).
 
     The small dense layers between the two item tables (a GPU engine runs
-    the tables on the device and these on the host).
+    the tables on the device and these on the host), on one BLAS thread
+    (:func:`one_blas_thread`).
     """
+    with one_blas_thread():
+        return _forward_dense(pre, P, layout, eps)
+
+
+def _forward_dense(pre, P, layout, eps):
     enc = [np.tanh(pre, out=pre)]
     for layer in range(layout.n_enc):
         enc.append(np.tanh(enc[-1] @ P[f"enc_W{layer}"] + P[f"enc_b{layer}"]))
@@ -265,7 +290,13 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
 def backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale):
     """The dense layers' part of :func:`backward`: from ``da`` (the gradient of the
     decoder's last activations) to the encoder's first pre-activation gradient,
-    which it returns; fills the dense views ``G`` but ``b_d``."""
+    which it returns; fills the dense views ``G`` but ``b_d``. On one BLAS
+    thread (:func:`one_blas_thread`)."""
+    with one_blas_thread():
+        return _backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale)
+
+
+def _backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale):
     for layer in reversed(range(layout.n_dec)):
         dpre = da * (1.0 - dec[layer + 1] ** 2)
         G[f"dec_W{layer}"][:] = dec[layer].T @ dpre
@@ -409,9 +440,9 @@ class VAEEngine(Engine):
                                  eps, L, np.float32(beta / B), self.parts, rows=cand)
             state.n_updates += 1
             t = state.n_updates
+            lr1, inv_bc2 = KV.adam_constants(t, self.table_lr)
             for tab, g in ((self.E, gE), (self.D, gD)):
-                KV.adam_table(tab.values_buf, g, tab.nnz, t, self.table_lr,
-                              np.float32(self.alpha))
+                KV.adam_table(tab.values_buf, g, tab.nnz, lr1, inv_bc2, np.float32(self.alpha))
             self._adam_dense(grad, t)
         return total
 

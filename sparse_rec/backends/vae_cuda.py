@@ -17,7 +17,7 @@ the device too (the dense layers of the sample's passes on the host).
 
 import numpy as np
 
-from .._kernels._ncf import BETA1, BETA2
+from .._kernels import _vae as KV
 from . import cuda as _backend
 from . import vae_cpu
 
@@ -169,10 +169,9 @@ class VAEEngine(vae_cpu.VAEEngine):
             k.encoder_grad_kernel[g](*(to(x) for x in hist_t), e_p, e_i, to(dpre1), gE_d)
             state.n_updates += 1
             t = state.n_updates
-            lr1 = self.table_lr / (1.0 - BETA1 ** t)
-            bc2 = float(np.sqrt(1.0 - BETA2 ** t))
+            lr1, inv_bc2 = KV.adam_constants(t, self.table_lr)
             for v_d, g_d in ((e_v, gE_d), (d_v, gD_d)):
-                k.adam_table_kernel[g](v_d, g_d, lr1, bc2, np.float32(self.alpha))
+                k.adam_table_kernel[g](v_d, g_d, lr1, inv_bc2, np.float32(self.alpha))
             self._adam_dense(grad, t)
         return total
 
