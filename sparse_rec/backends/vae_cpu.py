@@ -242,14 +242,15 @@ def softmax_loss_grad(L, idx, rows, vals, scale):
 
 
 def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scale, parts,
-             rows=None):
+             rows=None, encoder=True):
     """Gradients of one batch from the logits' gradient ``dlT`` (items x batch).
 
     Fills the dense gradient views ``G``; returns ``(gE, gD, dpre1)``, the
     gradients of the two tables' active weights and of the encoder's first
     pre-activation. ``kl_scale`` is the KL weight divided by the batch size.
     With ``rows`` (a sampled softmax), ``dlT[q]`` is item ``rows[q]``'s and
-    every other item's logit gradient is zero.
+    every other item's logit gradient is zero. ``encoder=False`` skips the
+    encoder table's gradient (``gE`` is None: growth needs ``dpre1`` only).
     """
     aT = np.ascontiguousarray(dec[-1].T)
     W = _full(D)
@@ -277,7 +278,9 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
         KV.decoder_backward(rows, *_arr(D), aT, dlT, gD, parts)
         da = parts.sum(axis=0).T
     dpre1 = backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale)
-    if _full(E) is not None:
+    if not encoder:
+        gE = None
+    elif _full(E) is not None:
         t_indptr, t_rows, t_vals = hist_t
         gE = (sp.csr_matrix((t_vals, t_rows, t_indptr), shape=(E.n_rows, len(dpre1)))
               @ dpre1).ravel()
@@ -500,7 +503,7 @@ class VAEEngine(Engine):
                 lse[b0:b1] = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / S))[1]
                 dpre[b0:b1] = backward(
                     self.E, self.D, P, scratch, layout, hist_t, enc, mu, logvar, dec, None, L,
-                    np.float32(self.anneal() / S), self.parts)[2]
+                    np.float32(self.anneal() / S), self.parts, encoder=False)[2]
             Xs = self.X[sample]
             vals, _ = normalised(Xs.indptr, Xs.indices, Xs.data, S)
             cache["XsT"] = sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr()
