@@ -263,7 +263,8 @@ def test_adam_state_moves_with_the_pattern_through_prune_and_grow():
 
 def test_kl_annealing_schedule():
     est, params = tiny_model()
-    engine = DSLMultVAE(beta=0.2, anneal_steps=10)._make_engine(
+    # A batch above the 6 users: one batch, so one update, per epoch.
+    engine = DSLMultVAE(beta=0.2, anneal_steps=10, batch_size=500)._make_engine(
         TrainData.from_matrix(tiny_data()), params)
     seen = []
     for _ in range(4):

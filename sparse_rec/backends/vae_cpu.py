@@ -324,6 +324,12 @@ def _backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale):
     return dpre1
 
 
+def batch_loss(nll, mu, logvar, beta):
+    """A batch's summed loss: negative log-likelihoods plus ``beta`` times the KL terms."""
+    kl = -0.5 * np.sum(1.0 + logvar - mu ** 2 - np.exp(logvar), axis=1)
+    return float(nll.sum()) + beta * float(kl.sum())
+
+
 def transposed(indptr, indices, vals, shape):
     """Item-major CSR ``(indptr, batch rows, values)`` of a batch's input rows."""
     T = sp.csr_matrix((vals, indices, indptr), shape=shape).T.tocsr()
@@ -415,6 +421,7 @@ class VAEEngine(Engine):
         return enc, mu, logvar, dec, eps, L, hist_t, target
 
     def epoch(self, key):
+        """One epoch: shuffled batches, each one Adam step (the CUDA engine shares this loop)."""
         layout, state = self.state.layout, self.state
         rng = np.random.default_rng(int(key))
         order = rng.permutation(self.users)
@@ -423,31 +430,42 @@ class VAEEngine(Engine):
         P = layout.views(state.dense[0])
         total = 0.0
         for s in range(0, len(order), self.batch):
-            users = np.sort(order[s: s + self.batch])
-            B = len(users)
-            cand = None
-            if self.n_sampled is not None:
-                Xb = self.X[users]
-                cand, logp = sampled_candidates(np.unique(Xb.indices), self.cdf, self.log1m_q,
-                                                self.n_sampled, rng)
-            enc, mu, logvar, dec, eps, L, hist_t, (idx, rows, vals) = self._pass(
-                users, rng, G, train_noise=True, cand=cand)
-            beta = self.anneal()
-            if cand is not None:
-                L -= logp[:, None]
-                idx = np.searchsorted(cand, idx)
-            nll, _ = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / B))
-            kl = -0.5 * np.sum(1.0 + logvar - mu ** 2 - np.exp(logvar), axis=1)
-            total += float(nll.sum()) + beta * float(kl.sum())
-            gE, gD, _ = backward(self.E, self.D, P, G, layout, hist_t, enc, mu, logvar, dec,
-                                 eps, L, np.float32(beta / B), self.parts, rows=cand)
+            loss, table_grads = self._batch(np.sort(order[s: s + self.batch]), rng, P, G)
+            total += loss
             state.n_updates += 1
             t = state.n_updates
-            lr1, inv_bc2 = KV.adam_constants(t, self.table_lr)
-            for tab, g in ((self.E, gE), (self.D, gD)):
-                KV.adam_table(tab.values_buf, g, tab.nnz, lr1, inv_bc2, np.float32(self.alpha))
+            self._adam_tables(table_grads, *KV.adam_constants(t, self.table_lr))
             self._adam_dense(grad, t)
         return total
+
+    def _batch(self, users, rng, P, G):
+        """Loss and gradients of one batch: ``(loss, table gradients)``, ``G`` filled.
+
+        The loss is the batch's negative log-likelihood plus the annealed KL
+        (summed over its users); the table gradients go to :meth:`_adam_tables`.
+        """
+        layout = self.state.layout
+        B = len(users)
+        cand = None
+        if self.n_sampled is not None:
+            Xb = self.X[users]
+            cand, logp = sampled_candidates(np.unique(Xb.indices), self.cdf, self.log1m_q,
+                                            self.n_sampled, rng)
+        enc, mu, logvar, dec, eps, L, hist_t, (idx, rows, vals) = self._pass(
+            users, rng, G, train_noise=True, cand=cand)
+        beta = self.anneal()
+        if cand is not None:
+            L -= logp[:, None]
+            idx = np.searchsorted(cand, idx)
+        nll, _ = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / B))
+        gE, gD, _ = backward(self.E, self.D, P, G, layout, hist_t, enc, mu, logvar, dec,
+                             eps, L, np.float32(beta / B), self.parts, rows=cand)
+        return batch_loss(nll, mu, logvar, beta), (gE, gD)
+
+    def _adam_tables(self, grads, lr1, inv_bc2):
+        """One Adam step on both tables' active weights (``grads``: encoder's, decoder's)."""
+        for tab, g in zip((self.E, self.D), grads, strict=True):
+            KV.adam_table(tab.values_buf, g, tab.nnz, lr1, inv_bc2, np.float32(self.alpha))
 
     def _adam_dense(self, g, t):
         w, m, v = self.state.dense
@@ -471,6 +489,35 @@ class VAEEngine(Engine):
         pick = self.Xt.indptr[has] + (rng.random(len(has)) * counts[has]).astype(np.int64)
         return base, np.union1d(base, self.Xt.indices[pick])
 
+    def _sample_passes(self, sample, P):
+        """``(dpre1, A, lse)`` of the growth sample's users, by blocks (no dropout, ``z = mu``).
+
+        The gradient of the mean loss at the encoder's first pre-activation,
+        the decoder's last activations and the log-normalisers, one row per
+        user (the CUDA engine shares this loop through :meth:`_sample_pass`).
+        """
+        layout = self.state.layout
+        scratch = layout.views(np.zeros(layout.size, np.float32))
+        S = len(sample)
+        dpre = np.empty((S, layout.hidden[0]), np.float32)
+        A = np.empty((S, layout.hidden[0]), np.float32)
+        lse = np.empty(S, np.float32)
+        for b0 in range(0, S, BLOCK):
+            users = sample[b0: b0 + BLOCK]
+            b1 = b0 + len(users)
+            dpre[b0:b1], A[b0:b1], lse[b0:b1] = self._sample_pass(users, P, scratch, S)
+        return dpre, A, lse
+
+    def _sample_pass(self, users, P, scratch, S):
+        """One block of :meth:`_sample_passes` (``S``: the sample's size, the loss's divisor)."""
+        enc, mu, logvar, dec, _, L, hist_t, (idx, rows, vals) = self._pass(
+            users, None, scratch, train_noise=False)
+        lse = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / S))[1]
+        dpre = backward(self.E, self.D, P, scratch, self.state.layout, hist_t, enc, mu, logvar,
+                        dec, None, L, np.float32(self.anneal() / S), self.parts,
+                        encoder=False)[2]
+        return dpre, dec[-1], lse
+
     def grow_fns(self, key):
         """Dense gradients of the mean loss (no dropout, ``z = mu``) for both tables.
 
@@ -489,21 +536,8 @@ class VAEEngine(Engine):
             if cache:
                 return
             P = layout.views(self.state.dense[0])
-            scratch = layout.views(np.zeros(layout.size, np.float32))
             S = len(sample)
-            dpre = np.empty((S, layout.hidden[0]), np.float32)
-            A = np.empty((S, layout.hidden[0]), np.float32)
-            lse = np.empty(S, np.float32)
-            for b0 in range(0, S, BLOCK):
-                users = sample[b0: b0 + BLOCK]
-                b1 = b0 + len(users)
-                enc, mu, logvar, dec, _, L, hist_t, (idx, rows, vals) = self._pass(
-                    users, None, scratch, train_noise=False)
-                A[b0:b1] = dec[-1]
-                lse[b0:b1] = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / S))[1]
-                dpre[b0:b1] = backward(
-                    self.E, self.D, P, scratch, layout, hist_t, enc, mu, logvar, dec, None, L,
-                    np.float32(self.anneal() / S), self.parts, encoder=False)[2]
+            dpre, A, lse = self._sample_passes(sample, P)
             Xs = self.X[sample]
             vals, _ = normalised(Xs.indptr, Xs.indices, Xs.data, S)
             cache["XsT"] = sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr()
