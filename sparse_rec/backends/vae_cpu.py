@@ -508,6 +508,25 @@ class VAEEngine(Engine):
             dpre[b0:b1], A[b0:b1], lse[b0:b1] = self._sample_pass(users, P, scratch, S)
         return dpre, A, lse
 
+    def _growth_inputs(self, base, sample, P):
+        """What both engines' growth gradients read, on the host.
+
+        ``XsT`` (items x sample, CSR) the sample's normalised input and
+        ``dpre`` its first pre-activation gradients (encoder side); ``A``,
+        ``lse``, ``nx`` and ``XbT`` the base users' last activations,
+        log-normalisers, history sizes and histories item-major (decoder side).
+        """
+        dpre, A, lse = self._sample_passes(sample, P)
+        Xs = self.X[sample]
+        vals, _ = normalised(Xs.indptr, Xs.indices, Xs.data, len(sample))
+        pos = np.searchsorted(sample, base)
+        Xb = self.X[base]
+        return dict(
+            XsT=sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr(),
+            dpre=dpre, A=np.ascontiguousarray(A[pos]), lse=lse[pos],
+            nx=np.asarray(Xb.sum(axis=1)).ravel().astype(np.float32),
+            XbT=Xb.T.tocsr().astype(np.float32))
+
     def _sample_pass(self, users, P, scratch, S):
         """One block of :meth:`_sample_passes` (``S``: the sample's size, the loss's divisor)."""
         enc, mu, logvar, dec, _, L, hist_t, (idx, rows, vals) = self._pass(
@@ -536,18 +555,8 @@ class VAEEngine(Engine):
             if cache:
                 return
             P = layout.views(self.state.dense[0])
-            S = len(sample)
-            dpre, A, lse = self._sample_passes(sample, P)
-            Xs = self.X[sample]
-            vals, _ = normalised(Xs.indptr, Xs.indices, Xs.data, S)
-            cache["XsT"] = sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr()
-            cache["dpre"] = dpre
-            # Decoder side: the base users' last activations and log-normalisers.
-            pos = np.searchsorted(sample, base)
-            Xb = self.X[base]
-            cache.update(A=A[pos], aT=np.ascontiguousarray(A[pos].T), lse=lse[pos],
-                         nx=np.asarray(Xb.sum(axis=1)).ravel().astype(np.float32),
-                         XbT=Xb.T.tocsr().astype(np.float32), P=P)
+            cache.update(self._growth_inputs(base, sample, P), P=P)
+            cache["aT"] = np.ascontiguousarray(cache["A"].T)
 
         def fill_encoder(r0, r1, G):
             prepare()

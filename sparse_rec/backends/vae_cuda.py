@@ -195,18 +195,11 @@ class VAEEngine(vae_cpu.VAEEngine):
             if cache:
                 return
             P = layout.views(self.state.dense[0])
-            S = len(sample)
-            dpre, A, lse = self._sample_passes(sample, P)
-            Xs = self.X[sample]
-            vals, _ = vae_cpu.normalised(Xs.indptr, Xs.indices, Xs.data, S)
-            XsT = vae_cpu.sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr()
-            pos = np.searchsorted(sample, base)
-            Xb = self.X[base]
-            XbT = Xb.T.tocsr().astype(np.float32)
+            got = self._growth_inputs(base, sample, P)
+            XsT, XbT = got["XsT"], got["XbT"]
             cache.update(
                 XsT=tuple(to(x) for x in (XsT.indptr.astype(np.int64), XsT.indices, XsT.data)),
-                dpre=to(dpre), A=to(np.ascontiguousarray(A[pos])), lse=to(lse[pos]),
-                nx=to(np.asarray(Xb.sum(axis=1)).ravel().astype(np.float32)),
+                dpre=to(got["dpre"]), A=to(got["A"]), lse=to(got["lse"]), nx=to(got["nx"]),
                 XbT=tuple(to(x) for x in (XbT.indptr.astype(np.int64), XbT.indices,
                                            XbT.data)),
                 b_d=to(P["b_d"]))
