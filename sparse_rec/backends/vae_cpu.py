@@ -7,6 +7,8 @@ between them and every bias) is one dense float32 vector laid out by
 :class:`Layout` and multiplied with BLAS.
 """
 
+import contextlib
+
 import numba
 import numpy as np
 import scipy.sparse as sp
@@ -38,10 +40,14 @@ def one_blas_thread():
     keep BLAS's threads.
     """
     if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # a served model without scikit-learn (which brings it)
+            _BLAS.append(None)
+        else:
+            _BLAS.append(ThreadpoolController())
+    return contextlib.nullcontext() if _BLAS[0] is None else _BLAS[0].limit(
+        limits=1, user_api="blas")
 
 
 class Layout:
