@@ -12,9 +12,12 @@ touches the test users (for tuning).
 
 Both models: encoder n_items -> 600 (tanh) -> 2 x 200, decoder 200 -> 600
 (tanh) -> n_items, dropout 0.5 on the normalised input, KL weight
-``min(0.2, updates / 200000)``, Adam (learning rate 1e-3), batches of 500
-users, the same number of epochs, evaluated once after the last one, on the
-same threads (torch.set_num_threads and n_threads).
+``min(0.2, updates / 200000)``, Adam (learning rate 1e-3), batches of
+DSLMultVAE's ``batch_size="auto"`` (``min(500, ceil(training users / 4))``:
+Liang's 500 on large data, at least four updates an epoch on small data;
+``--batch 500`` gives Liang's constant), the same number of epochs,
+evaluated once after the last one, on the same threads
+(torch.set_num_threads and n_threads).
 
 Run from the repository root (torch, CPU build, is needed for the reference
 rows; without it only DSLMultVAE rows run)::
@@ -39,6 +42,7 @@ import numpy as np
 from _report import DATA, fmt_bytes, markdown_table, median, section_text, write_section
 
 from sparse_rec import DSLMultVAE
+from sparse_rec._vae.estimator import auto_batch_size
 from sparse_rec.datasets import load_lightgcn, load_movielens, load_movielens_small
 from sparse_rec.model_selection import random_split, train_test_split_users
 
@@ -46,7 +50,7 @@ from sparse_rec.model_selection import random_split, train_test_split_users
 ML100K = Path(os.environ.get("SPARSE_REC_DATA", DATA)) / "ml-100k"
 GOWALLA = Path(os.environ.get("SPARSE_REC_DATA", DATA)) / "gowalla"
 DATASETS = ("ml-100k", "ml-latest-small", "gowalla")
-HIDDEN, D, BATCH, LR, DROPOUT, BETA, ANNEAL = (600,), 200, 500, 1e-3, 0.5, 0.2, 200000
+HIDDEN, D, LR, DROPOUT, BETA, ANNEAL = (600,), 200, 1e-3, 0.5, 0.2, 200000
 K = 20
 SPLIT_SEED = 0
 TEST_USERS = 0.2
@@ -66,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=",".join(DATASETS), help="comma-separated data sets")
     p.add_argument("--seeds", default="0,1,2", help="model seeds; figures are medians")
     p.add_argument("--eval", choices=("test", "validation"), default="test")
+    p.add_argument("--batch", default="auto",
+                   help='users per batch of both models: "auto" (DSLMultVAE\'s default) or an int')
     p.add_argument("--no-torch", action="store_true", help="no PyTorch row")
     p.add_argument("--als", action="store_true",
                    help="only the implicit ALS-64 row, folded in (its own docs section)")
@@ -90,6 +96,7 @@ def parse_args(argv=None):
         key, _, value = item.partition("=")
         extra[key] = float(value) if any(c in value for c in ".e") else int(value)
     args.extra = extra
+    args.batch = "auto" if args.batch == "auto" else int(args.batch)
     return args
 
 
@@ -159,7 +166,12 @@ def torch_available():
     return True
 
 
-def run_torch(train, given, held, epochs, seed, threads):
+def batch_of(train, batch):
+    """The batch size of both models: ``batch``, or what ``"auto"`` gives ``train``."""
+    return auto_batch_size(np.count_nonzero(np.diff(train.indptr))) if batch == "auto" else batch
+
+
+def run_torch(train, given, held, epochs, seed, threads, batch):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -204,8 +216,8 @@ def run_torch(train, given, held, epochs, seed, threads):
         t0 = time.perf_counter()
         model.train()
         users = rng.permutation(users)
-        for s in range(0, len(users), BATCH):
-            x = torch.from_numpy(train[np.sort(users[s: s + BATCH])].toarray())
+        for s in range(0, len(users), batch):
+            x = torch.from_numpy(train[np.sort(users[s: s + batch])].toarray())
             logits, mu, logvar = model(x)
             nll = -(F.log_softmax(logits, 1) * x).sum(1).mean()
             kl = (0.5 * (-logvar + logvar.exp() + mu ** 2 - 1)).sum(1).mean()
@@ -246,11 +258,11 @@ def run_als(train, given, held, seed, threads):
             "active": n_params, "bytes": 4 * n_params, "dense_bytes": 4 * n_params}
 
 
-def run_dsl(train, given, held, density, epochs, seed, threads, extra):
+def run_dsl(train, given, held, density, epochs, seed, threads, extra, batch):
     # --set overrides any of the protocol's values (e.g. batch_size).
     est = DSLMultVAE(**{**dict(
         hidden_layer_sizes=HIDDEN, n_components=D, density=density, dropout=DROPOUT, beta=BETA,
-        anneal_steps=ANNEAL, learning_rate=LR, batch_size=BATCH, max_iter=epochs,
+        anneal_steps=ANNEAL, learning_rate=LR, batch_size=batch, max_iter=epochs,
         random_state=seed, n_threads=threads), **extra})
     est.fit(train)
     top, _ = est.recommend_for_history(given, n=K)
@@ -280,8 +292,10 @@ def bench(name, args):
         return None
     label, X = loaded
     train, given, held = split(X, args.eval)
+    batch = batch_of(train, args.batch)
     print(f"{label}: {X.shape[0]:,} users x {X.shape[1]:,} items ({X.nnz:,} positives); "
-          f"{train.shape[0]} training users, {given.shape[0]} held-out", flush=True)
+          f"{train.shape[0]} training users, {given.shape[0]} held-out; batch {batch}",
+          flush=True)
     models = (["torch"] if torch_available() and not args.no_torch else []) + [
         f"dsl-{d:g}" for d in args.densities]
     if args.als:
@@ -292,19 +306,19 @@ def bench(name, args):
     for seed in args.seeds:
         for m in models:
             if m == "torch":
-                r = run_torch(train, given, held, args.epochs, seed, args.threads)
+                r = run_torch(train, given, held, args.epochs, seed, args.threads, batch)
             elif m == "als":
                 r = run_als(train, given, held, seed, args.threads)
             else:
                 r = run_dsl(train, given, held, float(m[4:]), args.epochs, seed, args.threads,
-                            args.extra)
+                            args.extra, batch)
             r["load"] = os.getloadavg()[0]
             runs[m].append(r)
             print(f"  seed {seed} {m}: Recall@20 {r['recall']:.4f}, NDCG@20 {r['ndcg']:.4f}, "
                   f"{r['s_epoch']:.3f} s/epoch, load {r['load']:.1f}", flush=True)
     rows = {m: {k: median([r[k] for r in rs]) for k in rs[0]} | {
         "seeds": [r["recall"] for r in rs]} for m, rs in runs.items()}
-    return label, X, train, given, rows
+    return label, X, train, given, rows, batch
 
 
 def loads(rows):
@@ -346,7 +360,7 @@ def main(argv=None):
         got = bench(name, args)
         if got is None:
             continue
-        label, X, train, given, rows = got
+        label, X, train, given, rows, batch = got
         table = []
         for m, r in rows.items():
             table.append([
@@ -358,7 +372,7 @@ def main(argv=None):
             ])
         text = (f"### {label}: {X.shape[0]:,} users x {X.shape[1]:,} items, "
                 f"{train.shape[0]} training users, {given.shape[0]} held-out users "
-                f"({args.eval} users)\n\n" + markdown_table(
+                f"({args.eval} users), batches of {batch} users\n\n" + markdown_table(
                     ["model", "Recall@20", "per seed", "NDCG@20", "s/epoch", "active params",
                      "bytes", "bytes / dense"], table)
                 + "\n\n" + "\n".join(f"- {c}" for c in checks(rows)))

@@ -11,6 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sparse_rec import DSLMultVAE, load
 from sparse_rec._base import TrainData
 from sparse_rec._dsl import PruneGrow
+from sparse_rec._vae.estimator import auto_batch_size
 from sparse_rec.backends import vae_cpu as V
 from sparse_rec.datasets import make_interactions
 from sparse_rec.serving import ServedMultVAE, load_model
@@ -262,7 +263,8 @@ def test_adam_state_moves_with_the_pattern_through_prune_and_grow():
 
 def test_kl_annealing_schedule():
     est, params = tiny_model()
-    engine = DSLMultVAE(beta=0.2, anneal_steps=10)._make_engine(
+    # A batch above the 6 users: one batch, so one update, per epoch.
+    engine = DSLMultVAE(beta=0.2, anneal_steps=10, batch_size=500)._make_engine(
         TrainData.from_matrix(tiny_data()), params)
     seen = []
     for _ in range(4):
@@ -413,6 +415,7 @@ def test_early_stopping_scores_from_the_training_part(X):
     ("hidden_layer_sizes", (0,), "hidden_layer_sizes"),
     ("hidden_layer_sizes", (), "hidden_layer_sizes"),
     ("batch_size", 0, "batch_size"),
+    ("batch_size", "big", "batch_size"),
     ("n_sampled", 0, "n_sampled"),
     ("n_sampled", 2.5, "n_sampled"),
     ("n_components", 0, "n_components"),
@@ -422,6 +425,24 @@ def test_early_stopping_scores_from_the_training_part(X):
 def test_bad_parameters_say_what_must_hold(X, param, value, match):
     with pytest.raises(ValueError, match=match):
         small(**{param: value}).fit(X)
+
+
+def test_auto_batch_size_follows_the_users_and_equals_the_explicit_batch(X):
+    assert auto_batch_size(100_000) == 500  # the paper's batch on large data
+    assert [auto_batch_size(n) for n in (1, 4, 5, 482, 2000, 2001)] == [1, 1, 2, 121, 500, 500]
+    # Users without an interaction do not count: 150 rows, 10 of them emptied.
+    Xe = X.tolil()
+    Xe[:10] = 0
+    Xe = Xe.tocsr()
+    Xe.eliminate_zeros()
+    auto = small(batch_size="auto", max_iter=2).fit(Xe)
+    assert auto.batch_size_ == auto_batch_size(140) == 35
+    explicit = small(batch_size=35, max_iter=2).fit(Xe)
+    assert explicit.batch_size_ == 35
+    # One Adam update per batch: ceil(140 / 35) = 4 an epoch.
+    assert auto.n_updates_ == explicit.n_updates_ == 8
+    np.testing.assert_array_equal(auto.decoder_table_.weights, explicit.decoder_table_.weights)
+    np.testing.assert_array_equal(auto.dense_params_, explicit.dense_params_)
 
 
 def test_sampled_softmax_on_cuda_is_refused(X):

