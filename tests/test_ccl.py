@@ -3,24 +3,14 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from test_softmax import D, _check_fd, _read_gradients, _setup, check_fold_in  # noqa: E402
 
 from sparse_rec import DSLMatrixFactorization, load
-from sparse_rec._base import TrainData
 from sparse_rec._kernels import _ccl, _softmax
-from sparse_rec._table import SparseEmbeddingTable
 from sparse_rec.backends.cpu_softmax import CCL_ROW_NORM, CCLEngine
 from sparse_rec.datasets import make_interactions
 
-D, N_NEG, MARGIN, WEIGHT, REG = 6, 7, 0.1, 3.0, 0.01
-
-
-def _setup(seed=0, density=0.6):
-    X = make_interactions(25, 18, 150, random_state=seed).tocsr().astype(np.float32)
-    X.data = np.random.default_rng(seed).uniform(0.5, 2.0, X.nnz).astype(np.float32)
-    data = TrainData.from_matrix(X)
-    users = SparseEmbeddingTable.random(25, D, int(density * 25 * D), scale=0.8, seed=seed + 1)
-    items = SparseEmbeddingTable.random(18, D, int(density * 18 * D), scale=0.8, seed=seed + 2)
-    return X, data, users, items
+N_NEG, MARGIN, WEIGHT, REG = 7, 0.1, 3.0, 0.01
 
 
 def _engine(data, users, items, margin=MARGIN):
@@ -38,25 +28,6 @@ def _user_loss(P, Q, u, hist, cs, neg, margin):
     pos = sum(c * (1 - _cos(P[u], Q[i])) for i, c in zip(hist, cs, strict=True))
     hinge = sum(max(0.0, _cos(P[u], Q[j]) - margin) for j in neg)
     return pos + sum(cs) * WEIGHT / N_NEG * hinge
-
-
-def _read_gradients(tab, w0, rows):
-    # One Adagrad step from a zero accumulator stores grad**2 in the state
-    # slot, and the step's sign gives the gradient's.
-    out = {}
-    for r in rows:
-        for p in range(tab.indptr[r], tab.indptr[r + 1]):
-            out[r, int(tab.indices[p])] = (np.sign(w0[p] - tab.weights[p])
-                                           * np.sqrt(tab.values_buf[p, 1]))
-    return out
-
-
-def _check_fd(f, M0, grads, eps=1e-6):
-    for (r, k), g in grads.items():
-        Mp, Mm = M0.copy(), M0.copy()
-        Mp[r, k] += eps
-        Mm[r, k] -= eps
-        np.testing.assert_allclose(g, (f(Mp) - f(Mm)) / (2 * eps), rtol=2e-3, atol=2e-5)
 
 
 def test_epoch_gradient_matches_finite_differences():
@@ -216,17 +187,8 @@ def test_known_answer_ranks_the_planted_item_first():
 
 
 def test_fold_in_keeps_the_per_user_budget_and_is_row_independent():
-    X = make_interactions(120, 80, 1500, random_state=4)
-    est = _fit(X)
-    H = X[:6]
-    tab = est._fold_in(H.tocsr())
-    k = round(est.user_table_.nnz / est.n_users_)
-    assert np.all(tab.row_nnz() == k)
-    alone = est._fold_in(H[2:3].tocsr())
-    assert np.array_equal(alone.weights, tab.weights[tab.indptr[2]:tab.indptr[3]])
-    ids, _ = est.recommend_for_history(H, n=5)
-    seen = H.toarray() > 0
-    assert not seen[np.arange(6)[:, None], ids].any()
+    X = make_interactions(120, 80, 1500, random_state=4).tocsr()
+    check_fold_in(_fit(X), X[:6])
 
 
 def test_partial_fit_items_says_it_is_not_available():

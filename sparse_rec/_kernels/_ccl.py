@@ -34,14 +34,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._softmax import (
-    _adagrad,
-    draw_negatives,
-    gather_block,
-    negative_scores,
-    row_norm,
-    step_negatives,
-)
+from ._softmax import _adagrad, negative_scores, row_norm, start_batch, step_negatives
 
 
 @njit(cache=True, inline="always")
@@ -70,10 +63,8 @@ def _ccl_users_block(
     loss = 0.0
     wn = neg_weight / n_neg
     for b in range(b0, b1):
-        draw_negatives(key, b * n_neg, n_neg, cdf, neg)
-        gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
+        start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         _column_norms(nq, beta, neg, n_neg, i_indptr, i_v)
-        GQ[:, :n_neg] = 0.0
         for t in range(b * batch, min(n, (b + 1) * batch)):
             u = order[t]
             h0 = x_indptr[u]

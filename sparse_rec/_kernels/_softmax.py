@@ -104,6 +104,14 @@ def gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v):
             QT[i_indices[p], n] = i_v[p, 0]
 
 
+@njit(cache=True, inline="always")
+def start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v):
+    """Batch ``b``'s negatives, their rows gathered into ``QT`` and ``GQ`` zeroed."""
+    draw_negatives(key, b * n_neg, n_neg, cdf, neg)
+    gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
+    GQ[:, :n_neg] = 0.0
+
+
 @njit(cache=True)
 def draw_negatives_host(key, n_neg, cdf, neg):
     """:func:`draw_negatives` of one shared sample (growth steps)."""
@@ -192,9 +200,7 @@ def _softmax_block(
     nnz = x_indices.shape[0]
     loss = 0.0
     for b in range(b0, b1):
-        draw_negatives(key, b * n_neg, n_neg, cdf, neg)
-        gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
-        GQ[:, :n_neg] = 0.0
+        start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         t1 = min(n_samples, (b + 1) * batch)
         for t in range(b * batch, t1):
             pos = randint(draw(key, t, 0), nnz)
@@ -259,9 +265,7 @@ def _softmax_users_block(
     n = order.shape[0]
     loss = 0.0
     for b in range(b0, b1):
-        draw_negatives(key, b * n_neg, n_neg, cdf, neg)
-        gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
-        GQ[:, :n_neg] = 0.0
+        start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         for t in range(b * batch, min(n, (b + 1) * batch)):
             u = order[t]
             h0 = x_indptr[u]
