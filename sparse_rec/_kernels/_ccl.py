@@ -171,15 +171,15 @@ def ccl_users_parallel(
 
 
 @njit(cache=True, parallel=True)
-def normalise_rows(indptr, v, norm):
-    """Scale every non-zero row of a table (weights ``v[:, 0]``) to ``norm``, in place."""
+def normalise_rows(indptr, v, norms):
+    """Scale every non-zero row ``r`` of a table (weights ``v[:, 0]``) to ``norms[r]``, in place."""
     n = indptr.shape[0] - 1
     for r in prange(n):
         sq = 0.0
         for p in range(indptr[r], indptr[r + 1]):
             sq += np.float64(v[p, 0]) * v[p, 0]
         if sq > 1e-24:
-            inv = norm / math.sqrt(sq)
+            inv = norms[r] / math.sqrt(sq)
             for p in range(indptr[r], indptr[r + 1]):
                 v[p, 0] = np.float32(v[p, 0] * inv)
 

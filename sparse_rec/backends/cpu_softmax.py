@@ -161,6 +161,9 @@ _CCL_BLOCK = (2048, 4096)
 # fifth of its row's norm (unit rows needed learning rates 0.15-0.5 on the
 # validation splits, 0.05 left ml-100k at Recall@20 0.19 against 0.27).
 CCL_ROW_NORM = 0.25
+# Item rows' norms times ((count + 1) ** e) / mean: the loss ignores them,
+# the dot product of ``recommend`` then ranks by norm x cosine.
+CCL_ITEM_NORM_EXPONENT = 0.0
 
 
 class CCLEngine(Engine):
@@ -198,12 +201,15 @@ class CCLEngine(Engine):
         self.work = (np.zeros((T, d, N), np.float32), np.zeros((T, d, N), np.float32),
                      np.zeros((T, N), np.int64), np.zeros((T, N)), np.zeros((T, d), np.float32),
                      np.zeros((T, d), np.float32), np.zeros((T, N)), np.zeros((T, N)))
+        s = (counts + 1.0) ** CCL_ITEM_NORM_EXPONENT
+        self.target_norms = (np.full(users.n_rows, CCL_ROW_NORM),
+                             CCL_ROW_NORM * s / s.mean())
         self._normalise()
         self._grow = None
 
     def _normalise(self):
-        for tab in (self.users, self.items):
-            self._k.normalise_rows(tab.indptr, tab.values_buf, CCL_ROW_NORM)
+        for tab, norms in zip((self.users, self.items), self.target_norms, strict=True):
+            self._k.normalise_rows(tab.indptr, tab.values_buf, norms)
 
     def epoch(self, key):
         u, i, dt = self.users, self.items, self.data
