@@ -112,14 +112,7 @@ def test_growth_scores_are_the_exact_expected_gradient(side):
         return _expected_loss(M, Q0, X, data, eng.q) if side == 0 else \
             _expected_loss(P0, M, X, data, eng.q)
 
-    eps = 1e-6
-    for r in range(tab.n_rows):
-        for k in range(D):
-            Mp, Mm = M0.copy(), M0.copy()
-            Mp[r, k] += eps
-            Mm[r, k] -= eps
-            np.testing.assert_allclose(G[r, k], (f(Mp) - f(Mm)) / (2 * eps), rtol=2e-3,
-                                       atol=2e-5)
+    _check_fd(f, M0, {(r, k): G[r, k] for r in range(tab.n_rows) for k in range(D)})
 
 
 def test_rows_have_one_norm_after_every_epoch():
