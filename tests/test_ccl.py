@@ -115,14 +115,19 @@ def test_growth_scores_are_the_exact_expected_gradient(side):
     _check_fd(f, M0, {(r, k): G[r, k] for r in range(tab.n_rows) for k in range(D)})
 
 
-def test_rows_have_one_norm_after_every_epoch():
+def test_rows_have_their_fixed_norms_after_every_epoch():
+    # Users at CCL_ROW_NORM; items at that times (count + 1) ** e over its mean.
+    from sparse_rec.backends.cpu_softmax import CCL_ITEM_NORM_EXPONENT
+
     X, data, users, items = _setup(seed=5)
     eng = _engine(data, users, items)
+    s = (np.diff(data.xt_indptr) + 1.0) ** CCL_ITEM_NORM_EXPONENT
+    want = (np.full(25, CCL_ROW_NORM), CCL_ROW_NORM * s / s.mean())
     for key in (1, 2):
         eng.epoch(np.uint64(key))
-        for tab in (users, items):
+        for tab, w in zip((users, items), want, strict=True):
             norms = np.linalg.norm(tab.to_csr().toarray(), axis=1)
-            np.testing.assert_allclose(norms[norms > 0], CCL_ROW_NORM, rtol=1e-5)
+            np.testing.assert_allclose(norms[norms > 0], w[norms > 0], rtol=1e-5)
 
 
 def _fit(X, **kw):

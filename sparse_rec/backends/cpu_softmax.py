@@ -162,18 +162,23 @@ _CCL_BLOCK = (2048, 4096)
 # validation splits, 0.05 left ml-100k at Recall@20 0.19 against 0.27).
 CCL_ROW_NORM = 0.25
 # Item rows' norms times ((count + 1) ** e) / mean: the loss ignores them,
-# the dot product of ``recommend`` then ranks by norm x cosine.
-CCL_ITEM_NORM_EXPONENT = 0.0
+# the dot product of ``recommend`` then ranks by norm x cosine, a mild
+# popularity prior (a pure cosine gives a rare item a popular one's norm).
+# Validation Recall@20 at density 0.2, e = 0 / 0.15 / 0.25 / 0.5: ml-100k
+# 0.272 / 0.290 / 0.283 / 0.273, built-in 0.167 / 0.185 / 0.182 / 0.173.
+CCL_ITEM_NORM_EXPONENT = 0.15
 
 
 class CCLEngine(Engine):
     """Cosine contrastive (SimpleX CCL) epochs of DSL-MF on the CPU (see :mod:`.._kernels._ccl`).
 
     Trains ``users`` and ``items`` (weight and Adagrad slots) in place and
-    scales every row to norm ``CCL_ROW_NORM`` after each epoch (and once at
-    the start): the loss depends on directions only, so this changes no loss
-    value, gives every row's steps the same scale and makes the dot product
-    of ``recommend`` rank as the cosine. ``bias_v`` stays zero. Growth scores are the
+    scales every row to a fixed norm after each epoch (and once at the
+    start): ``CCL_ROW_NORM`` for users, that times ``(count + 1) **
+    CCL_ITEM_NORM_EXPONENT`` over its mean for items. The loss depends on
+    directions only, so this changes no loss value, gives every row's steps
+    one scale and makes the dot product of ``recommend`` rank by the
+    cosine times the item's popularity factor. ``bias_v`` stays zero. Growth scores are the
     exact gradient of the loss in expectation over the negatives' draws, in
     blocks of ``_CCL_BLOCK`` dense cosines; pruning drops the smallest
     ``|w|`` (rows of one norm: a weight's share of its row).
