@@ -76,11 +76,14 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     ``n_negatives`` negatives shared by a batch and drawn uniformly; the
     loss of a positive is ``1 - cos(p_u, q_i) + (negative_weight /
     n_negatives) * sum_j max(0, cos(p_u, q_j) - margin)`` (negatives the
-    user interacted with left out). Rows are scaled to one norm after every
-    epoch (the loss ignores norms), so ``recommend`` ranks by the cosine.
+    user interacted with left out). Rows are scaled to fixed norms after
+    every epoch (the loss ignores norms): users to 0.25, items to 0.25 times
+    ``(count + 1) ** 0.15`` over its mean, so ``recommend`` ranks by the
+    cosine times a mild popularity factor.
     Growth uses the exact gradient of the loss in expectation over the
     negatives' draws. Adagrad with L2 ``alpha``, no item bias, CPU only.
-    It ranks above the softmax loss and below iALS on the validation splits.
+    It ranks above the softmax loss and below iALS on the MovieLens
+    validation and test splits, and far below iALS on Gowalla.
 
     Parameters
     ----------
@@ -95,8 +98,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         ``loss="softmax"`` and ``loss="ccl"``.
     learning_rate : float, default=0.05
         Step size (Adagrad: the largest step of a weight). BPR, softmax and
-        CCL (whose rows are kept at norm 0.25: a step of up to a fifth of
-        the row).
+        CCL (whose rows are kept at norms near 0.25: a step of up to about
+        a fifth of the row).
     alpha : float, default=0.03
         L2 penalty on each weight touched by a step. Strong by habit of
         dense BPR: sparse models overfit popular items' rows otherwise.
