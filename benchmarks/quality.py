@@ -51,6 +51,7 @@ D = 64
 BPR = {"loss": "bpr", "max_iter": 100, "update_interval": 5}
 IALS = {"loss": "ials", "max_iter": 20, "update_interval": 2}
 SOFTMAX = {"loss": "softmax"}
+CCL = {"loss": "ccl"}
 # name -> (label, DSLMatrixFactorization overrides); the rest are the defaults.
 DSL_ROWS = {
     "bpr-1.0": ("DSL-MF BPR (dense)", {**BPR, "density": 1.0}),
@@ -69,6 +70,9 @@ DSL_ROWS = {
     "softmax-1.0": ("DSL-MF softmax (dense)", {**SOFTMAX, "density": 1.0}),
     "softmax-0.2": ("DSL-MF softmax", {**SOFTMAX, "density": 0.2}),
     "softmax-0.1": ("DSL-MF softmax", {**SOFTMAX, "density": 0.1}),
+    "ccl-1.0": ("DSL-MF CCL (dense)", {**CCL, "density": 1.0}),
+    "ccl-0.2": ("DSL-MF CCL", {**CCL, "density": 0.2}),
+    "ccl-0.1": ("DSL-MF CCL", {**CCL, "density": 0.1}),
 }
 # implicit ALS: 64 factors, and 13 (the parameter count of density 0.2).
 ALS_ROWS = {"als-64": 64, "als-13": 13}
@@ -148,7 +152,7 @@ def parse_args(argv=None):
         except ValueError:
             args.overrides[name] = value
         if isinstance(args.overrides[name], float) and args.overrides[name].is_integer() \
-                and name in ("max_iter", "update_interval", "n_components"):
+                and name in ("max_iter", "update_interval", "n_components", "n_negatives"):
             args.overrides[name] = int(args.overrides[name])
     if args.quick:
         args.no_write = True
@@ -350,7 +354,7 @@ def main(argv=None):
                     {None: "-", True: "yes", False: "NO"}[r["budget_ok"]]]
             table.append(line)
             print("  " + " | ".join(str(c) for c in line[1:]), flush=True)
-        for dsl in ("bpr-0.2", "ials-0.2", "softmax-0.2"):
+        for dsl in ("bpr-0.2", "ials-0.2", "softmax-0.2", "ccl-0.2"):
             if dsl in results and "als-64" in results:
                 a, b = results[dsl], results["als-64"]
                 expo = a.get("popularity_exponent")

@@ -330,9 +330,10 @@ def build_parser():
     f.add_argument("--epochs", type=_int_arg(1), default=None,
                    help="training epochs (default: the estimator's; for mf 20 with the iALS "
                         "loss, 100 with --loss bpr, 40 with --loss softmax)")
-    f.add_argument("--loss", choices=("ials", "bpr", "softmax"), default=None,
+    f.add_argument("--loss", choices=("ials", "bpr", "softmax", "ccl"), default=None,
                    help="loss of --estimator mf (default: ials, exact row solves; bpr: "
-                        "sampled pairs, Adagrad; softmax: sampled softmax, Adagrad)")
+                        "sampled pairs, Adagrad; softmax: sampled softmax, Adagrad; ccl: cosine "
+                        "contrastive loss, Adagrad)")
     f.add_argument("--threads", type=_threads_arg, default=None)
     f.add_argument("--output", default=DEFAULT_MODEL, help="model file (.npz)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")

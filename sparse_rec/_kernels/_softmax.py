@@ -43,6 +43,16 @@ def _adagrad(v, p, grad, lr):
 
 
 @njit(cache=True, inline="always")
+def row_norm(sq):
+    """The norm of a row of squared norm ``sq``; 1 for a zero row (cosine losses).
+
+    A zero row has no direction; counting its norm as 1 gives it the
+    gradient of a unit row (the cosine losses keep rows near unit norm).
+    """
+    return math.sqrt(sq) if sq > 1e-24 else 1.0
+
+
+@njit(cache=True, inline="always")
 def uniform01(bits):
     """53 random bits as a float in [0, 1)."""
     return np.float64(bits >> np.uint64(11)) * (1.0 / 9007199254740992.0)
@@ -92,6 +102,14 @@ def gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v):
         j = neg[n]
         for p in range(i_indptr[j], i_indptr[j + 1]):
             QT[i_indices[p], n] = i_v[p, 0]
+
+
+@njit(cache=True, inline="always")
+def start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v):
+    """Batch ``b``'s negatives, their rows gathered into ``QT`` and ``GQ`` zeroed."""
+    draw_negatives(key, b * n_neg, n_neg, cdf, neg)
+    gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
+    GQ[:, :n_neg] = 0.0
 
 
 @njit(cache=True)
@@ -145,6 +163,32 @@ def _dot_sparse_dense(r, dense, indptr, indices, v):
     return x
 
 
+@njit(cache=True, inline="always")
+def step_negatives(neg, n_neg, GQ, beta, use_beta, QT, i_indptr, i_indices, i_v, lr, reg):
+    """One Adagrad step per negative row with the batch's gradient ``GQ`` (``d x N``).
+
+    With ``use_beta`` the gradient of column ``n`` also has ``-beta[n] * QT[:, n]``
+    (a term along the row itself, as the cosine loss's). The negatives are
+    sorted, so an item drawn twice is a run: it steps once, with the run's
+    summed gradient.
+    """
+    n = 0
+    while n < n_neg:
+        j = neg[n]
+        e = n + 1
+        while e < n_neg and neg[e] == j:
+            e += 1
+        for p in range(i_indptr[j], i_indptr[j + 1]):
+            k = i_indices[p]
+            g = 0.0
+            for m in range(n, e):
+                g += GQ[k, m]
+                if use_beta:
+                    g -= beta[m] * QT[k, m]
+            _adagrad(i_v, p, np.float32(g) + reg * i_v[p, 0], lr)
+        n = e
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _softmax_block(
     b0, b1, n_samples, batch, n_neg, key, QT, GQ, neg, s, pu, qi,
@@ -156,9 +200,7 @@ def _softmax_block(
     nnz = x_indices.shape[0]
     loss = 0.0
     for b in range(b0, b1):
-        draw_negatives(key, b * n_neg, n_neg, cdf, neg)
-        gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
-        GQ[:, :n_neg] = 0.0
+        start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         t1 = min(n_samples, (b + 1) * batch)
         for t in range(b * batch, t1):
             pos = randint(draw(key, t, 0), nnz)
@@ -200,22 +242,7 @@ def _softmax_block(
                 qi[k] = 0.0
             for p in range(u0, u1):
                 pu[u_indices[p]] = 0.0
-        # The negatives' rows: one step each with the batch's gradient. They
-        # are sorted, so an item drawn twice is a run: it steps once, with
-        # the run's summed gradient.
-        n = 0
-        while n < n_neg:
-            j = neg[n]
-            e = n + 1
-            while e < n_neg and neg[e] == j:
-                e += 1
-            for p in range(i_indptr[j], i_indptr[j + 1]):
-                k = i_indices[p]
-                g = 0.0
-                for m in range(n, e):
-                    g += GQ[k, m]
-                _adagrad(i_v, p, np.float32(g) + reg * i_v[p, 0], lr)
-            n = e
+        step_negatives(neg, n_neg, GQ, GQ[0], False, QT, i_indptr, i_indices, i_v, lr, reg)
     return loss
 
 
@@ -238,9 +265,7 @@ def _softmax_users_block(
     n = order.shape[0]
     loss = 0.0
     for b in range(b0, b1):
-        draw_negatives(key, b * n_neg, n_neg, cdf, neg)
-        gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
-        GQ[:, :n_neg] = 0.0
+        start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         for t in range(b * batch, min(n, (b + 1) * batch)):
             u = order[t]
             h0 = x_indptr[u]
@@ -286,19 +311,7 @@ def _softmax_users_block(
             for p in range(u0, u1):
                 pu[u_indices[p]] = 0.0
             gu[:] = 0.0
-        m = 0
-        while m < n_neg:
-            j = neg[m]
-            e = m + 1
-            while e < n_neg and neg[e] == j:
-                e += 1
-            for p in range(i_indptr[j], i_indptr[j + 1]):
-                k = i_indices[p]
-                g = 0.0
-                for r in range(m, e):
-                    g += GQ[k, r]
-                _adagrad(i_v, p, np.float32(g) + reg * i_v[p, 0], lr)
-            m = e
+        step_negatives(neg, n_neg, GQ, GQ[0], False, QT, i_indptr, i_indices, i_v, lr, reg)
     return loss
 
 
@@ -515,9 +528,84 @@ def grad_items_chunk(c0, c1, G, LN, A, sample_users, user_scale, xt_indptr, xt_i
 # --- fold-in of new users against the fixed item table ----------------------
 
 
+@njit(cache=True, inline="always")
+def _row_dot(u, j, i_indptr, i_indices, i_w):
+    x = 0.0
+    for q in range(i_indptr[j], i_indptr[j + 1]):
+        x += u[i_indices[q]] * i_w[q]
+    return x
+
+
+@njit(cache=True, inline="always")
+def _add_row(g, a, j, i_indptr, i_indices, i_w):
+    for q in range(i_indptr[j], i_indptr[j + 1]):
+        g[i_indices[q]] += a * i_w[q]
+
+
+@njit(cache=True, inline="always")
+def _softmax_row_grad(g, u, h0, h1, x_indices, x_data, inv_mean, neg, n_neg, s,
+                      i_indptr, i_indices, i_w, logq, inv_t):
+    """Add the row's sampled-softmax gradient to ``g``; ``s[n]`` is 0 for hits."""
+    mx = _NEG_INF
+    for n in range(n_neg):
+        if s[n] != 0.0:
+            s[n] = _row_dot(u, neg[n], i_indptr, i_indices, i_w) * inv_t - logq[neg[n]]
+            mx = max(mx, s[n])
+        else:
+            s[n] = _NEG_INF
+    zn = 0.0
+    for n in range(n_neg):
+        s[n] = math.exp(s[n] - mx) if s[n] > _NEG_INF else 0.0
+        zn += s[n]
+    ln = math.log(zn) + mx if zn > 0 else _NEG_INF
+    rest = 0.0
+    for p in range(h0, h1):
+        i = x_indices[p]
+        s0 = _row_dot(u, i, i_indptr, i_indices, i_w) * inv_t
+        m = max(s0, ln)
+        P = math.exp(s0 - m) / (math.exp(s0 - m) + math.exp(ln - m))
+        c = x_data[p] * inv_mean
+        rest += c * (1.0 - P)
+        _add_row(g, np.float32(c * (P - 1.0) * inv_t), i, i_indptr, i_indices, i_w)
+    if zn > 0:
+        for n in range(n_neg):
+            _add_row(g, np.float32(rest * inv_t * s[n] / zn), neg[n], i_indptr, i_indices, i_w)
+
+
+@njit(cache=True, inline="always")
+def _ccl_row_grad(g, u, h0, h1, x_indices, x_data, inv_mean, neg, n_neg, s,
+                  i_indptr, i_indices, i_w, i_norm, margin, neg_weight):
+    """Add the row's cosine contrastive gradient to ``g``; ``s[n]`` is 0 for hits."""
+    d = u.shape[0]
+    sq = 0.0
+    for c in range(d):
+        sq += u[c] * u[c]
+    un = row_norm(sq)
+    cu = 0.0
+    ap = 0.0  # coefficient of u / |u|^2
+    for p in range(h0, h1):
+        i = x_indices[p]
+        c = x_data[p] * inv_mean
+        cu += c
+        cos = _row_dot(u, i, i_indptr, i_indices, i_w) / (un * i_norm[i])
+        ap += c * cos
+        _add_row(g, np.float32(-c / (un * i_norm[i])), i, i_indptr, i_indices, i_w)
+    wn = cu * neg_weight / n_neg
+    for n in range(n_neg):
+        if s[n] != 0.0:
+            j = neg[n]
+            cos = _row_dot(u, j, i_indptr, i_indices, i_w) / (un * i_norm[j])
+            if cos > margin:
+                ap -= wn * cos
+                _add_row(g, np.float32(wn / (un * i_norm[j])), j, i_indptr, i_indices, i_w)
+    for c in range(d):
+        g[c] += ap * u[c] / (un * un)
+
+
 @njit(cache=True)
 def _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, cdf, logq, n_neg,
-                 inv_t, n_passes, n_refine, k_keep, lr, reg, key, u, mask, neg, s, g, acc):
+                 inv_t, ccl, i_norm, margin, neg_weight, n_passes, n_refine, k_keep, lr, reg,
+                 key, u, mask, neg, s, g, acc):
     d = u.shape[0]
     h0, h1 = x_indptr[r], x_indptr[r + 1]
     nh = h1 - h0
@@ -532,52 +620,30 @@ def _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, cdf, 
         rkey = splitmix64(rkey ^ np.uint64(x_indices[p]))
         total += x_data[p]
     inv_mean = nh / total if total > 0 else 1.0
+    if ccl:
+        # A zero row has no direction: start from the history's mean item row.
+        for p in range(h0, h1):
+            _add_row(u, np.float32(1.0 / nh), x_indices[p], i_indptr, i_indices, i_w)
     for it in range(n_passes + n_refine):
         if it == n_passes and k_keep < d:
             keep_largest(u, mask, k_keep)
         draw_negatives(rkey, it * n_neg, n_neg, cdf, neg)
-        # The history is the row's forbidden set: merge it with the negatives.
+        # The history is the row's forbidden set: merge it with the negatives
+        # (s[n] = 0 marks a hit, 1 a negative).
         f = h0
-        mx = _NEG_INF
         for n in range(n_neg):
             j = neg[n]
             while f < h1 and x_indices[f] < j:
                 f += 1
-            if f < h1 and x_indices[f] == j:
-                s[n] = _NEG_INF
-            else:
-                s[n] = 0.0
-                for p in range(i_indptr[j], i_indptr[j + 1]):
-                    s[n] += u[i_indices[p]] * i_w[p]
-                s[n] = s[n] * inv_t - logq[j]
-                mx = max(mx, s[n])
-        zn = 0.0
-        for n in range(n_neg):
-            s[n] = math.exp(s[n] - mx) if s[n] > _NEG_INF else 0.0
-            zn += s[n]
-        ln = math.log(zn) + mx if zn > 0 else _NEG_INF
+            s[n] = 0.0 if f < h1 and x_indices[f] == j else 1.0
         for c in range(d):
             g[c] = reg * u[c]
-        rest = 0.0
-        for p in range(h0, h1):
-            i = x_indices[p]
-            s0 = 0.0
-            for q in range(i_indptr[i], i_indptr[i + 1]):
-                s0 += u[i_indices[q]] * i_w[q]
-            s0 *= inv_t
-            m = max(s0, ln)
-            P = math.exp(s0 - m) / (math.exp(s0 - m) + math.exp(ln - m))
-            c = x_data[p] * inv_mean
-            rest += c * (1.0 - P)
-            w = np.float32(c * (P - 1.0) * inv_t)
-            for q in range(i_indptr[i], i_indptr[i + 1]):
-                g[i_indices[q]] += w * i_w[q]
-        if zn > 0:
-            for n in range(n_neg):
-                pi = np.float32(rest * inv_t * s[n] / zn)
-                j = neg[n]
-                for q in range(i_indptr[j], i_indptr[j + 1]):
-                    g[i_indices[q]] += pi * i_w[q]
+        if ccl:
+            _ccl_row_grad(g, u, h0, h1, x_indices, x_data, inv_mean, neg, n_neg, s,
+                          i_indptr, i_indices, i_w, i_norm, margin, neg_weight)
+        else:
+            _softmax_row_grad(g, u, h0, h1, x_indices, x_data, inv_mean, neg, n_neg, s,
+                              i_indptr, i_indices, i_w, logq, inv_t)
         for c in range(d):
             if mask[c]:
                 acc[c] += g[c] * g[c]
@@ -586,15 +652,19 @@ def _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, cdf, 
 
 @njit(cache=True, parallel=True)
 def fold_in_softmax(x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, cdf, logq, n_neg,
-                    inv_t, n_passes, n_refine, k_keep, lr, reg, key, U, M, NEG, S, GW, ACC):
+                    inv_t, ccl, i_norm, margin, neg_weight, n_passes, n_refine, k_keep, lr, reg,
+                    key, U, M, NEG, S, GW, ACC):
     """Fill ``U[r]`` (weights) and ``M[r]`` (active mask) for each history row ``r``.
 
-    Each pass is one full-row Adagrad step of the row's sampled-softmax loss
-    (all its positives, weighted by value over the row's mean, against
-    ``n_neg`` fresh negatives keyed by the row's items) on all coordinates;
-    after ``n_passes`` the ``k_keep`` largest are kept and ``n_refine`` more
-    passes train them alone. ``NEG``, ``S``, ``GW`` and ``ACC`` are work
-    rows (blocks x n_neg int64 and float64, blocks x d float32 twice).
+    Each pass is one full-row Adagrad step of the row's loss (all its
+    positives, weighted by value over the row's mean, against ``n_neg``
+    fresh negatives keyed by the row's items) on all coordinates; after
+    ``n_passes`` the ``k_keep`` largest are kept and ``n_refine`` more passes
+    train them alone. The loss is the sampled softmax (``logq``, ``inv_t``),
+    or with ``ccl`` the cosine contrastive loss (``i_norm``: the item rows'
+    norms, ``margin``, ``neg_weight``; the row starts at its history's mean
+    item row). ``NEG``, ``S``, ``GW`` and ``ACC`` are work rows
+    (blocks x n_neg int64 and float64, blocks x d float32 twice).
     """
     n_rows = U.shape[0]
     n_blocks = NEG.shape[0]
@@ -606,5 +676,5 @@ def fold_in_softmax(x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, cdf, 
         acc = ACC[blk]
         for r in range(blk * per, min(n_rows, (blk + 1) * per)):
             _fold_in_row(r, x_indptr, x_indices, x_data, i_indptr, i_indices, i_w, cdf, logq,
-                         n_neg, inv_t, n_passes, n_refine, k_keep, lr, reg, key, U[r], M[r],
-                         neg, s, g, acc)
+                         n_neg, inv_t, ccl, i_norm, margin, neg_weight, n_passes, n_refine,
+                         k_keep, lr, reg, key, U[r], M[r], neg, s, g, acc)

@@ -1,4 +1,4 @@
-"""DSLMatrixFactorization: matrix factorisation (iALS, BPR, softmax) on a fixed sparse budget."""
+"""DSLMatrixFactorization: matrix factorisation (iALS, BPR, softmax, CCL), sparse budget."""
 
 import numpy as np
 
@@ -16,17 +16,19 @@ LOSS_DEFAULTS = {
     "bpr": {"max_iter": 100, "update_interval": 5},
     "ials": {"max_iter": 20, "update_interval": 2},
     "softmax": {"max_iter": 40, "update_interval": 4},
+    "ccl": {"max_iter": 40, "update_interval": 4},
 }
 # Initial weights are uniform in [-s, s] with s chosen so a user-item score
 # starts near +-_INIT_SCORE whatever the density and n_components.
 _INIT_SCORE = 0.05
 # Engines of the losses other than BPR (backends._engine).
-_ENGINE_KEYS = {"ials": "mf-ials", "softmax": "mf-softmax"}
-_LOSS_NAMES = {"ials": "iALS", "softmax": "the softmax loss", "bpr": "BPR"}
+_ENGINE_KEYS = {"ials": "mf-ials", "softmax": "mf-softmax", "ccl": "mf-ccl"}
+_LOSS_NAMES = {"ials": "iALS", "softmax": "the softmax loss", "bpr": "BPR",
+               "ccl": "the cosine contrastive loss"}
 
 
 class DSLMatrixFactorization(MFModel, DSLEstimator):
-    """Matrix factorisation (iALS or BPR loss), trained sparse from scratch (DSL).
+    """Matrix factorisation (iALS, BPR, softmax or CCL loss), trained sparse from scratch (DSL).
 
     User and item factors are CSR tables holding only the active weights.
     Training starts from a uniformly random pattern with exactly
@@ -69,6 +71,20 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     On the validation splits it ranks below iALS and BPR (see "Losses" in
     the Dynamic Sparse Learning guide); it is there to compare and build on.
 
+    With ``loss="ccl"`` (the cosine contrastive loss of SimpleX, Mao et al.
+    2021) epochs take users as the softmax loss does, against
+    ``n_negatives`` negatives shared by a batch and drawn uniformly; the
+    loss of a positive is ``1 - cos(p_u, q_i) + (negative_weight /
+    n_negatives) * sum_j max(0, cos(p_u, q_j) - margin)`` (negatives the
+    user interacted with left out). Rows are scaled to fixed norms after
+    every epoch (the loss ignores norms): users to 0.25, items to 0.25 times
+    ``(count + 1) ** 0.15`` over its mean, so ``recommend`` ranks by the
+    cosine times a mild popularity factor.
+    Growth uses the exact gradient of the loss in expectation over the
+    negatives' draws. Adagrad with L2 ``alpha``, no item bias, CPU only.
+    It ranks above the softmax loss and below iALS on every benchmark set
+    (Gowalla: 0.97x iALS's Recall@20 at density 0.2).
+
     Parameters
     ----------
     n_components : int, default=64
@@ -79,22 +95,26 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     max_iter : int or None, default=None
         Epochs. None: 100 for ``loss="bpr"``, 20 for ``loss="ials"`` (each
         iALS epoch is two exact alternating solves), 40 for
-        ``loss="softmax"``.
+        ``loss="softmax"`` and ``loss="ccl"``.
     learning_rate : float, default=0.05
-        Step size (Adagrad: the largest step of a weight). BPR and softmax.
+        Step size (Adagrad: the largest step of a weight). BPR, softmax and
+        CCL (whose rows are kept at norms near 0.25: a step of up to about
+        a fifth of the row).
     alpha : float, default=0.03
         L2 penalty on each weight touched by a step. Strong by habit of
         dense BPR: sparse models overfit popular items' rows otherwise.
-        BPR and softmax (iALS: ``regularization``).
+        BPR, softmax and CCL (iALS: ``regularization``).
     optimizer : {"adagrad", "sgd"}, default="adagrad"
         Step rule. Adagrad keeps one accumulator per active weight (stored
         on the same pattern, dropped after ``fit``); plain SGD keeps none.
-        BPR only (softmax always uses Adagrad).
-    loss : {"ials", "bpr", "softmax"}, default="ials"
+        BPR only (softmax and CCL always use Adagrad).
+    loss : {"ials", "bpr", "softmax", "ccl"}, default="ials"
         ``"ials"``: weighted squared loss over all pairs, exact row solves
         (CPU only). ``"bpr"``: sampled pairwise loss with SGD/Adagrad steps
         and a dense item bias (CPU or GPU). ``"softmax"``: sampled softmax
         over negatives shared by a batch of users, Adagrad (CPU only).
+        ``"ccl"``: cosine contrastive loss over shared negatives, Adagrad
+        (CPU only).
     regularization : float > 0, default=0.01
         iALS ridge: row ``u`` is penalised by ``regularization * (sum of its
         confidences + unobserved_weight * n_other) * |w_u|^2``, i.e. in
@@ -106,11 +126,21 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         n_items)``, so all unobserved pairs together weigh ten times the
         observed ones whatever the data's density. iALS only.
     n_negatives : int or None, default=None
-        Softmax: negative items shared by each batch of users (drawn with
-        replacement). None: 256, or ``n_items - 1`` when there are fewer
-        items. Softmax only.
+        Softmax and CCL: negative items shared by each batch of users (drawn
+        with replacement). None: 256 (softmax); CCL a quarter of the items
+        within [800, 4096] (more negatives ranked better on the validation
+        splits; the cap bounds an epoch's cost); ``n_items - 1`` when there
+        are fewer items. Softmax and CCL only.
     temperature : float > 0, default=0.5
         Softmax: scores are divided by it (lower: sharper). Softmax only.
+    margin : float in (-1, 1), default=0.5
+        CCL: a negative adds to the loss only while its cosine with the user
+        exceeds ``margin``. CCL only.
+    negative_weight : float > 0 or None, default=None
+        CCL: weight of the negative term of each positive (shared by its
+        ``n_negatives`` negatives). None: ``n_items / 150``, so each item as
+        a uniformly drawn negative weighs 1/150 of a positive whatever the
+        catalogue's size. CCL only.
     popularity_exponent : float in [-2, 2] or None, default=None
         iALS: the unobserved pairs of item ``i`` weigh ``unobserved_weight *
         q_i`` with ``q_i`` proportional to ``max(n_i, 1) **
@@ -146,7 +176,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         and a fixed ``random_state`` a fit is bitwise reproducible.
     backend : {"cpu", "cuda"}, default="cpu"
         Where training epochs and growth scores run. ``"cuda"`` (losses
-        ``"ials"`` and ``"bpr"``; softmax has no GPU engine yet) needs
+        ``"ials"`` and ``"bpr"``; softmax and CCL have no GPU engine yet) needs
         numba-cuda and a GPU (``pip install sparse-rec[cuda]``); the prune
         threshold is found on the GPU too; the rebuild and scoring stay on
         the CPU, and the tables travel to the host at each update.
@@ -215,6 +245,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     ...                             max_iter=8, random_state=0, n_threads=1).fit(X)
     >>> sm.n_active_ == mf.n_active_, sm.recommend([0], n=5)[0].shape
     (True, (1, 5))
+    >>> cc = DSLMatrixFactorization(n_components=16, density=0.25, loss="ccl",
+    ...                             max_iter=8, random_state=0, n_threads=1).fit(X)
+    >>> cc.n_active_ == mf.n_active_, cc.recommend_for_history(X[:2], n=5)[0].shape
+    (True, (2, 5))
     """
 
     _engine_model = "mf"
@@ -251,6 +285,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         n_negatives=None,
         temperature=0.5,
         popularity_exponent=None,
+        margin=0.5,
+        negative_weight=None,
     ):
         self.n_components = n_components
         self.density = density
@@ -279,6 +315,8 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         self.n_negatives = n_negatives
         self.temperature = temperature
         self.popularity_exponent = popularity_exponent
+        self.margin = margin
+        self.negative_weight = negative_weight
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------
     def _engine_key(self):
@@ -291,7 +329,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}. "
                              "Use 'ials' (exact row solves), 'bpr' (sampled pairs) or "
-                             "'softmax' (sampled softmax).")
+                             "'softmax' (sampled softmax) or 'ccl' (cosine contrastive).")
         devices = backends.devices(self._engine_key())
         if self.backend not in devices and self.backend in backends.devices("mf"):
             raise ValueError(
@@ -333,7 +371,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         for tab in (users, items):
             tab.add_state(1 if self.loss == "ials" else 2)
         bias_v = np.zeros((self.n_items_, 2), np.float32)
-        if self.loss == "bpr":  # iALS and softmax have no bias (a BPR model continued drops it)
+        if self.loss == "bpr":  # the other losses have no bias (a BPR model continued drops it)
             bias_v[:, 0] = self.item_bias_
         return self._params(users, items, bias_v)
 
@@ -353,6 +391,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
             return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                           alpha=self.alpha, n_negatives=self._n_negatives(),
                           temperature=self.temperature)
+        if self.loss == "ccl":
+            return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
+                          alpha=self.alpha, n_negatives=self._n_negatives(),
+                          margin=self.margin, negative_weight=self._negative_weight())
         return engine(data, *params.tables, params.layout, learning_rate=self.learning_rate,
                       alpha=self.alpha, optimizer=self.optimizer)
 

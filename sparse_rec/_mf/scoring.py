@@ -12,7 +12,7 @@ from .._table import SparseEmbeddingTable
 from .._threads import numba_threads
 
 #: The losses of DSL-MF; a model file without ``loss`` is a BPR model.
-LOSSES = ("bpr", "ials", "softmax")
+LOSSES = ("bpr", "ials", "softmax", "ccl")
 # iALS: unobserved pairs together weigh this many times the observed ones
 # when ``unobserved_weight`` is None.
 IALS_UNOBSERVED_MASS = 10.0
@@ -28,24 +28,42 @@ _FOLD_IN_REFINE = 10
 _FOLD_IN_KEY = 0x5EED_F01D
 
 
-def default_negatives(n_items):
-    """Shared negatives per batch of ``loss="softmax"`` when ``n_negatives`` is None."""
-    return int(max(1, min(n_items - 1, SOFTMAX_NEGATIVES)))
+def default_negatives(n_items, loss="softmax"):
+    """Shared negatives per batch of the softmax losses when ``n_negatives`` is None."""
+    n = CCL_NEGATIVES if loss == "ccl" else SOFTMAX_NEGATIVES
+    return int(max(1, min(n_items - 1, n)))
 
 
-# Softmax: negatives per batch at the default (fewer when there are fewer items).
+# CCL: negative_weight when None is n_items / CCL_ITEMS_PER_WEIGHT, so every
+# item as a negative (drawn uniformly) weighs 1/150 of a positive whatever
+# the catalogue's size (about 11 on ml-100k, 65 on the built-in set).
+CCL_ITEMS_PER_WEIGHT = 150.0
+# Negatives per batch at the default (fewer when there are fewer items):
+# softmax, and the cosine contrastive loss (SimpleX's order of magnitude).
 SOFTMAX_NEGATIVES = 256
+CCL_NEGATIVES = 800
 
 
 def check_softmax_params(est):
-    """Raise ValueError unless ``n_negatives`` and ``temperature`` are usable."""
+    """Raise ValueError unless the softmax / CCL parameters are usable."""
     from .._validation import check_positive_int, check_real
 
     if getattr(est, "n_negatives", None) is not None:
         check_positive_int(est.n_negatives, "n_negatives",
-                           hint="Use None for the default (256, fewer for few items).")
+                           hint="Use None for the default (256 for softmax, 800 for ccl; "
+                                "fewer for few items).")
     check_real(getattr(est, "temperature", None), "temperature", low=0, low_open=True,
                hint="Use for example temperature=0.5.")
+    if getattr(est, "loss", None) == "ccl":
+        margin = check_real(getattr(est, "margin", None), "margin",
+                            hint="Use a cosine in (-1, 1), for example margin=0.5.")
+        if not -1.0 < margin < 1.0:
+            # A cosine lies in [-1, 1]: margin 1 or more never pushes a negative.
+            raise ValueError(f"margin must be in (-1, 1) (a cosine); got {margin!r}. Use "
+                             "for example margin=0.5.")
+        if getattr(est, "negative_weight", None) is not None:
+            check_real(est.negative_weight, "negative_weight", low=0, low_open=True,
+                       hint="Use None (by the number of items) or for example 50.")
 
 
 class MFModel:
@@ -114,7 +132,7 @@ class MFModel:
                 check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True)
             if getattr(self, "popularity_exponent", None) is not None:
                 check_real(self.popularity_exponent, "popularity_exponent")
-        if loss == "softmax":
+        if loss in ("softmax", "ccl"):
             check_softmax_params(self)
 
     def _top_n(self, rows, n, ex_indptr, ex_indices, allowed, user_side=None):
@@ -147,7 +165,13 @@ class MFModel:
     def _n_negatives(self):
         """Softmax negatives per batch: the parameter, or the data-derived default."""
         n = getattr(self, "n_negatives", None)
-        return int(n) if n is not None else default_negatives(self.seen_.shape[1])
+        return int(n) if n is not None else default_negatives(self.seen_.shape[1], self._loss())
+
+    def _negative_weight(self):
+        """CCL weight of the negative term: the parameter, or ``n_items / 150``."""
+        w = getattr(self, "negative_weight", None)
+        return float(w) if w is not None else self.seen_.shape[1] / CCL_ITEMS_PER_WEIGHT
+
     def _popularity_exponent(self):
         """iALS popularity exponent: the parameter, or the data-derived default (by density)."""
         expo = getattr(self, "popularity_exponent", 0.0)
@@ -187,7 +211,7 @@ class MFModel:
         if self._loss() == "ials":
             self._fold_in_ials(X, k_keep, U, M)
             return self._rows_table(U, M)
-        if self._loss() == "softmax":
+        if self._loss() in ("softmax", "ccl"):
             self._fold_in_softmax(X, k_keep, U, M)
             return self._rows_table(U, M)
         with numba_threads(self.n_threads):
@@ -201,20 +225,35 @@ class MFModel:
         return self._rows_table(U, M)
 
     def _fold_in_softmax(self, X, k_keep, U, M):
-        """Rows for ``X`` by full-row Adagrad steps of the sampled softmax (see ``_fold_in``)."""
+        """Rows for ``X`` by full-row Adagrad steps of the model's loss (see ``_fold_in``).
+
+        The sampled softmax, or (``loss="ccl"``) the cosine contrastive loss
+        with the fitted ``margin`` and ``negative_weight``, negatives from
+        the proposal of the fit.
+        """
         from .._kernels import _softmax
-        from ..backends.cpu_softmax import proposal
+        from ..backends.cpu_softmax import CCL_NEGATIVE_BETA, NEGATIVE_BETA, proposal
 
         items = self.item_table_
         n_neg = self._n_negatives()
-        cdf, logq = proposal(np.asarray(self.seen_.getnnz(axis=0)), n_neg)
+        ccl = self._loss() == "ccl"
+        cdf, logq = proposal(np.asarray(self.seen_.getnnz(axis=0)), n_neg,
+                             CCL_NEGATIVE_BETA if ccl else NEGATIVE_BETA)
+        norms = np.ones(items.n_rows)
+        if ccl:
+            sq = np.bincount(np.repeat(np.arange(items.n_rows), np.diff(items.indptr)),
+                             weights=items.weights.astype(np.float64) ** 2,
+                             minlength=items.n_rows)
+            norms = np.where(sq > 1e-24, np.sqrt(sq), 1.0)
         d = U.shape[1]
         nb = max(1, min(X.shape[0], 64))
         with numba_threads(self.n_threads):
             _softmax.fold_in_softmax(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32),
                 X.data.astype(np.float32), items.indptr, items.indices, items.weights,
-                cdf, logq, n_neg, 1.0 / float(self.temperature), _FOLD_IN_PASSES,
+                cdf, logq, n_neg, 1.0 / float(self.temperature), ccl, norms,
+                float(getattr(self, "margin", 0.0)), self._negative_weight() if ccl else 0.0,
+                _FOLD_IN_PASSES,
                 _FOLD_IN_REFINE, k_keep, np.float32(self.learning_rate),
                 np.float32(self.alpha), np.uint64(_FOLD_IN_KEY), U, M,
                 np.empty((nb, n_neg), np.int64), np.empty((nb, n_neg)),
@@ -323,10 +362,10 @@ class MFModel:
         """
         from .._kernels import _foldin
 
-        if self._loss() == "softmax":
+        if self._loss() in ("softmax", "ccl"):
             raise NotImplementedError(
-                "partial_fit_items is not available for loss='softmax' yet (no item solve "
-                "of the sampled softmax); refit the model, or use loss='ials' or 'bpr'."
+                f"partial_fit_items is not available for loss={self._loss()!r} yet (no item "
+                "solve of the sampled losses); refit the model, or use loss='ials' or 'bpr'."
             )
         d = self.item_table_.n_cols
         k_keep = int(min(d, max(1, round(self.item_table_.nnz / max(self.n_items_, 1)))))

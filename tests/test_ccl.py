@@ -1,0 +1,232 @@
+"""DSL-MF with loss="ccl": kernel gradients, growth, budget, reproducibility, fold-in, input."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_softmax import D, _check_fd, _read_gradients, _setup, check_fold_in  # noqa: E402
+
+from sparse_rec import DSLMatrixFactorization, load
+from sparse_rec._kernels import _ccl, _softmax
+from sparse_rec.backends.cpu_softmax import CCL_ROW_NORM, CCLEngine
+from sparse_rec.datasets import make_interactions
+
+N_NEG, MARGIN, WEIGHT, REG = 7, 0.1, 3.0, 0.01
+
+
+def _engine(data, users, items, margin=MARGIN):
+    return CCLEngine(data, users, items, None, learning_rate=0.05, alpha=REG,
+                     n_negatives=N_NEG, margin=margin, negative_weight=WEIGHT, batch=4)
+
+
+def _cos(a, b):
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return a @ b / (na * nb)
+
+
+def _user_loss(P, Q, u, hist, cs, neg, margin):
+    """NumPy CCL of user ``u``'s positives against the shared negatives ``neg`` (no hits)."""
+    pos = sum(c * (1 - _cos(P[u], Q[i])) for i, c in zip(hist, cs, strict=True))
+    hinge = sum(max(0.0, _cos(P[u], Q[j]) - margin) for j in neg)
+    return pos + sum(cs) * WEIGHT / N_NEG * hinge
+
+
+def test_epoch_gradient_matches_finite_differences():
+    # One user in one batch: every touched row steps once, from the
+    # pre-step weights (the engine made the rows unit first).
+    X, data, users, items = _setup(seed=3)
+    eng = _engine(data, users, items, margin=0.0)
+    neg = np.empty(N_NEG, np.int64)
+    u = 4
+    hist = X.indices[X.indptr[u]:X.indptr[u + 1]].tolist()
+    for key in map(np.uint64, range(100, 300)):
+        _softmax.draw_negatives_host(key, N_NEG, eng.cdf, neg)
+        if not set(neg.tolist()) & set(hist) and len(set(neg.tolist())) < N_NEG:
+            break  # no hit, and one negative drawn twice (a run steps once)
+    assert not set(neg.tolist()) & set(hist)
+    assert len(set(neg.tolist())) < N_NEG
+    P0 = users.to_csr().toarray().astype(np.float64)
+    Q0 = items.to_csr().toarray().astype(np.float64)
+    touched = sorted({*hist, *neg.tolist()})
+    cs = data.x_weight[data.x_indptr[u]:data.x_indptr[u + 1]].astype(np.float64)
+    active = sum(_cos(P0[u], Q0[j]) > eng.margin for j in neg)
+    assert 0 < active < N_NEG  # both sides of the hinge are exercised
+
+    def f(P, Q):
+        reg = (P[u] ** 2).sum() + sum((Q[j] ** 2).sum() for j in touched)
+        return _user_loss(P, Q, u, hist, cs, neg, eng.margin) + 0.5 * REG * reg
+
+    w_u, w_i = users.weights.copy(), items.weights.copy()
+    got = _ccl.ccl_users_serial(
+        np.array([u], np.int64), 1, N_NEG, key, *eng.work, data.x_indptr, data.x_indices,
+        data.x_weight, data.f_indptr, data.f_indices, users.indptr, users.indices,
+        users.values_buf, items.indptr, items.indices, items.values_buf, eng.cdf,
+        eng.zero, eng.margin, eng.neg_weight, eng.lr, eng.reg)
+    np.testing.assert_allclose(got, _user_loss(P0, Q0, u, hist, cs, neg, eng.margin),
+                               rtol=1e-5)
+    gu = _read_gradients(users, w_u, [u])
+    gi = _read_gradients(items, w_i, touched)
+    assert len(gu) + len(gi) > 10
+    _check_fd(lambda P: f(P, Q0), P0, gu)
+    _check_fd(lambda Q: f(P0, Q), Q0, gi)
+    # Rows the batch did not touch keep their weights.
+    for j in set(range(18)) - set(touched):
+        sl = slice(items.indptr[j], items.indptr[j + 1])
+        assert np.array_equal(items.weights[sl], w_i[sl])
+
+
+def _expected_loss(P, Q, X, data, q):
+    """The loss in expectation over the negatives' draws: ``w q_j`` per pair outside X."""
+    W = sp.csr_matrix((data.x_weight, data.x_indices, data.x_indptr), shape=X.shape).toarray()
+    F = X.toarray() > 0
+    Pn = P / np.where(np.linalg.norm(P, axis=1) > 0, np.linalg.norm(P, axis=1), 1)[:, None]
+    Qn = Q / np.where(np.linalg.norm(Q, axis=1) > 0, np.linalg.norm(Q, axis=1), 1)[:, None]
+    C = Pn @ Qn.T
+    pos = (W * (1 - C) * F).sum()
+    hinge = np.maximum(C - MARGIN, 0) * ~F
+    return pos + (W.sum(axis=1)[:, None] * WEIGHT * q[None, :] * hinge).sum()
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_growth_scores_are_the_exact_expected_gradient(side):
+    # At active and inactive coordinates alike, users and items, over every
+    # pair (no sampling), in blocks smaller than the tables.
+    from sparse_rec.backends import cpu_softmax
+
+    X, data, users, items = _setup(seed=1 + side)
+    eng = _engine(data, users, items)  # rows are unit from here on
+    P0 = users.to_csr().toarray().astype(np.float64)
+    Q0 = items.to_csr().toarray().astype(np.float64)
+    tab = (users, items)[side]
+    G = np.empty((tab.n_rows, D), np.float32)
+    old = cpu_softmax._CCL_BLOCK
+    cpu_softmax._CCL_BLOCK = (4, 5)
+    try:
+        fill = eng.grow_fns(np.uint64(7))[side]
+        fill(0, 3, G[0:3])
+        fill(3, tab.n_rows, G[3:])
+    finally:
+        cpu_softmax._CCL_BLOCK = old
+    M0 = (P0, Q0)[side]
+
+    def f(M):
+        return _expected_loss(M, Q0, X, data, eng.q) if side == 0 else \
+            _expected_loss(P0, M, X, data, eng.q)
+
+    _check_fd(f, M0, {(r, k): G[r, k] for r in range(tab.n_rows) for k in range(D)})
+
+
+def test_rows_have_their_fixed_norms_after_every_epoch():
+    # Users at CCL_ROW_NORM; items at that times (count + 1) ** e over its mean.
+    from sparse_rec.backends.cpu_softmax import CCL_ITEM_NORM_EXPONENT
+
+    X, data, users, items = _setup(seed=5)
+    eng = _engine(data, users, items)
+    s = (np.diff(data.xt_indptr) + 1.0) ** CCL_ITEM_NORM_EXPONENT
+    want = (np.full(25, CCL_ROW_NORM), CCL_ROW_NORM * s / s.mean())
+    for key in (1, 2):
+        eng.epoch(np.uint64(key))
+        for tab, w in zip((users, items), want, strict=True):
+            norms = np.linalg.norm(tab.to_csr().toarray(), axis=1)
+            np.testing.assert_allclose(norms[norms > 0], w[norms > 0], rtol=1e-5)
+
+
+def _fit(X, **kw):
+    params = {"n_components": 8, "density": 0.25, "loss": "ccl", "max_iter": 6,
+              "update_interval": 2, "random_state": 0, "n_threads": 1, **kw}
+    return DSLMatrixFactorization(**params).fit(X)
+
+
+def test_budget_exact_after_every_epoch_and_loss_falls():
+    X = make_interactions(120, 80, 1500, random_state=1)
+    est = _fit(X, max_iter=10)
+    budget = round(0.25 * 8 * 200)
+    assert est.n_active_ == budget
+    assert all(h["nnz"] == budget for h in est.history_)
+    assert any(h["grown"] > 0 for h in est.history_)
+    assert est.history_[-1]["loss"] < est.history_[0]["loss"]
+    assert np.all(est.item_bias_ == 0)
+
+
+def test_one_thread_is_bitwise_reproducible():
+    X = make_interactions(120, 80, 1500, random_state=2)
+    a, b = _fit(X), _fit(X)
+    for t in ("user_table_", "item_table_"):
+        assert np.array_equal(getattr(a, t).weights, getattr(b, t).weights)
+        assert np.array_equal(getattr(a, t).indices, getattr(b, t).indices)
+    c = _fit(X, random_state=1)
+    assert not np.array_equal(a.user_table_.weights, c.user_table_.weights)
+
+
+def test_two_threads_train_as_well():
+    X = make_interactions(150, 90, 2500, random_state=3)
+    one, two = _fit(X, max_iter=10), _fit(X, max_iter=10, n_threads=2)
+    assert two.history_[-1]["loss"] < two.history_[0]["loss"]
+    assert two.history_[-1]["loss"] < 1.2 * one.history_[-1]["loss"]
+
+
+def _planted():
+    # Two groups of users with disjoint item sets; user 0 of group A saw
+    # all of A's items but item 9, which every other member of A saw.
+    rows, cols = [], []
+    for u in range(40):
+        for i in (range(0, 10) if u < 20 else range(10, 20)):
+            if (u, i) != (0, 9):
+                rows.append(u)
+                cols.append(i)
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(40, 20))
+
+
+def test_known_answer_ranks_the_planted_item_first():
+    X = _planted()
+    est = _fit(X, max_iter=30, update_interval=5, density=0.5, n_components=4,
+               n_negatives=8)
+    assert est.recommend([0], n=3)[0][0, 0] == 9
+    assert est.recommend_for_history(X[:1], n=3)[0][0, 0] == 9
+
+
+def test_fold_in_keeps_the_per_user_budget_and_is_row_independent():
+    X = make_interactions(120, 80, 1500, random_state=4).tocsr()
+    check_fold_in(_fit(X), X[:6])
+
+
+def test_partial_fit_items_says_it_is_not_available():
+    X = make_interactions(60, 40, 600, random_state=5)
+    est = _fit(X, max_iter=2)
+    with pytest.raises(NotImplementedError, match="loss='ccl'"):
+        est.partial_fit_items(np.arange(3), X[:, :3])
+
+
+def test_save_load_roundtrip(tmp_path):
+    X = make_interactions(60, 40, 600, random_state=6)
+    est = _fit(X, margin=0.3, negative_weight=20.0)
+    path = tmp_path / "m.npz"
+    est.save(path)
+    back = load(path)
+    assert back.loss == "ccl" and back.margin == 0.3 and back.negative_weight == 20.0
+    assert np.array_equal(back.recommend([0, 1], n=5)[0], est.recommend([0, 1], n=5)[0])
+    H = X[:3]
+    assert np.array_equal(back.recommend_for_history(H, n=5)[0],
+                          est.recommend_for_history(H, n=5)[0])
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"margin": 1.0}, r"margin must be in \(-1, 1\)"),
+    ({"margin": -1.5}, r"margin must be in \(-1, 1\)"),
+    ({"margin": "x"}, "margin"),
+    ({"negative_weight": 0.0}, "negative_weight"),
+    ({"negative_weight": -3.0}, "negative_weight"),
+    ({"n_negatives": 0}, "n_negatives"),
+    ({"backend": "cuda"}, "cosine contrastive loss has no GPU engine"),
+])
+def test_bad_parameters(params, match):
+    X = make_interactions(30, 20, 200, random_state=0)
+    with pytest.raises(ValueError, match=match):
+        _fit(X, **params)
+
+
+def test_defaults_resolve_per_loss():
+    est = DSLMatrixFactorization(loss="ccl")
+    assert est._resolved("max_iter") == 40 and est._resolved("update_interval") == 4
+    X = make_interactions(50, 30, 400, random_state=0)
+    fitted = _fit(X, n_negatives=None, max_iter=2)
+    assert fitted._n_negatives() == 29  # all other items when there are fewer than 800
