@@ -567,6 +567,25 @@ def test_frequency_scores_move_another_pattern_than_raw_scores():
                for x, y in zip(pa, pb, strict=True))
 
 
+def test_file_without_grow_scores_loads_as_a_raw_score_fit(tmp_path, monkeypatch):
+    from sparse_rec import _io as io
+    from sparse_rec import load
+
+    X, _, _ = blocks()
+    est = fast(density=0.4, max_iter=3, grow_scores="raw").fit(X)
+    encode = io._encode_params
+
+    def old_encode(params):  # a file written before grow_scores existed
+        return encode({k: v for k, v in params.items() if k != "grow_scores"})
+
+    monkeypatch.setattr(io, "_encode_params", old_encode)
+    path = est.save(tmp_path / "old.npz")
+    monkeypatch.undo()
+    back = load(path)
+    assert back.grow_scores == "raw"
+    assert DSLNCF().grow_scores == "frequency"
+
+
 def test_one_thread_fit_is_bitwise_reproducible():
     X, _, _ = blocks()
     a = fast().fit(X)

@@ -261,6 +261,8 @@ class DSLNCF(NCFModel, DSLEstimator):
 
     _engine_model = "ncf"
     _progress_name = "DSL-NCF"
+    # Model files written before grow_scores existed hold raw-score fits.
+    _absent_params = {"grow_scores": "raw"}
 
     def __init__(
         self,
