@@ -126,8 +126,19 @@ def ncf_row_scales(data, n_items, k1, n_layers):
     ranks growth by ``|g| / sqrt(n_r)`` and pruning by ``|w| * sqrt(n_r)``,
     on one scale for all tables: a frequent row's summed gradient no longer
     wins only because it sums more instances. Returns float32 arrays in
-    PruneGrow order (four embedding tables, then one per MLP layer, its
-    rows all ``sqrt(n_samples)``).
+    PruneGrow order (four embedding tables), then one float32 scalar per
+    MLP layer, ``sqrt(n_samples)``.
+
+    Examples
+    --------
+    >>> from sparse_rec._base import TrainData
+    >>> from sparse_rec.datasets import make_interactions
+    >>> data = TrainData.from_matrix(make_interactions(4, 3, 8, random_state=0))
+    >>> scales = ncf_row_scales(data, n_items=3, k1=5, n_layers=2)
+    >>> len(scales), scales[0].shape, scales[1].shape
+    (6, (4,), (3,))
+    >>> bool(np.allclose(scales[0] ** 2, 5 * np.diff(data.x_indptr)))
+    True
     """
     users = np.sqrt(np.maximum(np.diff(data.x_indptr) * float(k1), 1.0))
     neg = (k1 - 1) * data.nnz / max(n_items, 1)
