@@ -95,8 +95,6 @@ class MFEngine(cpu.MFEngine):
             "losses": to(np.zeros(n_threads, np.float64)),
         }
         self._G = None  # device score buffer, sized on the first growth chunk
-        # Per-row curvature scales of the embedding tables (grow_scores="frequency").
-        self._row_scales_d = [to(s) for s in self.row_scales[:4]]
         self.upload()
 
     def upload(self):
