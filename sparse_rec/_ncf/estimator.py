@@ -237,8 +237,10 @@ class DSLNCF(NCFModel, DSLEstimator):
     On validation items (``benchmarks/ncf_reference.py --split validation``,
     density 0.2, seeds 0-2) HR@10 went from 0.637, 0.633, 0.629 to 0.642,
     0.643, 0.645 on MovieLens 100K and from 0.689, 0.715, 0.703 to 0.703,
-    0.725, 0.693 on latest-small (means +0.010 and +0.005); the MLP layers
-    stay nearly dense.
+    0.725, 0.693 on latest-small, and in a second run to 0.639, 0.639,
+    0.623 and 0.716, 0.712, 0.713: at or above raw both times, but within
+    the 0.02-0.03 by which two-thread (Hogwild) fits of one seed differ
+    from run to run. The MLP layers stay nearly dense.
 
     Scores are logits (before the sigmoid), so they do not saturate. Full
     ranking splits the first MLP layer into a user part and an item part,
