@@ -498,7 +498,7 @@ def report(results, args, epochs):
     if DSLNCF is not None:
         p = DSLNCF().get_params()
         keys = ("learning_rate", "alpha", "batch_size", "update_ratio", "update_interval",
-                "schedule", "grow", "budget")
+                "schedule", "grow", "budget", "grow_scores")
         defaults = ", ".join(f"{k}={p[k]!r}" for k in keys if k in p)
     protocol = (
         "Protocol (NCF leave-one-out, He et al. 2017): each user's latest interaction "

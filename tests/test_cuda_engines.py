@@ -184,8 +184,9 @@ def test_ncf_one_block_epoch_matches_cpu_serial_epoch():
     assert moved >= 4  # GMF tables, MLP layers and dense parameters were trained
 
 
+@pytest.mark.parametrize("grow_scores", ["raw", "frequency"])
 @pytest.mark.parametrize("chunk", [(0, None), (3, 9)])
-def test_ncf_device_growth_gradient_equals_cpu(chunk):
+def test_ncf_device_growth_gradient_equals_cpu(chunk, grow_scores):
     import copy
 
     # Dense and at the initial point: with empty MLP embeddings, or after an
@@ -196,13 +197,14 @@ def test_ncf_device_growth_gradient_equals_cpu(chunk):
     key = np.uint64(_rng.epoch_key(np.uint64(2), np.uint64(3)))
     numba.set_num_threads(1)
     try:
-        ref = cpu.NCFEngine(data, params.tables[:4], params.layout, **NCF_OPTS)
+        ref = cpu.NCFEngine(data, params.tables[:4], params.layout, grow_scores=grow_scores,
+                            **NCF_OPTS)
         expected = [_fill(f, t.n_rows, t.n_cols, *chunk)
                     for f, t in zip(ref.grow_fns(key)[:4], params.tables[:4], strict=True)]
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     gpu = cuda_backend.NCFEngine(data, params_gpu.tables[:4], params_gpu.layout, n_blocks=1,
-                                 threads_per_block=4, **NCF_OPTS)
+                                 threads_per_block=4, grow_scores=grow_scores, **NCF_OPTS)
     # The embedding tables' callbacks run on the device (the MLP layers'
     # are the CPU engine's own).
     got = [_fill(f, t.n_rows, t.n_cols, *chunk)
@@ -210,6 +212,14 @@ def test_ncf_device_growth_gradient_equals_cpu(chunk):
     for g, e in zip(got, expected, strict=True):
         assert np.count_nonzero(e) > 0.3 * e.size
         np.testing.assert_allclose(g, e, rtol=2e-3, atol=1e-6)
+    # Prune scores: |w| on the device, or the CPU engine's frequency-scaled ones.
+    want = ref.prune_scores()
+    have = gpu.prune_scores()
+    if grow_scores == "raw":
+        assert want is None
+    else:
+        for h, w in zip(have, want, strict=True):
+            np.testing.assert_allclose(h, w, rtol=1e-6)
 
 
 def test_ncf_blocks_in_parallel_stay_close_to_cpu_serial():
@@ -265,14 +275,15 @@ def test_ncf_fit_on_cuda_lands_near_the_cpu_fit():
     assert loss_gpu[-1] == pytest.approx(loss_cpu[-1], rel=0.05)
 
 
-def test_ncf_fit_on_one_cuda_block_is_the_serial_cpu_fit(monkeypatch):
+@pytest.mark.parametrize("grow_scores", ["raw", "frequency"])
+def test_ncf_fit_on_one_cuda_block_is_the_serial_cpu_fit(monkeypatch, grow_scores):
     # One block trains the batches in the serial order: the whole fit
     # (epochs, downloads, prune/grow, repacking and uploads) must then
     # follow the CPU fit up to the order of float32 sums.
     monkeypatch.setattr(cuda_backend, "_simulated", lambda: True)  # also on a real GPU
     monkeypatch.setattr(cuda_backend, "_SIM_NCF_GRID", (1, 4))
-    cpu_fit, _ = _ncf_fit("cpu")
-    gpu_fit, _ = _ncf_fit("cuda")
+    cpu_fit, _ = _ncf_fit("cpu", grow_scores=grow_scores)
+    gpu_fit, _ = _ncf_fit("cuda", grow_scores=grow_scores)
     assert [h["loss"] for h in gpu_fit.history_] == pytest.approx(
         [h["loss"] for h in cpu_fit.history_], rel=1e-4)
     assert [h["grown"] for h in gpu_fit.history_] == [h["grown"] for h in cpu_fit.history_]

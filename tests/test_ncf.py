@@ -513,6 +513,79 @@ def test_table_budget_keeps_each_table_count():
     assert len(counts) == 1
 
 
+def test_frequency_scores_are_raw_scores_over_the_rows_instance_counts():
+    # grow_scores="frequency": growth |g| / sqrt(n_r), pruning |w| * sqrt(n_r), with n_r
+    # the instances of an epoch that reach row r (counted here from the data).
+    X = small_data(n_users=6, n_items=8, per_user=3).tolil()
+    X[0, 7] = X[1, 7] = X[2, 7] = 1.0  # item 7 more frequent than most
+    X = sp.csr_matrix(X)
+    data = TrainData.from_matrix(X)
+    emb, net = random_pattern_net(n_users=6, n_items=8, density=0.5, seed=4)
+    k_neg = 3
+    opts = dict(learning_rate=0.01, alpha=0.0, n_negatives=k_neg, batch_size=8)
+    raw = NCFEngine(data, emb, net, grow_scores="raw", **opts)
+    freq = NCFEngine(data, emb, net, grow_scores="frequency", **opts)
+    n_user = np.diff(X.indptr) * (k_neg + 1.0)
+    n_item = np.bincount(X.indices, minlength=8) + k_neg * X.nnz / 8
+    n_all = X.nnz * (k_neg + 1.0)
+    scale = [np.sqrt(n_user), np.sqrt(n_item)] * 2 + [np.full(t.n_rows, np.sqrt(n_all))
+                                                       for t in net.layers]
+    key = np.uint64(7)
+    tables = emb + net.layers
+    assert raw.prune_scores() is None
+    prune = freq.prune_scores()
+    for t, (tab, f_raw, f_freq, s) in enumerate(zip(tables, raw.grow_fns(key),
+                                                    freq.grow_fns(key), scale, strict=True)):
+        G_raw = np.zeros((tab.n_rows, tab.n_cols), np.float32)
+        G_freq = np.zeros_like(G_raw)
+        f_raw(0, tab.n_rows, G_raw)
+        f_freq(0, tab.n_rows, G_freq)
+        assert np.count_nonzero(G_raw) > 0 or t >= 2, t  # GMF rows always have a gradient
+        np.testing.assert_allclose(G_freq, G_raw / s[:, None], rtol=1e-5, atol=1e-9)
+        rows = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
+        np.testing.assert_allclose(prune[t], np.abs(tab.weights) * s[rows], rtol=1e-6)
+    assert scale[1][7] > scale[1][np.argmin(n_item)]
+
+
+@pytest.mark.parametrize("grow_scores", ["frequency", "raw"])
+def test_both_score_scalings_keep_the_budget_and_learn(grow_scores):
+    X, held, E = blocks()
+    est = fast(density=0.4, grow_scores=grow_scores).fit(X, exclude=E)
+    assert all(h["nnz"] == est.n_active_ for h in est.history_)
+    assert sum(h["grown"] for h in est.history_) > 0
+    ids, _ = est.recommend(np.arange(X.shape[0]), n=1)
+    assert np.mean(ids[:, 0] == held) >= 0.9
+
+
+def test_frequency_scores_move_another_pattern_than_raw_scores():
+    X, _, E = blocks()
+    a = fast(density=0.4, grow_scores="frequency").fit(X, exclude=E)
+    b = fast(density=0.4, grow_scores="raw").fit(X, exclude=E)
+    pa = [getattr(a, f"{n}_table_").to_csr() for n in ("user_gmf", "item_gmf")]
+    pb = [getattr(b, f"{n}_table_").to_csr() for n in ("user_gmf", "item_gmf")]
+    assert any((x != 0).toarray().tolist() != (y != 0).toarray().tolist()
+               for x, y in zip(pa, pb, strict=True))
+
+
+def test_file_without_grow_scores_loads_as_a_raw_score_fit(tmp_path, monkeypatch):
+    from sparse_rec import _io as io
+    from sparse_rec import load
+
+    X, _, _ = blocks()
+    est = fast(density=0.4, max_iter=3, grow_scores="raw").fit(X)
+    encode = io._encode_params
+
+    def old_encode(params):  # a file written before grow_scores existed
+        return encode({k: v for k, v in params.items() if k != "grow_scores"})
+
+    monkeypatch.setattr(io, "_encode_params", old_encode)
+    path = est.save(tmp_path / "old.npz")
+    monkeypatch.undo()
+    back = load(path)
+    assert back.grow_scores == "raw"
+    assert DSLNCF().grow_scores == "frequency"
+
+
 def test_one_thread_fit_is_bitwise_reproducible():
     X, _, _ = blocks()
     a = fast().fit(X)
@@ -620,6 +693,7 @@ def test_warm_start_continues_and_early_stopping_keeps_best():
     (dict(learning_rate=0), "learning_rate must be a finite number > 0"),
     (dict(update_ratio=1.0), "update_ratio must be in"),
     (dict(budget="both"), "budget must be one of"),
+    (dict(grow_scores="curvature"), "grow_scores must be one of"),
 ])
 def test_bad_parameters_fail_with_clear_messages(params, match):
     X, _, _ = blocks()

@@ -26,9 +26,9 @@ MF_PARAMS = dict(
 NCF_PARAMS = dict(
     n_components=4, hidden_layer_sizes=(8, 4), density=0.3, n_negatives=2,
     learning_rate=0.003, alpha=0.001, batch_size=64, max_iter=5, update_ratio=0.2,
-    update_interval=2, schedule="cosine", grow="gradient", budget="global", random_state=3,
-    n_threads=1, verbose=0, callbacks=None, early_stopping=False, validation_fraction=0.1,
-    n_iter_no_change=5, tol=1e-4, warm_start=False,
+    update_interval=2, schedule="cosine", grow="gradient", budget="global", grow_scores="raw",
+    random_state=3, n_threads=1, verbose=0, callbacks=None, early_stopping=False,
+    validation_fraction=0.1, n_iter_no_change=5, tol=1e-4, warm_start=False,
 )
 
 

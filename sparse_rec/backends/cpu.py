@@ -113,6 +113,49 @@ def _interactions(data):
                            data.f_indices)
 
 
+def ncf_row_scales(data, n_items, k1, n_layers):
+    """Per table and row, the square root of the instances of an epoch that reach the row.
+
+    The curvature of the epoch's loss sum at a weight of row ``r`` grows
+    with the ``n_r`` instances that involve ``r``: a user's interactions
+    and their negatives (``k1`` each), an item's interactions plus the
+    ``(k1 - 1) * nnz / n_items`` times an epoch draws it as a negative, and
+    every instance for an MLP weight. With ``H ~ n_r``, growing a
+    coordinate lowers the loss by about ``g**2 / (2 H)`` and pruning a
+    weight raises it by about ``H w**2 / 2``, so ``grow_scores="frequency"``
+    ranks growth by ``|g| / sqrt(n_r)`` and pruning by ``|w| * sqrt(n_r)``,
+    on one scale for all tables: a frequent row's summed gradient no longer
+    wins only because it sums more instances. Returns float32 arrays in
+    PruneGrow order (four embedding tables), then one float32 scalar per
+    MLP layer, ``sqrt(n_samples)``.
+
+    Examples
+    --------
+    >>> from sparse_rec._base import TrainData
+    >>> from sparse_rec.datasets import make_interactions
+    >>> data = TrainData.from_matrix(make_interactions(4, 3, 8, random_state=0))
+    >>> scales = ncf_row_scales(data, n_items=3, k1=5, n_layers=2)
+    >>> len(scales), scales[0].shape, scales[1].shape
+    (6, (4,), (3,))
+    >>> bool(np.allclose(scales[0] ** 2, 5 * np.diff(data.x_indptr)))
+    True
+    """
+    users = np.sqrt(np.maximum(np.diff(data.x_indptr) * float(k1), 1.0))
+    neg = (k1 - 1) * data.nnz / max(n_items, 1)
+    items = np.sqrt(np.maximum(np.diff(data.xt_indptr) + neg, 1.0))
+    users, items = users.astype(np.float32), items.astype(np.float32)
+    every = np.float32(np.sqrt(max(data.nnz * k1, 1)))
+    return [users, items, users, items] + [every] * n_layers
+
+
+def _scaled_fill(fill, scale):
+    """A growth callback whose rows ``r0:r1`` are divided by ``scale[r0:r1]`` (or a scalar)."""
+    def scaled(r0, r1, G):
+        fill(r0, r1, G)
+        G /= scale[r0:r1, None] if np.ndim(scale) else scale
+    return scaled
+
+
 class NCFEngine(Engine):
     """NeuMF epochs (mini-batch Adam, Hogwild over threads) and growth gradients.
 
@@ -124,12 +167,14 @@ class NCFEngine(Engine):
     """
 
     def __init__(self, data, embeddings, net, *, learning_rate, alpha, n_negatives,
-                 batch_size):
+                 batch_size, grow_scores="raw"):
         self.data, self.embeddings, self.net = data, list(embeddings), net
         self.interactions = _interactions(data)
         self.learning_rate, self.alpha = learning_rate, alpha
         self.k1 = int(n_negatives) + 1
         self.n_samples = data.nnz * self.k1
+        self.grow_scores = grow_scores
+        self.row_scales = ncf_row_scales(data, self.embeddings[1].n_rows, self.k1, len(net.layers))
         self.half_bits = half_bits(self.n_samples)
         self.batch = int(min(batch_size, max(self.n_samples, 1)))
         self.adam_step = 0
@@ -210,7 +255,19 @@ class NCFEngine(Engine):
                 G[:] = block.reshape(-1, no)[r0:r1]
             return fill
 
-        return [rows_fn(w) for w in range(4)] + [layer_fn(t) for t in range(len(net.layers))]
+        fns = [rows_fn(w) for w in range(4)] + [layer_fn(t) for t in range(len(net.layers))]
+        if self.grow_scores == "raw":
+            return fns
+        return [_scaled_fill(f, s) for f, s in zip(fns, self.row_scales, strict=True)]
+
+    def prune_scores(self):
+        """``|w|`` (``grow_scores="raw"``: None) or ``|w|`` times the row's scale."""
+        if self.grow_scores == "raw":
+            return None
+        tables = self.embeddings + list(self.net.layers)
+        return [np.abs(t.weights) * (s[np.repeat(np.arange(t.n_rows), t.row_nnz())]
+                                     if np.ndim(s) else s)
+                for t, s in zip(tables, self.row_scales, strict=True)]
 
 
 # Above this item-table density scoring uses dense blocks and BLAS: CSR

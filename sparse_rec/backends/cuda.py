@@ -179,11 +179,12 @@ class NCFEngine(cpu.NCFEngine):
     """
 
     def __init__(self, data, embeddings, net, *, learning_rate, alpha, n_negatives, batch_size,
-                 n_blocks=None, threads_per_block=64):
+                 grow_scores="raw", n_blocks=None, threads_per_block=64):
         if not is_available():
             raise _no_gpu_error()
         super().__init__(data, embeddings, net, learning_rate=learning_rate, alpha=alpha,
-                         n_negatives=n_negatives, batch_size=batch_size)
+                         n_negatives=n_negatives, batch_size=batch_size,
+                         grow_scores=grow_scores)
         from numba import cuda
 
         from .._kernels.cuda import ncf as _ncf_cuda
@@ -220,6 +221,8 @@ class NCFEngine(cpu.NCFEngine):
             "losses": to(np.zeros(T, np.float64)),
         }
         self._G = None  # device score buffer, sized on the first growth chunk
+        # Per-row curvature scales of the embedding tables (grow_scores="frequency").
+        self._row_scales_d = [to(s) for s in self.row_scales[:4]]
         self.upload()
 
     def upload(self):
@@ -276,6 +279,9 @@ class NCFEngine(cpu.NCFEngine):
                 self._kernels.launch_grad_embedding_rows(
                     a, which, r0, r1, G_d, cpu._NCF_GROW_SAMPLES, key, k1 - 1, neg_per_item,
                     n_items, net.d, net.h_off, net.o_off, *grid)
+                if self.grow_scores != "raw":
+                    self._kernels.divide_rows_kernel[grid](G_d, np.int64(r0),
+                                                           self._row_scales_d[which])
             return launch
 
         held = [None]
@@ -285,9 +291,15 @@ class NCFEngine(cpu.NCFEngine):
         return device + fns[4:]
 
     def prune_scores(self):
-        """``|w|``: the embeddings' on the GPU, the MLP layers' from the host tables."""
+        """``|w|``: the embeddings' on the GPU, the MLP layers' from the host tables.
+
+        With ``grow_scores="frequency"`` all scores come from the host
+        tables (downloaded before every prune/grow step), as on the CPU.
+        """
         from .._kernels.cuda.prune_grow import DevicePrune
 
+        if self.grow_scores != "raw":
+            return super().prune_scores()
         grid = (self.n_blocks, self.threads_per_block)
         emb = [DevicePrune(v, grid) for v in self.arrays["emb"][2::3]]
         return emb + [t.weights for t in self.net.layers]

@@ -220,3 +220,12 @@ def launch_grad_embedding_rows(a, which, r0, r1, G, m, key, k_neg, neg_per_item,
         a["w_row0"], a["b_off"], a["a_off"], np.int64(h_off), np.int64(o_off),
         a["act"], a["dact"], a["pg"], a["qg"], a["eg"],
     )
+
+
+@cuda.jit
+def divide_rows_kernel(G, r0, scale):
+    """``G[r - r0, :] /= scale[r]``: growth scores over the row's curvature scale."""
+    n_rows, n_cols = G.shape
+    for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
+        r = e // n_cols
+        G[r, e - r * n_cols] /= scale[r0 + r]
