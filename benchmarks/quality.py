@@ -49,7 +49,7 @@ D = 64
 # Each loss's defaults, written out (iALS converges in few epochs: each is
 # two exact alternating solves).
 BPR = {"loss": "bpr", "max_iter": 100, "update_interval": 5}
-IALS = {"loss": "ials", "max_iter": 20, "update_interval": 2}
+IALS = {"loss": "ials", "max_iter": 14, "update_interval": 1}
 SOFTMAX = {"loss": "softmax"}
 CCL = {"loss": "ccl"}
 # name -> (label, DSLMatrixFactorization overrides); the rest are the defaults.
@@ -382,7 +382,7 @@ def main(argv=None):
             f"(BPR: max_iter={BPR['max_iter']}, update_interval={BPR['update_interval']}; "
             f"iALS, the default loss: max_iter={IALS['max_iter']}, "
             f"update_interval={IALS['update_interval']}, popularity_exponent by the data's "
-            "density); implicit ALS: reg {ALS_REG}, "
+            f"density); implicit ALS: reg {ALS_REG}, "
             f"{ALS_ITERS} iterations, alpha best of {ALS_ALPHAS} on a validation split of "
             "the training part; implicit BPR: learning rate, regularization and iterations "
             f"best of {_grid_text(BPR_GRID)} on the same validation split. "

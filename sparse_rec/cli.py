@@ -328,7 +328,7 @@ def build_parser():
     f.add_argument("--n-components", type=_int_arg(1), default=None,
                    help="embedding size (default: the estimator's; 64 for mf)")
     f.add_argument("--epochs", type=_int_arg(1), default=None,
-                   help="training epochs (default: the estimator's; for mf 20 with the iALS "
+                   help="training epochs (default: the estimator's; for mf 14 with the iALS "
                         "loss, 100 with --loss bpr, 40 with --loss softmax)")
     f.add_argument("--loss", choices=("ials", "bpr", "softmax", "ccl"), default=None,
                    help="loss of --estimator mf (default: ials, exact row solves; bpr: "

@@ -14,7 +14,7 @@ from .scoring import LOSSES, MFModel, check_softmax_params
 # need about 100 (both measured in benchmarks/quality.py).
 LOSS_DEFAULTS = {
     "bpr": {"max_iter": 100, "update_interval": 5},
-    "ials": {"max_iter": 20, "update_interval": 2},
+    "ials": {"max_iter": 14, "update_interval": 1},
     "softmax": {"max_iter": 40, "update_interval": 4},
     "ccl": {"max_iter": 40, "update_interval": 4},
 }
@@ -93,7 +93,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         Fraction of the ``n_components * (n_users + n_items)`` weights that
         are active. 1.0 trains a dense model (no prune/grow).
     max_iter : int or None, default=None
-        Epochs. None: 100 for ``loss="bpr"``, 20 for ``loss="ials"`` (each
+        Epochs. None: 100 for ``loss="bpr"``, 14 for ``loss="ials"`` (each
         iALS epoch is two exact alternating solves), 40 for
         ``loss="softmax"`` and ``loss="ccl"``.
     learning_rate : float, default=0.05
@@ -157,8 +157,9 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         Initial fraction of active weights pruned and regrown per update.
         0 gives static sparse training (the pattern never changes).
     update_interval : int or None, default=None
-        Epochs between prune/grow updates. None: 5 for ``loss="bpr"``, 2 for
-        ``loss="ials"``, 4 for ``loss="softmax"``. Updates happen after epochs
+        Epochs between prune/grow updates. None: 5 for ``loss="bpr"``, 1 for
+        ``loss="ials"`` (an exact solve refits grown weights at once), 4 for
+        ``loss="softmax"``. Updates happen after epochs
         ``update_interval, 2 * update_interval, ...`` but never after the
         last one, so a fit with ``max_iter <= update_interval`` is static.
     schedule : {"cosine", "linear", "constant"}, default="cosine"
@@ -233,7 +234,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     >>> mf = DSLMatrixFactorization(n_components=16, density=0.25, random_state=0,
     ...                             n_threads=1).fit(X)
     >>> mf.loss, mf.n_iter_, mf.n_active_ == round(0.25 * 16 * (200 + 100))
-    ('ials', 20, True)
+    ('ials', 14, True)
     >>> ids, scores = mf.recommend([0, 1], n=5)
     >>> ids.shape
     (2, 5)
