@@ -102,9 +102,9 @@ def parse_args(argv=None):
                         "out of the training data (for tuning; never writes the docs)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="keep each fit's figures in DIR and reuse them when the same fit "
-                        "(data, row, seed, epochs, threads, split, --set) is asked again, so "
-                        "data sets can run in separate processes and one last run writes "
-                        "the table")
+                        "(data, row, seed, epochs, threads, split, --set, DSLNCF defaults) "
+                        "is asked again, so data sets can run in separate processes and one "
+                        "last run writes the table")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a DSLNCF parameter in every DSLNCF row (Python literal, "
                         "e.g. --set learning_rate=0.002); repeatable")
@@ -387,8 +387,11 @@ def cache_path(args, label, model, seed, epochs):
     """File of one fit's figures under ``--cache`` (None without it)."""
     if args.cache is None:
         return None
+    # The estimator's defaults are part of the fit: a changed default must not
+    # bring back figures cached before it.
+    defaults = sorted(DSLNCF().get_params().items()) if DSLNCF is not None else []
     key = json.dumps([label, model, seed, epochs, args.threads, args.split,
-                      sorted(args.overrides.items())], default=repr)
+                      sorted(args.overrides.items()), defaults], default=repr)
     return Path(args.cache) / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".json")
 
 
