@@ -108,7 +108,7 @@ def parse_args(argv=None):
                         "(the first file's header line, then each file's data sets) and exit")
     args = p.parse_args(argv)
     defaults = DSLLightGCN().get_params()
-    args.batch = args.batch or defaults["batch_size"]  # None: DSLLightGCN's data-following
+    args.batch = args.batch or defaults["batch_size"]  # "auto": DSLLightGCN's data-following
     args.lr = args.lr or defaults["learning_rate"]
     args.alpha = defaults["alpha"] if args.alpha is None else args.alpha
     args.loss = args.loss or defaults["loss"]
@@ -160,7 +160,7 @@ def torch_lightgcn(train, epochs, args, n_layers=3):
     opt = torch.optim.Adam([E], lr=args.lr)
     rng = np.random.default_rng(SEED)
     keys = rows.astype(np.int64) * ni + X.indices
-    batch = args.batch or auto_batch_size(X.nnz)  # DSLLightGCN's batch on these data
+    batch = auto_batch_size(X.nnz) if args.batch == "auto" else args.batch  # as DSLLightGCN
     seconds = 0.0
     for _ in range(epochs):
         t0 = time.perf_counter()

@@ -199,13 +199,13 @@ def test_propagate_every_sets_the_forwards_per_epoch(monkeypatch, every, n_batch
     assert est.batch_size_ == -(-X.nnz // n_batches)
 
 
-def test_batch_size_none_follows_the_data():
+def test_batch_size_auto_follows_the_data():
     assert auto_batch_size(1) == 8192
     assert auto_batch_size(16 * 8192) == 8192
     assert auto_batch_size(16 * 8192 + 1) == 8193
     assert auto_batch_size(1_000_000) == 62500
     X = make_interactions(30, 20, 200, random_state=1)
-    assert small(batch_size=None, max_iter=1).fit(X).batch_size_ == 8192
+    assert small(batch_size="auto", max_iter=1).fit(X).batch_size_ == 8192
 
 
 def _softmax_loss(E, A, n_layers, us, ps, ws, negs, nu, n_items, tau, X):
@@ -413,6 +413,8 @@ def test_early_stopping_scores_on_the_training_graph():
     (dict(loss="softmax", temperature="0.2"), "temperature must be a positive finite"),
     (dict(optimizer="sgd"), "optimizer must be one of"),
     (dict(batch_size=0), "batch_size"),
+    (dict(batch_size="big"), "batch_size must be an integer >= 1"),
+    (dict(batch_size=None), "batch_size must be an integer >= 1"),
     (dict(propagate_every=0), "propagate_every must be an integer >= 1"),
     (dict(propagate_every=1.5), "propagate_every must be an integer >= 1"),
     (dict(backend="tpu"), r"backend must be one of \(.cpu., .cuda.\); got .tpu."),

@@ -20,7 +20,7 @@ _SLOTS = {"adam": 3, "adagrad": 2}
 # Layer-0 weights start uniform with this standard deviation (the LightGCN
 # code's N(0, 0.1)), whatever the density: Adam rescales steps anyway.
 _INIT_STD = 0.1
-# batch_size=None: an epoch takes at most this many mini-batches (each costs
+# batch_size="auto": an epoch takes at most this many mini-batches (each costs
 # about 2 * n_layers products over the whole graph, whatever its size), and
 # none smaller than _MIN_BATCH samples. An epoch then costs a fixed number of
 # graph passes, so a fit's time grows with nnz(X) only linearly.
@@ -29,7 +29,7 @@ _MIN_BATCH = 8192
 
 
 def auto_batch_size(n_samples):
-    """The mini-batch of ``batch_size=None`` for an epoch of ``n_samples`` samples.
+    """The mini-batch of ``batch_size="auto"`` for an epoch of ``n_samples`` samples.
 
     Examples
     --------
@@ -106,10 +106,10 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         code's weight decay, 1e-4 there): ``alpha / 2 * sum ||E0_row||^2``
         over the batch's user, positive and negative rows, over the batch
         size.
-    batch_size : int or None, default=None
+    batch_size : int or "auto", default="auto"
         Samples per mini-batch. Each mini-batch costs two propagations over
         the whole graph whatever its size, so large batches keep an epoch
-        cheap on a few cores. None follows the data: ``max(8192, ceil(nnz(X)
+        cheap on a few cores. ``"auto"`` follows the data: ``max(8192, ceil(nnz(X)
         / 16))``, at most 16 mini-batches an epoch (8192 on MovieLens 100K,
         50633 on Gowalla's 810k interactions).
     propagate_every : int, default=1
@@ -244,7 +244,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         optimizer="adam",
         learning_rate=0.03,
         alpha=1e-3,
-        batch_size=None,
+        batch_size="auto",
         propagate_every=1,
         max_iter=60,
         update_ratio=0.5,
@@ -307,9 +307,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 0:
             raise ValueError(f"n_layers must be an integer >= 0; got {L!r}. Use for example "
                              "n_layers=3 (the LightGCN paper's).")
-        if self.batch_size is not None:
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_positive_int(self.batch_size, "batch_size",
-                               hint="Use for example 8192, or None to follow the data.")
+                               hint='Use for example 8192, or "auto" to follow the data.')
         check_positive_int(self.propagate_every, "propagate_every",
                            hint="Use 1 (a forward per mini-batch) or for example 2.")
         check_positive_int(self.n_negatives, "n_negatives", hint="Use for example 256.")
@@ -356,7 +356,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         # The softmax loss ranks by cosine: scoring reads unit item embeddings.
         self.unit_items_ = self.loss == "softmax"
         self._clear_caches()
-        self.batch_size_ = (auto_batch_size(data.nnz) if self.batch_size is None
+        self.batch_size_ = (auto_batch_size(data.nnz) if self.batch_size == "auto"
                             else int(self.batch_size))
         engine = backends.engine_class(self._engine_key(), self.backend)
         return engine(data, *params.tables, graph, n_layers=int(self.n_layers),

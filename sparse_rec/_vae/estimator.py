@@ -37,6 +37,8 @@ def auto_batch_size(n_users):
     (500, 121, 1)
     """
     return int(max(1, min(AUTO_BATCH, -(-int(n_users) // AUTO_UPDATES))))
+
+
 # Biases start N(0, 0.001), as in the Mult-VAE code.
 _BIAS_STD = 0.001
 
