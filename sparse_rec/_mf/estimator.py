@@ -127,10 +127,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         observed ones whatever the data's density. iALS only.
     n_negatives : int or None, default=None
         Softmax and CCL: negative items shared by each batch of users (drawn
-        with replacement). None: 256 (softmax); CCL a quarter of the items
-        within [800, 4096] (more negatives ranked better on the validation
-        splits; the cap bounds an epoch's cost); ``n_items - 1`` when there
-        are fewer items. Softmax and CCL only.
+        with replacement). None: 256 (softmax) or 800 (CCL), or ``n_items -
+        1`` when there are fewer items; more CCL negatives ranked better on
+        the validation splits at a cost per epoch proportional to their
+        number (see the user guide). Softmax and CCL only.
     temperature : float > 0, default=0.5
         Softmax: scores are divided by it (lower: sharper). Softmax only.
     margin : float in (-1, 1), default=0.5
