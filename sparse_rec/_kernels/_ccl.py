@@ -34,7 +34,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._softmax import _adagrad, negative_scores, row_norm, start_batch, step_negatives
+from ._softmax import (
+    _adagrad,
+    negative_scores,
+    row_norm,
+    start_batch,
+    step_negatives,
+    step_user_row,
+)
 
 
 @njit(cache=True, inline="always")
@@ -117,17 +124,8 @@ def _ccl_users_block(
                     w = i_v[p, 0]
                     gu[k] -= gi * w
                     _adagrad(i_v, p, np.float32(ki * w - gi * pu[k]) + reg * w, lr)
-            along = ap / (pn * pn)
-            for p in range(u0, u1):
-                k = u_indices[p]
-                g = np.float64(gu[k]) + along * pu[k]
-                for m in range(n_neg):
-                    g += s[m] * QT[k, m]
-                    GQ[k, m] += s[m] * pu[k]
-                _adagrad(u_v, p, np.float32(g) + reg * u_v[p, 0], lr)
-            for p in range(u0, u1):
-                pu[u_indices[p]] = 0.0
-            gu[:] = 0.0
+            step_user_row(u0, u1, u_indices, u_v, pu, gu, ap / (pn * pn), s, QT, GQ, n_neg,
+                          lr, reg)
         step_negatives(neg, n_neg, GQ, beta, True, QT, i_indptr, i_indices, i_v, lr, reg)
     return loss
 

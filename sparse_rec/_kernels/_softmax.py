@@ -246,6 +246,28 @@ def _softmax_block(
     return loss
 
 
+@njit(cache=True, inline="always")
+def step_user_row(u0, u1, u_indices, u_v, pu, gu, along, s, QT, GQ, n_neg, lr, reg):
+    """Adagrad step of a user's active weights ``u0:u1``, then ``pu`` and ``gu`` cleared.
+
+    The gradient of coordinate ``k`` is ``gu[k] + along * pu[k] + sum_n s[n]
+    QT[k, n]`` (``s[n]``: dL/d<p_u, q_n> of the batch's negatives), at the
+    pre-step row held in ``pu``; the negatives' gradient ``s[n] * pu[k]``
+    gathers into ``GQ`` for :func:`step_negatives`. Shared by the
+    user-batch kernels of the softmax and CCL losses.
+    """
+    for p in range(u0, u1):
+        k = u_indices[p]
+        g = np.float64(gu[k]) + along * pu[k]
+        for m in range(n_neg):
+            g += s[m] * QT[k, m]
+            GQ[k, m] += s[m] * pu[k]
+        _adagrad(u_v, p, np.float32(g) + reg * u_v[p, 0], lr)
+    for p in range(u0, u1):
+        pu[u_indices[p]] = 0.0
+    gu[:] = 0.0
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _softmax_users_block(
     b0, b1, order, batch, n_neg, key, QT, GQ, neg, s, pu, gu,
@@ -301,16 +323,7 @@ def _softmax_users_block(
             scale = rest * inv_t / zn if zn > 0 else 0.0
             for m in range(n_neg):
                 s[m] *= scale  # dL/d<p_u, q_j>
-            for p in range(u0, u1):
-                k = u_indices[p]
-                g = np.float64(gu[k])
-                for m in range(n_neg):
-                    g += s[m] * QT[k, m]
-                    GQ[k, m] += s[m] * pu[k]
-                _adagrad(u_v, p, np.float32(g) + reg * u_v[p, 0], lr)
-            for p in range(u0, u1):
-                pu[u_indices[p]] = 0.0
-            gu[:] = 0.0
+            step_user_row(u0, u1, u_indices, u_v, pu, gu, 0.0, s, QT, GQ, n_neg, lr, reg)
         step_negatives(neg, n_neg, GQ, GQ[0], False, QT, i_indptr, i_indices, i_v, lr, reg)
     return loss
 

@@ -35,6 +35,22 @@ def proposal(item_counts, n_negatives, beta=NEGATIVE_BETA):
     return np.cumsum(q), np.log(n_negatives * q)
 
 
+def _user_batch(data, batch):
+    """Users per batch of the user-batch kernels: about ``batch`` interactions each."""
+    return max(1, int(round(batch * data.x_indptr.shape[0] / max(data.nnz, 1))))
+
+
+def _work(d, n_neg, n_extra=0):
+    """Per-thread work rows of the softmax-family epochs (``n_extra`` more ``(T, N)`` rows).
+
+    ``QT`` and ``GQ`` (``d x N``), the negatives, the scores, ``pu`` and ``gu``.
+    """
+    T = numba.get_num_threads()
+    return (np.zeros((T, d, n_neg), np.float32), np.zeros((T, d, n_neg), np.float32),
+            np.zeros((T, n_neg), np.int64), np.zeros((T, n_neg)), np.zeros((T, d), np.float32),
+            np.zeros((T, d), np.float32)) + tuple(np.zeros((T, n_neg)) for _ in range(n_extra))
+
+
 class SoftmaxEngine(Engine):
     """Sampled-softmax epochs of DSL-MF on the CPU (see :mod:`sparse_rec._kernels._softmax`).
 
@@ -55,13 +71,10 @@ class SoftmaxEngine(Engine):
         self.batch = int(batch)
         self.normalise = GROW_NORMALISE if normalise is None else normalise
         self.per_user = per_user
-        self.user_batch = max(1, int(round(batch * data.x_indptr.shape[0] / max(data.nnz, 1))))
+        self.user_batch = _user_batch(data, batch)
         self.n_samples = data.nnz
         self.cdf, self.logq = proposal(np.diff(data.xt_indptr), self.n_neg, NEGATIVE_BETA)
-        T, d, N = numba.get_num_threads(), users.n_cols, self.n_neg
-        self.work = (np.zeros((T, d, N), np.float32), np.zeros((T, d, N), np.float32),
-                     np.zeros((T, N), np.int64), np.zeros((T, N)), np.zeros((T, d), np.float32),
-                     np.zeros((T, d), np.float32))
+        self.work = _work(users.n_cols, self.n_neg)
         self._grow = None
 
     def epoch(self, key):
@@ -193,7 +206,7 @@ class CCLEngine(Engine):
         self.lr, self.reg = np.float32(learning_rate), np.float32(alpha)
         self.margin, self.neg_weight = float(margin), float(negative_weight)
         self.n_neg = int(n_negatives)
-        self.user_batch = max(1, int(round(batch * data.x_indptr.shape[0] / max(data.nnz, 1))))
+        self.user_batch = _user_batch(data, batch)
         self.n_samples = data.nnz
         counts = np.diff(data.xt_indptr)
         self.cdf, _ = proposal(counts, self.n_neg, CCL_NEGATIVE_BETA)
@@ -202,10 +215,8 @@ class CCLEngine(Engine):
         # Each user's total value (its positives' weight on the negative term).
         cw = np.concatenate([[0.0], np.cumsum(data.x_weight, dtype=np.float64)])
         self.user_weight = cw[data.x_indptr[1:]] - cw[data.x_indptr[:-1]]
-        T, d, N = numba.get_num_threads(), users.n_cols, self.n_neg
-        self.work = (np.zeros((T, d, N), np.float32), np.zeros((T, d, N), np.float32),
-                     np.zeros((T, N), np.int64), np.zeros((T, N)), np.zeros((T, d), np.float32),
-                     np.zeros((T, d), np.float32), np.zeros((T, N)), np.zeros((T, N)))
+        # Two more rows a thread: the negatives' norms and their gradient along q.
+        self.work = _work(users.n_cols, self.n_neg, n_extra=2)
         s = (counts + 1.0) ** CCL_ITEM_NORM_EXPONENT
         self.target_norms = (np.full(users.n_rows, CCL_ROW_NORM),
                              CCL_ROW_NORM * s / s.mean())
