@@ -3,9 +3,17 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from test_softmax import D, _check_fd, _read_gradients, _setup, check_fold_in  # noqa: E402
+from test_softmax import (  # noqa: E402
+    D,
+    _check_fd,
+    _planted,
+    _read_gradients,
+    _setup,
+    check_fold_in,
+    check_save_load,
+)
 
-from sparse_rec import DSLMatrixFactorization, load
+from sparse_rec import DSLMatrixFactorization
 from sparse_rec._kernels import _ccl, _softmax
 from sparse_rec.backends.cpu_softmax import CCL_ROW_NORM, CCLEngine
 from sparse_rec.datasets import make_interactions
@@ -164,18 +172,6 @@ def test_two_threads_train_as_well():
     assert two.history_[-1]["loss"] < 1.2 * one.history_[-1]["loss"]
 
 
-def _planted():
-    # Two groups of users with disjoint item sets; user 0 of group A saw
-    # all of A's items but item 9, which every other member of A saw.
-    rows, cols = [], []
-    for u in range(40):
-        for i in (range(0, 10) if u < 20 else range(10, 20)):
-            if (u, i) != (0, 9):
-                rows.append(u)
-                cols.append(i)
-    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(40, 20))
-
-
 def test_known_answer_ranks_the_planted_item_first():
     X = _planted()
     est = _fit(X, max_iter=30, update_interval=5, density=0.5, n_components=4,
@@ -199,14 +195,8 @@ def test_partial_fit_items_says_it_is_not_available():
 def test_save_load_roundtrip(tmp_path):
     X = make_interactions(60, 40, 600, random_state=6)
     est = _fit(X, margin=0.3, negative_weight=20.0)
-    path = tmp_path / "m.npz"
-    est.save(path)
-    back = load(path)
+    back = check_save_load(est, X[:3], tmp_path / "m.npz")
     assert back.loss == "ccl" and back.margin == 0.3 and back.negative_weight == 20.0
-    assert np.array_equal(back.recommend([0, 1], n=5)[0], est.recommend([0, 1], n=5)[0])
-    H = X[:3]
-    assert np.array_equal(back.recommend_for_history(H, n=5)[0],
-                          est.recommend_for_history(H, n=5)[0])
 
 
 @pytest.mark.parametrize("params, match", [

@@ -340,21 +340,30 @@ def test_partial_fit_items_says_it_is_not_available():
         est.partial_fit_items(np.arange(3), X[:, :3])
 
 
-def test_save_load_roundtrip(tmp_path):
-    X = make_interactions(60, 40, 700, random_state=4)
-    est = _fit(X, temperature=0.3, n_negatives=16)
-    path = est.save(tmp_path / "m.npz")
+def check_save_load(est, H, path):
+    """A saved and loaded model (and its served twin) recommends as ``est``; returns the loaded.
+
+    ``H``: histories to fold in. Shared with the other softmax-family loss
+    (tests/test_ccl.py).
+    """
+    path = est.save(path)
     back = load(path)
-    assert back.loss == "softmax" and back.temperature == 0.3 and back.n_negatives == 16
     for a, b in ((est.recommend(np.arange(10), n=5), back.recommend(np.arange(10), n=5)),
-                 (est.recommend_for_history(X[:4], n=5),
-                  back.recommend_for_history(X[:4], n=5))):
+                 (est.recommend_for_history(H, n=5), back.recommend_for_history(H, n=5))):
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     from sparse_rec.serving import load_model
 
     served = load_model(path)
-    assert np.array_equal(served.recommend_for_history(X[:4], n=5)[0],
-                          est.recommend_for_history(X[:4], n=5)[0])
+    assert np.array_equal(served.recommend_for_history(H, n=5)[0],
+                          est.recommend_for_history(H, n=5)[0])
+    return back
+
+
+def test_save_load_roundtrip(tmp_path):
+    X = make_interactions(60, 40, 700, random_state=4)
+    est = _fit(X, temperature=0.3, n_negatives=16)
+    back = check_save_load(est, X[:4], tmp_path / "m.npz")
+    assert back.loss == "softmax" and back.temperature == 0.3 and back.n_negatives == 16
 
 
 def test_clone_and_get_params():
