@@ -6,12 +6,19 @@ history excluded, Recall@20 and NDCG@20). Models train on the other users
 only and fold the new users in (``recommend_for_history``). For reference,
 the same models are also trained *with* the new users' histories and score
 them from their trained rows (``recommend``): the gap is what fold-in
-costs. Data: the built-in MovieLens latest-small, and ml-100k from
-``../shared/data`` when present.
+costs. Data (``--sets``): the built-in MovieLens latest-small and ml-100k
+from ``../shared/data`` when present (the default), and Gowalla's training
+part (LightGCN's ``train.txt``; its test file is never read).
+
+implicit's ALS-64 (regularization 0.1, 15 iterations, as in
+``quality.py``) takes its ``alpha`` among 1, 5 and 20 by fold-in Recall@20
+on a validation split of the *training* users (20% of them folded in with
+80% of their items as history), never the new users' held-out items.
 
 Run from the repository root::
 
     python benchmarks/fold_in.py            # writes docs/benchmarks.md
+    python benchmarks/fold_in.py --losses ials --sets gowalla
     python benchmarks/fold_in.py --quick --no-write
 """
 
@@ -26,7 +33,7 @@ from _report import DATA, markdown_table, section_text, write_section
 
 from sparse_rec import DSLMatrixFactorization
 from sparse_rec._mf.estimator import LOSS_DEFAULTS
-from sparse_rec.datasets import load_movielens, load_movielens_small
+from sparse_rec.datasets import load_lightgcn, load_movielens, load_movielens_small
 from sparse_rec.interop import ImplicitRecommender
 from sparse_rec.metrics import ranking_metrics
 from sparse_rec.model_selection import random_split, train_test_split_users
@@ -37,6 +44,11 @@ IALS = LOSS_DEFAULTS["ials"]
 # The shared data folder, or SPARSE_REC_DATA when set (a checkout elsewhere).
 DATA = Path(os.environ.get("SPARSE_REC_DATA", DATA))
 SEED = 0
+SETS = ("builtin", "ml-100k", "gowalla")
+DEFAULT_SETS = ("builtin", "ml-100k")
+# implicit ALS as in quality.py: alpha chosen on a validation split of the training users.
+ALS_ALPHAS = (1.0, 5.0, 20.0)
+ALS_REG = 0.1
 
 
 def parse_args(argv=None):
@@ -48,15 +60,32 @@ def parse_args(argv=None):
     p.add_argument("--losses", default="bpr,ials",
                    help="DSL-MF losses to run (default bpr,ials; iALS: 20 epochs, update "
                         "every 2); another choice writes its own section")
+    p.add_argument("--sets", default=",".join(DEFAULT_SETS),
+                   help=f"comma-separated, of {','.join(SETS)} (default "
+                        f"{','.join(DEFAULT_SETS)}); another choice writes its own section")
     args = p.parse_args(argv)
     args.losses = [x.strip() for x in args.losses.split(",") if x.strip()]
+    args.sets = [x.strip() for x in args.sets.split(",") if x.strip()]
+    bad = [x for x in args.sets if x not in SETS]
+    if bad:
+        p.error(f"unknown sets {bad}; choose from {SETS}")
     return args
 
 
-def data_sets(quick):
-    yield "MovieLens latest-small", load_movielens_small(binarize=True).X
-    if not quick and (DATA / "ml-100k" / "u.data").is_file():
-        yield "ml-100k", load_movielens(DATA / "ml-100k", binarize=True).X
+def data_sets(sets, quick):
+    """``(name, X)`` per requested set whose files are present (built-in only with --quick)."""
+    for key in sets:
+        if key == "builtin":
+            yield "MovieLens latest-small", load_movielens_small(binarize=True).X
+        elif quick:
+            continue
+        elif key == "ml-100k" and (DATA / "ml-100k" / "u.data").is_file():
+            yield "ml-100k", load_movielens(DATA / "ml-100k", binarize=True).X
+        elif key == "gowalla" and (DATA / "gowalla" / "train.txt").is_file():
+            X = load_lightgcn(DATA / "gowalla").train.tocsr().astype(np.float32)
+            yield "Gowalla (training part)", X
+        else:
+            print(f"skip {key}: its files are not under {DATA}")
 
 
 def models(args):
@@ -72,8 +101,35 @@ def models(args):
                 density=d, loss="ials", max_iter=4 if args.quick else IALS["max_iter"],
                 update_interval=IALS["update_interval"],
                 random_state=SEED, n_threads=args.threads)
-    yield "implicit ALS (wrapper)", lambda: ImplicitRecommender(
-        "als", factors=64, random_state=SEED, n_threads=args.threads)
+    yield "implicit ALS-64", None
+
+
+def implicit_als(args, alpha):
+    """implicit's ALS-64 through the wrapper; ``alpha`` scales the confidences it is fitted on."""
+    return ImplicitRecommender("als", factors=64, regularization=ALS_REG,
+                               iterations=3 if args.quick else None, random_state=SEED,
+                               n_threads=args.threads), alpha
+
+
+def split_new_users(X):
+    """Training users, new users' histories and their held-out items."""
+    old, new = train_test_split_users(X, test_size=0.2, random_state=SEED)
+    H, T = random_split(X[new], test_size=0.2, random_state=SEED)
+    return old, new, H, T
+
+
+def tune_als_alpha(X_old, args):
+    """The alpha of ``ALS_ALPHAS`` whose fold-in Recall@20 is best among the training users."""
+    old, _, H, T = split_new_users(X_old)
+    best = None
+    for alpha in ALS_ALPHAS:
+        est, a = implicit_als(args, alpha)
+        est.fit(X_old[old] * a)
+        r = scores(est.recommend_for_history(H * a, n=20)[0], T)[0]
+        print(f"  ALS-64 alpha {alpha:g}: validation fold-in Recall@20 {r:.4f}", flush=True)
+        if best is None or r > best[1]:
+            best = (alpha, r)
+    return best[0]
 
 
 def scores(ids, truth):
@@ -82,8 +138,7 @@ def scores(ids, truth):
 
 
 def run_one(name, X, args):
-    old, new = train_test_split_users(X, test_size=0.2, random_state=SEED)
-    H, T = random_split(X[new], test_size=0.2, random_state=SEED)
+    old, new, H, T = split_new_users(X)
     rows = []
     pop = np.asarray(X[old].sum(axis=0)).ravel().astype(np.float64)
     S = np.tile(pop, (H.shape[0], 1))
@@ -93,47 +148,66 @@ def run_one(name, X, args):
     # The trained reference: new users' histories are training rows too.
     X_ref = sp.vstack([X[old], H]).tocsr()
     ref_rows = np.arange(len(old), len(old) + len(new))
+    results = {}
     for label, make in models(args):
-        est = make().fit(X[old])
+        scale = 1.0
+        if make is None:  # implicit ALS: alpha from the training users, then fitted with it
+            alpha = tune_als_alpha(X[old], args)
+            label = f"{label} (alpha={alpha:g})"
+
+            def make(alpha=alpha):
+                return implicit_als(args, alpha)[0]
+            scale = alpha
+        est = make().fit(X[old] * scale)
         t0 = time.perf_counter()
-        ids = est.recommend_for_history(H, n=20)[0]
+        ids = est.recommend_for_history(H * scale, n=20)[0]
         fold_s = time.perf_counter() - t0
         r_f, n_f, _ = scores(ids, T)
-        ref = make().fit(X_ref)
+        ref = make().fit(X_ref * scale)
         r_t, n_t, _ = scores(ref.recommend(ref_rows, n=20)[0], T)
+        results[label] = r_f
         rows.append([name, label, f"{fold_s:.2f}", f"{r_f:.4f}", f"{n_f:.4f}",
                      f"{r_t:.4f} / {n_t:.4f} ({n_f / n_t:.2f}x)"])
         print(" | ".join(rows[-1]), flush=True)
-    return rows, users, len(new)
+    als = next(v for k, v in results.items() if k.startswith("implicit ALS"))
+    ratios = [f"{k} / implicit ALS-64 fold-in Recall@20 {v / max(als, 1e-12):.3f}x"
+              for k, v in results.items() if k.startswith("DSL-MF")]
+    return rows, users, len(new), ratios
 
 
 def main(argv=None):
     args = parse_args(argv)
-    all_rows, notes = [], []
-    for name, X in data_sets(args.quick):
-        rows, users, n_new = run_one(name, X, args)
+    all_rows, notes, summary = [], [], []
+    for name, X in data_sets(args.sets, args.quick):
+        rows, users, n_new, ratios = run_one(name, X, args)
         all_rows += rows
         notes.append(f"{name}: {n_new} new users, {users} with held-out items")
+        summary += [f"{name}: {r}" for r in ratios]
     table = markdown_table(
         ["data", "model", "fold-in s", "fold-in Recall@20", "fold-in NDCG@20",
          "trained Recall / NDCG (fold-in NDCG ratio)"],
         all_rows,
     )
     print(table)
+    print("\n".join(summary))
     body = (
         "New users served by fold-in (`recommend_for_history`), against the same model "
         "trained with their histories (`recommend` on their trained rows) and against "
         "popularity. 20% of the users are new; 80% of each one's interactions are its "
         "history and the other 20% are ranked over all items, history excluded. "
         f"DSL-MF: defaults, {10 if args.quick else args.epochs} epochs (iALS: "
-        f"{IALS['max_iter']} epochs, update_interval={IALS['update_interval']}); ALS: implicit's "
-        "defaults at 64 factors, fold-in by implicit's `recalculate_user`. "
+        f"{IALS['max_iter']} epochs, update_interval={IALS['update_interval']}); implicit "
+        f"ALS-64: regularization {ALS_REG}, 15 iterations, alpha best of {ALS_ALPHAS} by "
+        "fold-in Recall@20 on a validation split of the training users, fold-in by "
+        "implicit's `recalculate_user`. "
         "'fold-in s' is the time to fold in and rank all new users. "
-        + "; ".join(notes) + ".\n\n" + table
+        + "; ".join(notes) + ".\n\n" + table + "\n\n" + "\n".join(f"- {s}" for s in summary)
     )
     if not (args.quick or args.no_write):
         name = "fold_in" if args.losses == ["bpr", "ials"] else "fold_in-" + "-".join(args.losses)
-        write_section(name, section_text("Fold-in of new users", body))
+        if args.sets != list(DEFAULT_SETS):
+            name += "-" + "-".join(args.sets)
+        write_section(name, section_text("Fold-in of new users: " + ", ".join(args.sets), body))
 
 
 if __name__ == "__main__":
