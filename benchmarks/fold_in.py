@@ -72,6 +72,14 @@ def parse_args(argv=None):
     return args
 
 
+def section_name(losses, sets):
+    """The docs/benchmarks.md section of a run: one per choice of losses and of data sets."""
+    name = "fold_in" if list(losses) == ["bpr", "ials"] else "fold_in-" + "-".join(losses)
+    if list(sets) != list(DEFAULT_SETS):
+        name += "-" + "-".join(sets)
+    return name
+
+
 def data_sets(sets, quick):
     """``(name, X)`` per requested set whose files are present (built-in only with --quick)."""
     for key in sets:
@@ -204,10 +212,8 @@ def main(argv=None):
         + "; ".join(notes) + ".\n\n" + table + "\n\n" + "\n".join(f"- {s}" for s in summary)
     )
     if not (args.quick or args.no_write):
-        name = "fold_in" if args.losses == ["bpr", "ials"] else "fold_in-" + "-".join(args.losses)
-        if args.sets != list(DEFAULT_SETS):
-            name += "-" + "-".join(args.sets)
-        write_section(name, section_text("Fold-in of new users: " + ", ".join(args.sets), body))
+        write_section(section_name(args.losses, args.sets),
+                      section_text("Fold-in of new users: " + ", ".join(args.sets), body))
 
 
 if __name__ == "__main__":
