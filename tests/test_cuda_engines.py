@@ -640,3 +640,141 @@ def test_device_prune_threshold_and_mask_equal_the_host_ones(scores):
             assert sum(int((~m).sum()) for m in got.values()) == k
             for t in (0, 1):
                 np.testing.assert_array_equal(got[t], want[t])
+
+
+# --- DSL-MF's softmax and CCL losses on the device ---------------------------------
+SOFTMAX_FAMILY = {
+    "softmax": ("SoftmaxEngine", dict(n_negatives=8, temperature=0.5)),
+    "ccl": ("CCLEngine", dict(n_negatives=8, margin=0.3, negative_weight=2.0)),
+}
+
+
+def _softmax_family_engines(loss, seed=0, batch=16, **grid):
+    import copy
+
+    from sparse_rec.backends import cpu_softmax, cuda_softmax
+
+    name, opts = SOFTMAX_FAMILY[loss]
+    _, data, U, I, b = small_problem(seed=seed, n_users=24, n_items=18, d=6, density=0.5)
+    U2, I2 = copy.deepcopy(U), copy.deepcopy(I)
+    opts = dict(opts, learning_rate=0.05, alpha=0.001, batch=batch)
+    ref = getattr(cpu_softmax, name)(data, U, I, b, **opts)
+    gpu = getattr(cuda_softmax, name)(data, U2, I2, b.copy(), **grid, **opts)
+    return ref, gpu, (U, I), (U2, I2)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "ccl"])
+def test_softmax_family_one_gpu_thread_epochs_equal_the_serial_cpu_epochs(loss):
+    # One GPU thread trains every batch in the serial order: two epochs
+    # (several batches each, CCL's row scaling after each) must follow the
+    # CPU's serial epochs, weights and Adagrad slots alike.
+    numba.set_num_threads(1)
+    try:
+        ref, gpu, (U, I), (U2, I2) = _softmax_family_engines(loss, n_blocks=1,
+                                                             threads_per_block=1)
+        start = [t.values_buf[: t.nnz].copy() for t in (U, I)]
+        want = [ref.epoch(np.uint64(e)) for e in (1, 2)]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert gpu.n_threads == 1
+    assert (U.n_rows + ref.user_batch - 1) // ref.user_batch >= 3
+    got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
+    gpu.download()
+    assert got == pytest.approx(want, rel=1e-5)
+    for a, b, s in zip((U2, I2), (U, I), start, strict=True):
+        assert not np.allclose(b.values_buf[: b.nnz], s)  # the epochs trained both tables
+        np.testing.assert_allclose(a.values_buf[: a.nnz], b.values_buf[: b.nnz], rtol=1e-4,
+                                   atol=1e-5)
+    if loss == "ccl":  # rows scaled to their target norms on the device
+        norms = np.sqrt(np.add.reduceat(U2.weights.astype(np.float64) ** 2, U2.indptr[:-1]))
+        has = np.diff(U2.indptr) > 0
+        np.testing.assert_allclose(norms[has], gpu.target_norms[0][has], rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "ccl"])
+def test_softmax_family_gpu_threads_in_parallel_stay_close_to_the_serial_cpu(loss):
+    # Three threads train their runs of batches side by side (Hogwild, as
+    # the CPU's threads): the loss and the changes of the weights must stay
+    # near the serial epoch's.
+    numba.set_num_threads(1)
+    try:
+        ref, gpu, (U, I), (U2, I2) = _softmax_family_engines(loss, seed=3, batch=8, n_blocks=1,
+                                                             threads_per_block=3)
+        start = [t.weights.copy() for t in (U, I)]
+        want = ref.epoch(np.uint64(5))
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert gpu.n_threads == 3
+    got = gpu.epoch(np.uint64(5))
+    gpu.download()
+    assert got == pytest.approx(want, rel=0.05)
+    d_cpu, d_gpu = (np.concatenate([t.weights - s for t, s in zip(tabs, start, strict=True)])
+                    for tabs in ((U, I), (U2, I2)))
+    assert np.corrcoef(d_cpu, d_gpu)[0, 1] > 0.9
+
+
+def _softmax_family_fit(loss, backend, **kw):
+    from sparse_rec import DSLMatrixFactorization
+    from sparse_rec.datasets import make_interactions
+
+    X = make_interactions(60, 30, 600, random_state=6)
+    params = dict(loss=loss, n_components=6, density=0.4, n_negatives=8, max_iter=4,
+                  update_interval=1, update_ratio=0.3, random_state=0, n_threads=1,
+                  backend=backend)
+    params.update(kw)
+    return DSLMatrixFactorization(**params).fit(X)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "ccl"])
+def test_softmax_family_fit_on_one_cuda_thread_is_the_serial_cpu_fit(monkeypatch, loss):
+    # One GPU thread: epochs on the device, downloads, growth on the host,
+    # uploads after each rebuild; the fit must follow the serial CPU fit.
+    # Three epochs (two prune/grow steps): the weights then differ by 3e-8,
+    # and in a fourth epoch of the softmax fit a growth step meets scores
+    # that close and picks another coordinate (the fits then drift apart,
+    # as two CPU builds with other rounding would).
+    from sparse_rec.backends import cuda_softmax
+
+    monkeypatch.setattr(cuda_backend, "_simulated", lambda: True)  # also on a real GPU
+    monkeypatch.setattr(cuda_softmax, "_SIM_GRID", (1, 1))
+    _assert_fit_follows(_softmax_family_fit(loss, "cpu", max_iter=3),
+                        _softmax_family_fit(loss, "cuda", max_iter=3),
+                        ("user_table_", "item_table_"))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "ccl"])
+def test_softmax_family_fit_on_cuda_lands_near_the_cpu_fit(loss):
+    from sparse_rec.backends import cpu_softmax, cuda_softmax
+
+    # Six epochs, prune/grow every two. On this problem the serial CPU fit's
+    # final loss spans 2.33-2.95 (softmax) and 0.49-0.70 (CCL) over seeds
+    # 0-3, and a 2-thread CPU fit ends 0.6% (softmax) and 5% (CCL) from the
+    # serial one; the simulator's 4 GPU threads ended 0.5% and 0.3% from it.
+    cpu_fit = _softmax_family_fit(loss, "cpu", max_iter=6, update_interval=2)
+    gpu_fit = _softmax_family_fit(loss, "cuda", max_iter=6, update_interval=2)
+    # The simulator's grid trains several runs of batches side by side.
+    data_users, nnz = 60, cpu_fit.seen_.nnz
+    n_batches = -(-data_users // max(1, round(cpu_softmax.SOFTMAX_BATCH * data_users / nnz)))
+    assert min(n_batches, np.prod(cuda_softmax._SIM_GRID)) >= 2
+    assert all(h["nnz"] == cpu_fit.n_active_ for h in gpu_fit.history_)
+    assert sum(h["grown"] for h in gpu_fit.history_) > 0
+    loss_cpu = [h["loss"] for h in cpu_fit.history_]
+    loss_gpu = [h["loss"] for h in gpu_fit.history_]
+    assert loss_gpu[-1] < loss_gpu[0]
+    assert loss_gpu[-1] == pytest.approx(loss_cpu[-1], rel=0.03)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "ccl"])
+def test_softmax_family_cuda_without_gpu_is_the_mf_error(monkeypatch, loss):
+    monkeypatch.setattr(cuda_backend, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="backend='cuda' needs numba-cuda and a CUDA GPU"):
+        _softmax_family_fit(loss, "cuda", max_iter=1)
+
+
+def test_softmax_batches_of_positives_are_refused_on_cuda():
+    with pytest.raises(ValueError, match="per_user=False .* has no CUDA kernel"):
+        from sparse_rec.backends import cuda_softmax
+
+        _, data, U, I, b = small_problem(seed=0, n_users=12, n_items=9, d=4)
+        cuda_softmax.SoftmaxEngine(data, U, I, b, learning_rate=0.05, alpha=0.0, n_negatives=4,
+                                   temperature=0.5, per_user=False)

@@ -47,7 +47,7 @@ class _DeviceTables:
 
         from .._kernels.cuda import softmax as _k
 
-        self._cuda, self._k = cuda, _k
+        self._cuda, self._kd = cuda, _k
         dt, d = self.data, self.users.n_cols
         n_batches = (self.users.n_rows + self.user_batch - 1) // self.user_batch
         T, self.threads_per_block = _threads(n_batches, n_blocks, threads_per_block, d,
@@ -103,7 +103,7 @@ class SoftmaxEngine(_DeviceTables, C.SoftmaxEngine):
         self.logq_d = self._cuda.to_device(self.logq)
 
     def epoch(self, key):
-        return self._k.launch_softmax_users(
+        return self._kd.launch_softmax_users(
             self._order(key), self.user_batch, self.n_neg, key, self.work_d, self.data_d,
             *self.tabs_d, self.cdf_d, self.logq_d, self.inv_t, self.lr, self.reg,
             self.threads_per_block)
@@ -134,12 +134,12 @@ class CCLEngine(_DeviceTables, C.CCLEngine):
 
     def epoch(self, key):
         self._grow = None
-        loss = self._k.launch_ccl_users(
+        loss = self._kd.launch_ccl_users(
             self._order(key), self.user_batch, self.n_neg, key, self.work_d, self.data_d,
             *self.tabs_d, self.cdf_d, self.zero_d, self.margin, self.neg_weight, self.lr,
             self.reg, self.threads_per_block)
         for (ptr, _, v), norms in zip(self.tabs_d, self.norms_d, strict=True):
-            self._k.launch_normalise(ptr, v, norms, *_row_grid(ptr.shape[0] - 1))
+            self._kd.launch_normalise(ptr, v, norms, *_row_grid(ptr.shape[0] - 1))
         return loss
 
     def rebuild(self):
