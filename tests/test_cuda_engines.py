@@ -543,7 +543,8 @@ def _lightgcn_problem(seed=0, n_users=12, n_items=9, nnz=45, density=0.5, n_laye
     return data, params, graph
 
 
-def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propagate_every=1):
+def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propagate_every=1,
+                      **kw):
     import copy
 
     from sparse_rec.backends import cpu_lightgcn, cuda_lightgcn
@@ -551,7 +552,7 @@ def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propaga
     data, params, graph = _lightgcn_problem(seed=seed, density=density, n_layers=n_layers)
     p_gpu = copy.deepcopy(params)
     opts = dict(n_layers=n_layers, learning_rate=0.01, alpha=0.01, optimizer=optimizer,
-                batch_size=16, propagate_every=propagate_every)
+                batch_size=16, propagate_every=propagate_every, **kw)
     ref = cpu_lightgcn.LightGCNEngine(data, *params.tables, graph, **opts)
     gpu = cuda_lightgcn.LightGCNEngine(data, *p_gpu.tables, graph, n_blocks=2,
                                        threads_per_block=4, **opts)
@@ -602,6 +603,44 @@ def _lightgcn_fit(backend, **kw):
 def test_lightgcn_fit_on_cuda_follows_the_cpu_fit(propagate_every):
     _assert_fit_follows(_lightgcn_fit("cpu", propagate_every=propagate_every),
                         _lightgcn_fit("cuda", propagate_every=propagate_every),
+                        ("user_table_", "item_table_"))
+
+
+LIGHTGCN_SOFTMAX = dict(loss="softmax", n_negatives=6, temperature=0.3)
+
+
+@pytest.mark.parametrize("optimizer, n_layers", [("adam", 2), ("adagrad", 0)])
+def test_lightgcn_softmax_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers):
+    # Three batches an epoch, each with its shared negatives (some of them
+    # hits), cosines, the softmax and the gradients through the norms.
+    ref, gpu, params, p_gpu = _lightgcn_engines(optimizer, n_layers, **LIGHTGCN_SOFTMAX)
+    want = [ref.epoch(np.uint64(e)) for e in (1, 2)]
+    got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
+    gpu.download()
+    assert got == pytest.approx(want, rel=1e-5)
+    for a, b in zip(p_gpu.tables, params.tables, strict=True):
+        np.testing.assert_allclose(a.values_buf[: a.nnz], b.values_buf[: b.nnz], rtol=1e-4,
+                                   atol=1e-6)
+    start = _lightgcn_problem(n_layers=n_layers)[1]
+    for t, s in zip(params.tables, start.tables, strict=True):
+        assert not np.allclose(t.weights, s.weights)
+
+
+def test_lightgcn_softmax_device_growth_scores_equal_the_cpu_scores():
+    ref, gpu, params, _ = _lightgcn_engines("adam", 3, density=0.4, seed=1, **LIGHTGCN_SOFTMAX)
+    key = np.uint64(9)
+    for f_cpu, f_gpu, t in zip(ref.grow_fns(key), gpu.grow_fns(key), params.tables,
+                               strict=True):
+        for chunk in ((0, t.n_rows), (2, 7)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-4, atol=1e-6)
+
+
+def test_lightgcn_softmax_fit_on_cuda_follows_the_cpu_fit():
+    kw = dict(LIGHTGCN_SOFTMAX, n_negatives=8)
+    _assert_fit_follows(_lightgcn_fit("cpu", **kw), _lightgcn_fit("cuda", **kw),
                         ("user_table_", "item_table_"))
 
 

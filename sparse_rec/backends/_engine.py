@@ -22,8 +22,9 @@ _ENGINES = {
     ("vae", "cuda"): ("sparse_rec.backends.vae_cuda", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
     ("lightgcn", "cuda"): ("sparse_rec.backends.cuda_lightgcn", "LightGCNEngine"),
-    # DSLLightGCN with loss="softmax": the same CPU engine, no GPU twin yet.
+    # DSLLightGCN with loss="softmax": the same engines as BPR.
     ("lightgcn-softmax", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
+    ("lightgcn-softmax", "cuda"): ("sparse_rec.backends.cuda_lightgcn", "LightGCNEngine"),
 }
 
 
