@@ -1,7 +1,8 @@
 """Every model on the GPU against the CPU: epoch time, whole fits, prune/grow share, quality.
 
 One prepared run for each model that has a CUDA engine (DSL-MF with BPR,
-iALS, softmax and CCL, DSLNCF, DSLMultVAE, DSLLightGCN), at densities 0.2
+iALS, softmax and CCL, DSLNCF, DSLMultVAE, DSLLightGCN with BPR and
+softmax), at densities 0.2
 and 1.0 on Gowalla (LightGCN split, the largest shared data set). The CPU
 epochs set the time: DSL-MF's BPR and iALS and DSLNCF fit in about 5
 minutes on one GPU machine; with the softmax-family losses (whose growth
@@ -104,6 +105,12 @@ MODELS = {
     # the run exceeds 5 minutes on such CPUs: run it in parts with --only.
     "lightgcn": Model("DSLLightGCN", DSLLightGCN, {}, fit_epochs=2, timed_epochs=1,
                       smoke_params={"n_components": 8, "batch_size": 64}),
+    # The sampled softmax over cosines (256 shared negatives a batch): the
+    # same propagation and backward as BPR, so timed as it is.
+    "lightgcn-softmax": Model("DSLLightGCN (softmax)", DSLLightGCN, {"loss": "softmax"},
+                              fit_epochs=2, timed_epochs=1,
+                              smoke_params={"n_components": 8, "batch_size": 64,
+                                            "n_negatives": 16}),
 }
 
 
