@@ -6,11 +6,11 @@ lowers for a real GPU. This script does, without one: device arrays are
 stood in for by host arrays and each kernel launch is intercepted, its
 arguments typed and the kernel compiled with NVVM for a compute capability
 (default 9.0, H100/H200) instead of run. Every engine (DSL-MF BPR, iALS,
-softmax and CCL, DSLNCF, DSLMultVAE, DSLLightGCN with BPR and softmax) is
-driven through one epoch, its growth scorers (histogram and collect) and its
-prune scores (histogram, bin, mask, ties) on tiny data; the kernels do not
-run, so the numbers the engines see are meaningless and nothing is checked
-but compilation.
+softmax and CCL, DSLNCF, DSLMultVAE with the full and the sampled softmax,
+DSLLightGCN with BPR and softmax) is driven through one epoch, its growth
+scorers (histogram and collect) and its prune scores (histogram, bin, mask,
+ties) on tiny data; the kernels do not run, so the numbers the engines see
+are meaningless and nothing is checked but compilation.
 
 It needs numba-cuda's NVVM and NVRTC libraries (for example the
 ``nvidia-cuda-nvrtc-cu12`` wheel's ``lib`` folder on ``LD_LIBRARY_PATH``),
@@ -141,6 +141,8 @@ def engines():
         "mf-ccl": build(DSLMatrixFactorization(loss="ccl", n_components=4, n_negatives=8)),
         "ncf": build(DSLNCF(n_components=4, hidden_layer_sizes=(6, 3), batch_size=16)),
         "vae": build(DSLMultVAE(hidden_layer_sizes=(6,), n_components=3, batch_size=8)),
+        "vae-sampled": build(DSLMultVAE(hidden_layer_sizes=(6,), n_components=3, batch_size=8,
+                                        n_sampled=4)),
         "lightgcn": build(DSLLightGCN(n_components=4, batch_size=16)),
         "lightgcn-softmax": build(DSLLightGCN(n_components=4, batch_size=16, loss="softmax",
                                               n_negatives=8)),

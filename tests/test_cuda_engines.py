@@ -474,6 +474,54 @@ def test_vae_epochs_on_the_device_equal_the_cpu_epochs(density):
     assert not np.allclose(p_gpu.tables[1].values_buf[:, 0], start.tables[1].values_buf[:, 0])
 
 
+@pytest.mark.parametrize("density", [0.5, 1.0])
+def test_vae_sampled_softmax_epochs_on_the_device_equal_the_cpu_epochs(monkeypatch, density):
+    # n_sampled: each batch's candidates (its positives and the shared
+    # draws) are the CPU's draws; logits, likelihood, decoder gradients and
+    # the decoder's input gradient over the candidates only. With 9 items
+    # and 3 draws a batch's candidates leave some items out.
+    import copy
+
+    from sparse_rec.backends import vae_cpu, vae_cuda
+
+    data, params = _vae_problem(density=density, n_users=14, nnz=40)
+    p_gpu = copy.deepcopy(params)
+    opts = dict(VAE_OPTS, n_sampled=3, batch_size=4)
+    sizes = []  # candidates per batch, both engines
+    draw = vae_cpu.sampled_candidates
+
+    def recorded(*args):
+        out = draw(*args)
+        sizes.append(len(out[0]))
+        return out
+
+    monkeypatch.setattr(vae_cpu, "sampled_candidates", recorded)
+    numba.set_num_threads(1)
+    try:
+        ref = vae_cpu.VAEEngine(data, *params.tables, params.layout, **opts)
+        want = [ref.epoch(np.uint64(e)) for e in (1, 2)]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    gpu = vae_cuda.VAEEngine(data, *p_gpu.tables, p_gpu.layout, n_blocks=2, threads_per_block=4,
+                             **opts)
+    got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
+    gpu.download()
+    n_batches = 2 * -(-len(ref.users) // 4)  # two epochs' batches
+    assert len(sizes) == 2 * n_batches  # every batch of both engines sampled its candidates
+    assert sizes[:n_batches] == sizes[n_batches:]  # the same draws on both
+    assert min(sizes) < ref.X.shape[1]  # some batches leave items out of their candidates
+    assert got == pytest.approx(want, rel=1e-5)
+    for a, b in zip(p_gpu.tables, params.tables, strict=True):
+        np.testing.assert_allclose(a.values_buf[: a.nnz], b.values_buf[: b.nnz], rtol=1e-4,
+                                   atol=1e-6)
+    np.testing.assert_allclose(p_gpu.layout.dense, params.layout.dense, rtol=1e-4, atol=1e-6)
+    # The sampled epochs differ from the full softmax's (the option is not ignored).
+    full = vae_cpu.VAEEngine(data, *_vae_problem(density=density, n_users=14, nnz=40)[1].tables,
+                             _vae_problem(density=density, n_users=14, nnz=40)[1].layout,
+                             **dict(opts, n_sampled=None))
+    assert full.epoch(np.uint64(1)) != pytest.approx(want[0], rel=1e-3)
+
+
 def test_vae_device_growth_scores_equal_the_cpu_scores():
     import copy
 
@@ -520,6 +568,11 @@ def _assert_fit_follows(cpu_fit, gpu_fit, tables):
 
 def test_vae_fit_on_cuda_follows_the_cpu_fit():
     _assert_fit_follows(_vae_fit("cpu"), _vae_fit("cuda"), ("encoder_table_", "decoder_table_"))
+
+
+def test_vae_sampled_softmax_fit_on_cuda_follows_the_cpu_fit():
+    _assert_fit_follows(_vae_fit("cpu", n_sampled=4), _vae_fit("cuda", n_sampled=4),
+                        ("encoder_table_", "decoder_table_"))
 
 
 def test_vae_cuda_without_gpu_is_the_mf_error(monkeypatch):
