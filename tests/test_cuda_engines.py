@@ -805,6 +805,35 @@ def test_softmax_family_gpu_threads_in_parallel_stay_close_to_the_serial_cpu(los
     assert np.corrcoef(d_cpu, d_gpu)[0, 1] > 0.9
 
 
+def test_softmax_device_growth_scores_equal_the_cpu_scores():
+    # The users' log-partitions and both tables' growth scores on the device
+    # (three threads striding over the rows), against the CPU kernels.
+    from sparse_rec._dsl import PruneGrow
+
+    ref, gpu, (U, I), (U2, I2) = _softmax_family_engines("softmax", seed=4, n_blocks=1,
+                                                         threads_per_block=3)
+    assert gpu.n_threads == 3
+    key = np.uint64(8)
+    fns = gpu.grow_fns(key)
+    assert all(hasattr(f, "histogram") and hasattr(f, "collect") for f in fns)
+    for f_cpu, f_gpu, t in zip(ref.grow_fns(key), fns, (U, I), strict=True):
+        for chunk in ((0, t.n_rows), (5, 14)):
+            want = _fill(f_cpu, t.n_rows, t.n_cols, *chunk)
+            assert np.count_nonzero(want) > 0.5 * want.size
+            np.testing.assert_allclose(_fill(f_gpu, t.n_rows, t.n_cols, *chunk), want,
+                                       rtol=1e-4, atol=1e-6)
+    # Selected on the device (bin counts and kept coordinates): the CPU's step.
+    out_cpu = PruneGrow([U, I]).step(0.3, 5, ref.grow_fns(key))
+    out_gpu = PruneGrow([U2, I2]).step(0.3, 5, gpu.grow_fns(key),
+                                       prune_scores=gpu.prune_scores())
+    assert out_gpu[1].sum() > 0
+    for a, c in zip(out_gpu, out_cpu, strict=True):
+        np.testing.assert_array_equal(a, c)
+    for t_gpu, t_cpu in ((U2, U), (I2, I)):
+        np.testing.assert_array_equal(t_gpu.indptr, t_cpu.indptr)
+        np.testing.assert_array_equal(t_gpu.indices, t_cpu.indices)
+
+
 def _softmax_family_fit(loss, backend, **kw):
     from sparse_rec import DSLMatrixFactorization
     from sparse_rec.datasets import make_interactions

@@ -4,11 +4,13 @@ The epochs run on the GPU (:mod:`sparse_rec._kernels.cuda.softmax`: the
 CPU's user-batch block functions compiled as device functions, one GPU
 thread per contiguous run of batches). The interactions, both tables
 (weight and Adagrad slots) and the work rows stay on the device between
-epochs. Growth scores and the prune threshold are computed on the host,
-by the CPU engines' own code, from the tables ``download`` brings back
-before every prune/grow step (which the loop downloads for anyway); the
-rebuilt tables go out again in ``rebuild``. Moving growth to the device
-(as the BPR and iALS engines do) is still owed.
+epochs. The prune threshold (smallest ``|w|``) is found on the device for
+both losses; the softmax loss's growth scores are computed and selected
+there too (the CPU's per-row code, one thread a row). CCL's growth scores
+(exact, from dense blocks of cosines) are computed on the host by the CPU
+engine's code, from the tables ``download`` brings back before every
+prune/grow step (which the loop downloads for anyway: the rebuild runs on
+the host); the rebuilt tables go out again in ``rebuild``.
 """
 
 import numpy as np
@@ -74,6 +76,22 @@ class _DeviceTables:
         for t, (_, _, v) in zip((self.users, self.items), self.tabs_d, strict=True):
             v.copy_to_host(t.values_buf[: t.nnz])
 
+    @property
+    def _grid(self):
+        return self._kd._grid(self.n_threads, self.threads_per_block)
+
+    def prune_scores(self):
+        """``|w|`` of the device tables: the prune threshold is found on the GPU."""
+        from .._kernels.cuda.prune_grow import DevicePrune
+
+        return [DevicePrune(v, self._grid) for _, _, v in self.tabs_d]
+
+    def _score_buffer(self, n_rows):
+        G = getattr(self, "_G", None)
+        if G is None or G.shape[0] < n_rows:
+            self._G = self._cuda.device_array((n_rows, self.users.n_cols), np.float32)
+        return self._G[:n_rows]
+
     def _order(self, key):
         # The CPU engines' order of the users, sent to the device.
         order = np.random.default_rng(int(key)).permutation(self.users.n_rows).astype(np.int64)
@@ -87,8 +105,9 @@ class SoftmaxEngine(_DeviceTables, C.SoftmaxEngine):
     work row ``t`` of as many trains: with one thread an epoch is the
     serial CPU epoch up to floating-point contraction. By default one warp
     of threads per streaming multiprocessor, at most one per batch and
-    within ``_WORK_BYTES`` of work rows. Growth scores come from the host
-    tables (:meth:`cpu_softmax.SoftmaxEngine.grow_fns`).
+    within ``_WORK_BYTES`` of work rows. Growth scores (the CPU engine's)
+    are computed and selected on the device, and so is the prune threshold
+    (smallest ``|w|``).
     """
 
     def __init__(self, data, users, items, bias_v, *, n_blocks=None, threads_per_block=32,
@@ -100,7 +119,60 @@ class SoftmaxEngine(_DeviceTables, C.SoftmaxEngine):
             raise ValueError("per_user=False (batches of positives) has no CUDA kernel; use "
                              "per_user=True (the default) on backend='cuda'.")
         self._start(n_blocks, threads_per_block, 0)
-        self.logq_d = self._cuda.to_device(self.logq)
+        to = self._cuda.to_device
+        self.logq_d = to(self.logq)
+        dt = self.data
+        self.xt_d = tuple(to(x) for x in (dt.xt_indptr, dt.xt_indices, dt.xt_weight))
+
+    def grow_fns(self, key):
+        """The CPU engine's growth scores, computed and selected on the GPU (one thread a row).
+
+        The step's shared negatives, their gathered rows and the items'
+        user sample are drawn on the host (:meth:`cpu_softmax.SoftmaxEngine._draws`,
+        from the tables downloaded for the update) and sent out; the users'
+        log-partitions and both tables' scores are computed on the device.
+        With ``normalise`` (scores over the rows' Adagrad state) the CPU
+        engine's host scores are used.
+        """
+        if self.normalise:
+            return C.SoftmaxEngine.grow_fns(self, key)
+        from .._kernels.cuda.prune_grow import DeviceScores
+
+        k, cuda, grid = self._kd, self._cuda, self._grid
+        dt = self.data_d
+        s_d, pu_d = self.work_d.rows[3], self.work_d.rows[4]
+        (u_p, u_i, u_v), (i_p, i_i, i_v) = self.tabs_d
+        xt = self.xt_d
+        cache = {}
+
+        def prepare():
+            if not cache:
+                to = cuda.to_device
+                d = self._draws(key)
+                cache.update(neg=to(d["neg"]), QT=to(d["QT"]), sample=to(d["sample"]),
+                             scale=float(d["scale"]),
+                             LN=cuda.device_array(self.users.n_rows, np.float64),
+                             A=cuda.device_array(self.users.n_rows, np.float64))
+                k.partition_kernel[grid](cache["LN"], cache["A"], s_d, pu_d, cache["QT"],
+                                         cache["neg"], np.int64(self.n_neg), *dt, u_p, u_i, u_v,
+                                         i_p, i_i, i_v, self.logq_d, np.float64(self.inv_t))
+            return cache
+
+        def users(r0, r1, G_d):
+            c = prepare()
+            k.grad_users_kernel[grid](np.int64(r0), np.int64(r1), G_d, c["LN"], s_d, pu_d,
+                                      c["QT"], c["neg"], np.int64(self.n_neg), *dt, u_p, u_i,
+                                      u_v, i_p, i_i, i_v, self.logq_d, np.float64(self.inv_t))
+
+        def items(r0, r1, G_d):
+            c = prepare()
+            k.grad_items_kernel[grid](np.int64(r0), np.int64(r1), G_d, c["LN"], c["A"],
+                                      c["sample"], np.float64(c["scale"]), pu_d, *xt, u_p, u_i,
+                                      u_v, i_p, i_i, i_v, np.float64(self.inv_t))
+
+        held = [None]
+        return [DeviceScores(users, u_p, u_i, self._score_buffer, held, grid),
+                DeviceScores(items, i_p, i_i, self._score_buffer, held, grid)]
 
     def epoch(self, key):
         return self._kd.launch_softmax_users(
@@ -119,7 +191,8 @@ class CCLEngine(_DeviceTables, C.CCLEngine):
     Threads as :class:`SoftmaxEngine`; after each epoch every row is scaled
     to its target norm on the device (one thread per row). Growth scores
     (the exact expected gradient, dense blocks of cosines) come from the
-    host tables (:meth:`cpu_softmax.CCLEngine.grow_fns`).
+    host tables (:meth:`cpu_softmax.CCLEngine.grow_fns`); the prune
+    threshold (smallest ``|w|``) is found on the device.
     """
 
     def __init__(self, data, users, items, bias_v, *, n_blocks=None, threads_per_block=32,

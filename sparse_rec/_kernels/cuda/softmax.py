@@ -16,6 +16,10 @@ contraction. A thread's work rows (``QT``, ``GQ``, negatives, scores,
 touch consecutive addresses; the block functions see their strided
 ``(d, N)`` views.
 
+The softmax loss's growth scores (:func:`sparse_rec._kernels._softmax.partition_row`,
+``grad_user_row``, ``grad_item_row``, the CPU chunk kernels' per-row
+bodies) run one GPU thread per row on the epoch's work rows.
+
 CCL also scales every table row to its target norm after each epoch
 (:func:`sparse_rec._kernels._ccl.normalise_row`, one thread per row).
 
@@ -47,6 +51,9 @@ _HELPERS = (
     (_softmax, "step_negatives"),
     (_softmax, "step_user_row"),
     (_softmax, "_softmax_users_block"),
+    (_softmax, "partition_row"),
+    (_softmax, "grad_user_row"),
+    (_softmax, "grad_item_row"),
     (_ccl, "_column_norms"),
     (_ccl, "_ccl_users_block"),
     (_ccl, "normalise_row"),
@@ -56,6 +63,9 @@ _D = device_versions(_HELPERS)
 _softmax_users_block = _D["_softmax_users_block"]
 _ccl_users_block = _D["_ccl_users_block"]
 _normalise_row = _D["normalise_row"]
+_partition_row = _D["partition_row"]
+_grad_user_row = _D["grad_user_row"]
+_grad_item_row = _D["grad_item_row"]
 
 
 class Work:
@@ -170,3 +180,55 @@ def launch_ccl_users(order, batch, n_neg, key, work, data, users, items, cdf, ze
 def launch_normalise(indptr, v, norms, n_blocks, threads_per_block):
     """Scale every non-zero row of the device table ``(indptr, v)`` to ``norms[r]``."""
     normalise_rows_kernel[int(n_blocks), int(threads_per_block)](indptr, v, norms)
+
+
+# --- the softmax loss's growth scores (one thread per row) -------------------------
+
+
+@cuda.jit
+def partition_kernel(LN, A, S, PU, QT, neg, n_neg, x_indptr, x_indices, x_weight, f_indptr,
+                     f_indices, u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, logq, inv_t):
+    """``LN[u], A[u]`` of every user (:func:`sparse_rec._kernels._softmax.user_partition`).
+
+    ``S`` (n_neg x T float64) and ``PU`` (d x T float32, zero): the work
+    rows of ``T`` threads (the epoch's).
+    """
+    tid = cuda.grid(1)
+    T = PU.shape[1]
+    if tid >= T:
+        return
+    for u in range(tid, LN.shape[0], T):
+        ln, a = _partition_row(u, S[:, tid], PU[:, tid], QT, neg, n_neg, x_indptr, x_indices,
+                               x_weight, f_indptr, f_indices, u_indptr, u_indices, u_v,
+                               i_indptr, i_indices, i_v, logq, inv_t)
+        LN[u] = ln
+        A[u] = a
+
+
+@cuda.jit
+def grad_users_kernel(r0, r1, G, LN, S, PU, QT, neg, n_neg, x_indptr, x_indices, x_weight,
+                      f_indptr, f_indices, u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
+                      logq, inv_t):
+    """``G[u - r0]`` = dL/dp_u for users ``r0 <= u < r1`` (work rows as above)."""
+    tid = cuda.grid(1)
+    T = PU.shape[1]
+    if tid >= T:
+        return
+    for u in range(r0 + tid, r1, T):
+        _grad_user_row(u, G[u - r0], LN[u], S[:, tid], PU[:, tid], QT, neg, n_neg, x_indptr,
+                       x_indices, x_weight, f_indptr, f_indices, u_indptr, u_indices, u_v,
+                       i_indptr, i_indices, i_v, logq, inv_t)
+
+
+@cuda.jit
+def grad_items_kernel(c0, c1, G, LN, A, sample_users, user_scale, PU, xt_indptr, xt_indices,
+                      xt_weight, u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, inv_t):
+    """``G[c - c0]`` = dL/dq_c for items ``c0 <= c < c1`` (``PU``: d x T float32, zero)."""
+    tid = cuda.grid(1)
+    T = PU.shape[1]
+    if tid >= T:
+        return
+    for c in range(c0 + tid, c1, T):
+        _grad_item_row(c, G[c - c0], PU[:, tid], LN, A, sample_users, user_scale, xt_indptr,
+                       xt_indices, xt_weight, u_indptr, u_indices, u_v, i_indptr, i_indices,
+                       i_v, inv_t)
