@@ -66,7 +66,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     q> / temperature`` (negatives the user interacted with left out).
     Adagrad with L2 ``alpha`` on the touched weights, no item bias. Growth
     uses the full-data gradient at one shared draw of negatives. CPU or GPU
-    (``backend="cuda"``: epochs on the device, growth scores on the host).
+    (``backend="cuda"``).
     On the validation splits it ranks below iALS and BPR (see "Losses" in
     the Dynamic Sparse Learning guide); it is there to compare and build on.
 
@@ -178,10 +178,10 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
     backend : {"cpu", "cuda"}, default="cpu"
         Where training epochs and growth scores run. ``"cuda"`` (every
         loss) needs numba-cuda and a GPU (``pip install sparse-rec[cuda]``).
-        With ``"ials"`` and ``"bpr"`` growth scores and the prune threshold
-        are computed on the GPU too; with ``"softmax"`` and ``"ccl"`` only
-        the epochs run there, and growth scores and the prune threshold are
-        computed on the host from the tables brought back for the update.
+        Growth scores and the prune threshold are computed on the GPU too,
+        except ``"ccl"``'s growth scores (exact, from dense blocks of
+        cosines), computed on the host from the tables brought back for
+        the update.
         The rebuild and scoring stay on the CPU, and the tables travel to
         the host at each update.
     verbose : int, default=0
