@@ -79,10 +79,13 @@ MODELS = {
     "mf-ials": Model("DSL-MF (iALS)", DSLMatrixFactorization,
                      {"n_components": 64, "loss": "ials"}, fit_epochs=10, timed_epochs=2,
                      smoke_params={"n_components": 8}),
-    # The softmax-family losses (defaults: 40 epochs, n_negatives 800 for
-    # CCL): not yet timed on Gowalla; 2 timed epochs and 10-epoch fits, as
-    # iALS. Their GPU fits compute growth scores on the host (CCL's exact
-    # scores are dense cosine blocks): the prune/grow share is expected high.
+    # The softmax-family losses: 2 timed epochs and 10-epoch fits (2 updates
+    # at their update_interval 4), as iALS. On Gowalla at density 0.2, 2
+    # threads of the loaded 2-core machine here: softmax about 2 s an epoch
+    # and 9 s a prune/grow step, CCL about 6 s an epoch and 83 s a step
+    # (its exact growth scores, dense cosine blocks, run on the host even in
+    # a GPU fit: its prune/grow share is expected far above 10%). Both
+    # together take about 5 minutes on a 16-thread GPU machine (estimated).
     "mf-softmax": Model("DSL-MF (softmax)", DSLMatrixFactorization,
                         {"n_components": 64, "loss": "softmax"}, fit_epochs=10,
                         timed_epochs=2, smoke_params={"n_components": 8, "n_negatives": 16}),
