@@ -1,7 +1,9 @@
 """GPU engines and kernels against their CPU twins, in Numba's CUDA simulator.
 
-Growth gradients of DSL-MF computed on the device, and the NCF engine
-(epoch, lazy Adam grouped by row, whole fits). Tiny data: the simulator runs
+Growth gradients of DSL-MF computed on the device, the NCF engine
+(epoch, lazy Adam grouped by row, whole fits), iALS, DSLMultVAE (full and
+sampled softmax), DSLLightGCN (BPR and softmax), DSL-MF's softmax and CCL
+losses, and the prune threshold on the device. Tiny data: the simulator runs
 every GPU thread as a Python thread. ``SPARSE_REC_TEST_GPU=1`` runs the same
 tests on a real GPU (see conftest).
 """
