@@ -881,7 +881,9 @@ def test_softmax_family_fit_on_cuda_lands_near_the_cpu_fit(loss):
     # Six epochs, prune/grow every two. On this problem the serial CPU fit's
     # final loss spans 2.33-2.95 (softmax) and 0.49-0.70 (CCL) over seeds
     # 0-3, and a 2-thread CPU fit ends 0.6% (softmax) and 5% (CCL) from the
-    # serial one; the simulator's 4 GPU threads ended 0.5% and 0.3% from it.
+    # serial one; the simulator's 4 GPU threads (Hogwild, interleaved
+    # differently per run) ended within 0.9% (softmax) and 2.1% (CCL) of it
+    # over 8 runs.
     cpu_fit = _softmax_family_fit(loss, "cpu", max_iter=6, update_interval=2)
     gpu_fit = _softmax_family_fit(loss, "cuda", max_iter=6, update_interval=2)
     # The simulator's grid trains several runs of batches side by side.
@@ -893,7 +895,7 @@ def test_softmax_family_fit_on_cuda_lands_near_the_cpu_fit(loss):
     loss_cpu = [h["loss"] for h in cpu_fit.history_]
     loss_gpu = [h["loss"] for h in gpu_fit.history_]
     assert loss_gpu[-1] < loss_gpu[0]
-    assert loss_gpu[-1] == pytest.approx(loss_cpu[-1], rel=0.03)
+    assert loss_gpu[-1] == pytest.approx(loss_cpu[-1], rel=0.05)
 
 
 @pytest.mark.parametrize("loss", ["softmax", "ccl"])
