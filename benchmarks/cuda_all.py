@@ -1,11 +1,14 @@
 """Every model on the GPU against the CPU: epoch time, whole fits, prune/grow share, quality.
 
-One prepared run for each model that has a CUDA engine (DSL-MF with BPR
-and with iALS, DSLNCF, DSLMultVAE, DSLLightGCN), at densities 0.2 and 1.0
-on Gowalla (LightGCN split, the largest shared data set). The CPU epochs
-set the time: DSL-MF and DSLNCF fit in about 5 minutes on one GPU machine;
-with DSLMultVAE and DSLLightGCN (about 45 s per CPU epoch on 2 threads)
-it takes longer, so run the models in parts with ``--only``:
+One prepared run for each model that has a CUDA engine (DSL-MF with BPR,
+iALS, softmax and CCL, DSLNCF, DSLMultVAE with the full and the sampled
+softmax, DSLLightGCN with BPR and softmax), at densities 0.2
+and 1.0 on Gowalla (LightGCN split, the largest shared data set). The CPU
+epochs set the time: DSL-MF's BPR and iALS and DSLNCF fit in about 5
+minutes on one GPU machine; with the softmax-family losses (whose growth
+scores run on the host), DSLMultVAE and DSLLightGCN (about 45 s per CPU
+epoch on 2 threads) it takes longer, so run the models in parts with
+``--only`` (for example ``--only mf-softmax,mf-ccl``):
 
 * seconds per epoch on 2 CPU threads, on all CPU threads of the machine and
   on the GPU: the median over timed epochs of a fit without prune/grow
@@ -76,6 +79,19 @@ MODELS = {
     "mf-ials": Model("DSL-MF (iALS)", DSLMatrixFactorization,
                      {"n_components": 64, "loss": "ials"}, fit_epochs=10, timed_epochs=2,
                      smoke_params={"n_components": 8}),
+    # The softmax-family losses: 2 timed epochs and 10-epoch fits (2 updates
+    # at their update_interval 4), as iALS. On Gowalla at density 0.2, 2
+    # threads of the loaded 2-core machine here: softmax about 2 s an epoch
+    # and 9 s a prune/grow step, CCL about 6 s an epoch and 83 s a step
+    # (its exact growth scores, dense cosine blocks, run on the host even in
+    # a GPU fit: its prune/grow share is expected far above 10%). Both
+    # together take about 5 minutes on a 16-thread GPU machine (estimated).
+    "mf-softmax": Model("DSL-MF (softmax)", DSLMatrixFactorization,
+                        {"n_components": 64, "loss": "softmax"}, fit_epochs=10,
+                        timed_epochs=2, smoke_params={"n_components": 8, "n_negatives": 16}),
+    "mf-ccl": Model("DSL-MF (CCL)", DSLMatrixFactorization, {"n_components": 64, "loss": "ccl"},
+                    fit_epochs=10, timed_epochs=2,
+                    smoke_params={"n_components": 8, "n_negatives": 16}),
     # On Gowalla an NCF epoch takes 25 s on 2 threads at density 0.2 and
     # about 60 s dense (the 2-core development machine, loaded): one timed
     # epoch each and 4-epoch fits keep the run within 5 minutes.
@@ -87,11 +103,23 @@ MODELS = {
     "vae": Model("DSLMultVAE", DSLMultVAE, {}, fit_epochs=3, timed_epochs=1,
                  smoke_params={"hidden_layer_sizes": (16,), "n_components": 4,
                                "batch_size": 16}),
+    # The sampled softmax (2000 shared draws a batch plus its positives, out
+    # of Gowalla's 40,981 items): timed as the full softmax.
+    "vae-sampled": Model("DSLMultVAE (n_sampled=2000)", DSLMultVAE, {"n_sampled": 2000},
+                         fit_epochs=3, timed_epochs=1,
+                         smoke_params={"hidden_layer_sizes": (16,), "n_components": 4,
+                                       "batch_size": 16, "n_sampled": 5}),
     # About 45 s per epoch on 2 CPU threads at density 0.2 (docs/benchmarks.md,
     # LightGCN on Gowalla): one timed epoch and 2-epoch fits. With every model
     # the run exceeds 5 minutes on such CPUs: run it in parts with --only.
     "lightgcn": Model("DSLLightGCN", DSLLightGCN, {}, fit_epochs=2, timed_epochs=1,
                       smoke_params={"n_components": 8, "batch_size": 64}),
+    # The sampled softmax over cosines (256 shared negatives a batch): the
+    # same propagation and backward as BPR, so timed as it is.
+    "lightgcn-softmax": Model("DSLLightGCN (softmax)", DSLLightGCN, {"loss": "softmax"},
+                              fit_epochs=2, timed_epochs=1,
+                              smoke_params={"n_components": 8, "batch_size": 64,
+                                            "n_negatives": 16}),
 }
 
 

@@ -5,11 +5,12 @@ kernel (and the CPU helpers it compiles as device functions) types and
 lowers for a real GPU. This script does, without one: device arrays are
 stood in for by host arrays and each kernel launch is intercepted, its
 arguments typed and the kernel compiled with NVVM for a compute capability
-(default 9.0, H100/H200) instead of run. Every engine (DSL-MF BPR and iALS,
-DSLNCF, DSLMultVAE, DSLLightGCN) is driven through one epoch, its growth
-scorers (histogram and collect) and its prune scores (histogram, bin,
-mask, ties) on tiny data; the kernels do not run, so the numbers the
-engines see are meaningless and nothing is checked but compilation.
+(default 9.0, H100/H200) instead of run. Every engine (DSL-MF BPR, iALS,
+softmax and CCL, DSLNCF, DSLMultVAE with the full and the sampled softmax,
+DSLLightGCN with BPR and softmax) is driven through one epoch, its growth
+scorers (histogram and collect) and its prune scores (histogram, bin, mask,
+ties) on tiny data; the kernels do not run, so the numbers the engines see
+are meaningless and nothing is checked but compilation.
 
 It needs numba-cuda's NVVM and NVRTC libraries (for example the
 ``nvidia-cuda-nvrtc-cu12`` wheel's ``lib`` folder on ``LD_LIBRARY_PATH``),
@@ -135,15 +136,23 @@ def engines():
         "mf-bpr": build(DSLMatrixFactorization(loss="bpr", n_components=4, learning_rate=0.05,
                                                alpha=0.0, optimizer="adagrad")),
         "ials": build(DSLMatrixFactorization(loss="ials", n_components=4)),
+        "mf-softmax": build(DSLMatrixFactorization(loss="softmax", n_components=4,
+                                                   n_negatives=8)),
+        "mf-ccl": build(DSLMatrixFactorization(loss="ccl", n_components=4, n_negatives=8)),
         "ncf": build(DSLNCF(n_components=4, hidden_layer_sizes=(6, 3), batch_size=16)),
         "vae": build(DSLMultVAE(hidden_layer_sizes=(6,), n_components=3, batch_size=8)),
+        "vae-sampled": build(DSLMultVAE(hidden_layer_sizes=(6,), n_components=3, batch_size=8,
+                                        n_sampled=4)),
         "lightgcn": build(DSLLightGCN(n_components=4, batch_size=16)),
+        "lightgcn-softmax": build(DSLLightGCN(n_components=4, batch_size=16, loss="softmax",
+                                              n_negatives=8)),
     }
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default=None, help="comma-separated: mf-bpr,ials,ncf,vae,lightgcn")
+    p.add_argument("--only", default=None,
+                   help="comma-separated: " + ",".join(engines()))
     p.add_argument("--cc", default="9.0", help="compute capability (default 9.0)")
     args = p.parse_args(argv)
     cc = tuple(int(x) for x in args.cc.split("."))

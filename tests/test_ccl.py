@@ -206,7 +206,8 @@ def test_save_load_roundtrip(tmp_path):
     ({"negative_weight": 0.0}, "negative_weight"),
     ({"negative_weight": -3.0}, "negative_weight"),
     ({"n_negatives": 0}, "n_negatives"),
-    ({"backend": "cuda"}, "cosine contrastive loss has no GPU engine"),
+    # backend="cuda" has an engine (tests/test_cuda_engines.py); others are refused.
+    ({"backend": "tpu"}, r"backend must be one of \('cpu', 'cuda'\); got 'tpu'"),
 ])
 def test_bad_parameters(params, match):
     X = make_interactions(30, 20, 200, random_state=0)

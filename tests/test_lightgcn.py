@@ -418,7 +418,7 @@ def test_early_stopping_scores_on_the_training_graph():
     (dict(propagate_every=0), "propagate_every must be an integer >= 1"),
     (dict(propagate_every=1.5), "propagate_every must be an integer >= 1"),
     (dict(backend="tpu"), r"backend must be one of \(.cpu., .cuda.\); got .tpu."),
-    (dict(loss="softmax", backend="cuda"), "loss='softmax' has no CUDA engine yet"),
+    (dict(loss="softmax", backend="tpu"), r"backend must be one of \(.cpu., .cuda.\); got .tpu."),
     (dict(density=0.0), "density"),
     (dict(learning_rate=-1.0), "learning_rate"),
 ])

@@ -392,7 +392,8 @@ def test_defaults_resolve_per_loss():
     ({"n_negatives": 0}, "n_negatives must be"),
     ({"n_negatives": 2.5}, "n_negatives must be"),
     ({"n_negatives": 10**9}, "n_negatives must be"),
-    ({"backend": "cuda"}, "the softmax loss has no GPU engine yet"),
+    # backend="cuda" has an engine (tests/test_cuda_engines.py); others are refused.
+    ({"backend": "tpu"}, r"backend must be one of \('cpu', 'cuda'\); got 'tpu'"),
 ])
 def test_bad_parameters(params, match):
     X = make_interactions(20, 10, 80, random_state=0)

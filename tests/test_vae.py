@@ -445,12 +445,6 @@ def test_auto_batch_size_follows_the_users_and_equals_the_explicit_batch(X):
     np.testing.assert_array_equal(auto.dense_params_, explicit.dense_params_)
 
 
-def test_sampled_softmax_on_cuda_is_refused(X):
-    # The CUDA engine trains the full softmax; it must not ignore n_sampled.
-    with pytest.raises(ValueError, match="sampled softmax.*no CUDA engine yet"):
-        small(n_sampled=10, backend="cuda").fit(X)
-
-
 def test_bad_inputs(X, fitted):
     est = fitted[0]
     with pytest.raises(ValueError, match="features"):

@@ -168,18 +168,24 @@ def ccl_users_parallel(
     return losses.sum()
 
 
+@njit(cache=True, inline="always")
+def normalise_row(r, indptr, v, norms):
+    """Scale row ``r`` (weights ``v[:, 0]``) to ``norms[r]`` unless it is zero (CPU and CUDA)."""
+    sq = 0.0
+    for p in range(indptr[r], indptr[r + 1]):
+        sq += np.float64(v[p, 0]) * v[p, 0]
+    if sq > 1e-24:
+        inv = norms[r] / math.sqrt(sq)
+        for p in range(indptr[r], indptr[r + 1]):
+            v[p, 0] = np.float32(v[p, 0] * inv)
+
+
 @njit(cache=True, parallel=True)
 def normalise_rows(indptr, v, norms):
     """Scale every non-zero row ``r`` of a table (weights ``v[:, 0]``) to ``norms[r]``, in place."""
     n = indptr.shape[0] - 1
     for r in prange(n):
-        sq = 0.0
-        for p in range(indptr[r], indptr[r + 1]):
-            sq += np.float64(v[p, 0]) * v[p, 0]
-        if sq > 1e-24:
-            inv = norms[r] / math.sqrt(sq)
-            for p in range(indptr[r], indptr[r + 1]):
-                v[p, 0] = np.float32(v[p, 0] * inv)
+        normalise_row(r, indptr, v, norms)
 
 
 @njit(cache=True)

@@ -273,17 +273,31 @@ def softmax_sample(key, s0, n, neg0, n_items, x_indices, x_weight, x_rows, f_ind
     training items) or is its positive: those terms are left out.
     """
     for m in prange(negs.shape[0]):
-        negs[m] = randint(draw(key, neg0 + m, 9), n_items)
+        negs[m] = softmax_negative(key, neg0 + m, n_items)
     for b in prange(n):
-        pos = randint(draw(key, s0 + b, 0), x_indices.shape[0])
-        u = x_rows[pos]
-        i = x_indices[pos]
-        us[b] = u
-        ps[b] = i
-        ws[b] = x_weight[pos]
-        for m in range(negs.shape[0]):
-            j = negs[m]
-            hit[b, m] = j == i or in_row(f_indptr, f_indices, u, j)
+        softmax_sample_row(key, s0, b, x_indices, x_weight, x_rows, f_indptr, f_indices, negs,
+                           us, ps, ws, hit)
+
+
+@njit(cache=True, inline="always")
+def softmax_negative(key, s, n_items):
+    """The shared negative of sample id ``s`` (its own stream), uniform over the items."""
+    return randint(draw(key, s, 9), n_items)
+
+
+@njit(cache=True, inline="always")
+def softmax_sample_row(key, s0, b, x_indices, x_weight, x_rows, f_indptr, f_indices, negs,
+                       us, ps, ws, hit):
+    """Sample ``s0 + b`` of :func:`softmax_sample` into row ``b`` (CPU and CUDA)."""
+    pos = randint(draw(key, s0 + b, 0), x_indices.shape[0])
+    u = x_rows[pos]
+    i = x_indices[pos]
+    us[b] = u
+    ps[b] = i
+    ws[b] = x_weight[pos]
+    for m in range(negs.shape[0]):
+        j = negs[m]
+        hit[b, m] = j == i or in_row(f_indptr, f_indices, u, j)
 
 
 @njit(cache=True)

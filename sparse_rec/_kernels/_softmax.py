@@ -416,6 +416,32 @@ def softmax_epoch_parallel(
 # second sum runs over a uniform sample of users, scaled to all of them.
 
 
+@njit(cache=True, inline="always")
+def partition_row(u, s, pu, QT, neg, n_neg, x_indptr, x_indices, x_weight, f_indptr, f_indices,
+                  u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, logq, inv_t):
+    """``(LN_u, A_u)`` of user ``u`` (work rows ``s``: n_neg float64, ``pu``: d float32, zero).
+
+    Shared by :func:`user_partition` and its CUDA twin.
+    """
+    mx = negative_scores(s, u, -1, u_indptr[u], u_indptr[u + 1], u_indices, u_v, QT,
+                         neg, n_neg, logq, inv_t, f_indptr, f_indices)
+    z = 0.0
+    for n in range(n_neg):
+        z += math.exp(s[n] - mx)
+    ln = math.log(z) + mx if z > 0 else _NEG_INF
+    for p in range(u_indptr[u], u_indptr[u + 1]):
+        pu[u_indices[p]] = u_v[p, 0]
+    a = 0.0
+    for p in range(x_indptr[u], x_indptr[u + 1]):
+        s0 = _dot_sparse_dense(x_indices[p], pu, i_indptr, i_indices, i_v) * inv_t
+        m = max(s0, ln)
+        lse = m + math.log(math.exp(s0 - m) + math.exp(ln - m))
+        a += x_weight[p] * math.exp(-lse)
+    for p in range(u_indptr[u], u_indptr[u + 1]):
+        pu[u_indices[p]] = 0.0
+    return ln, a
+
+
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def user_partition(LN, A, QT, neg, n_neg, x_indptr, x_indices, x_weight, f_indptr, f_indices,
                    u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, logq, inv_t, S, PU):
@@ -431,24 +457,45 @@ def user_partition(LN, A, QT, neg, n_neg, x_indptr, x_indices, x_weight, f_indpt
         s = S[blk]
         pu = PU[blk]
         for u in range(blk * per, min(n_users, (blk + 1) * per)):
-            mx = negative_scores(s, u, -1, u_indptr[u], u_indptr[u + 1], u_indices, u_v, QT,
-                                 neg, n_neg, logq, inv_t, f_indptr, f_indices)
-            z = 0.0
-            for n in range(n_neg):
-                z += math.exp(s[n] - mx)
-            ln = math.log(z) + mx if z > 0 else _NEG_INF
-            LN[u] = ln
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = u_v[p, 0]
-            a = 0.0
-            for p in range(x_indptr[u], x_indptr[u + 1]):
-                s0 = _dot_sparse_dense(x_indices[p], pu, i_indptr, i_indices, i_v) * inv_t
-                m = max(s0, ln)
-                lse = m + math.log(math.exp(s0 - m) + math.exp(ln - m))
-                a += x_weight[p] * math.exp(-lse)
-            A[u] = a
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = 0.0
+            LN[u], A[u] = partition_row(u, s, pu, QT, neg, n_neg, x_indptr, x_indices,
+                                        x_weight, f_indptr, f_indices, u_indptr, u_indices,
+                                        u_v, i_indptr, i_indices, i_v, logq, inv_t)
+
+
+@njit(cache=True, inline="always")
+def grad_user_row(u, g, ln, s, pu, QT, neg, n_neg, x_indptr, x_indices, x_weight, f_indptr,
+                  f_indices, u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, logq, inv_t):
+    """``g`` = dL/dp_u (dense) of user ``u`` with log-partition ``ln`` (work as above).
+
+    Shared by :func:`grad_users_chunk` and its CUDA twin.
+    """
+    d = g.shape[0]
+    g[:] = 0.0
+    if x_indptr[u + 1] == x_indptr[u]:
+        return
+    negative_scores(s, u, -1, u_indptr[u], u_indptr[u + 1], u_indices, u_v, QT, neg,
+                    n_neg, logq, inv_t, f_indptr, f_indices)
+    for p in range(u_indptr[u], u_indptr[u + 1]):
+        pu[u_indices[p]] = u_v[p, 0]
+    rest = 0.0
+    for p in range(x_indptr[u], x_indptr[u + 1]):
+        i = x_indices[p]
+        s0 = _dot_sparse_dense(i, pu, i_indptr, i_indices, i_v) * inv_t
+        m = max(s0, ln)
+        P = math.exp(s0 - m) / (math.exp(s0 - m) + math.exp(ln - m))
+        c = x_weight[p]
+        rest += c * (1.0 - P)
+        w = np.float32(c * (P - 1.0) * inv_t)
+        for q in range(i_indptr[i], i_indptr[i + 1]):
+            g[i_indices[q]] += w * i_v[q, 0]
+    for p in range(u_indptr[u], u_indptr[u + 1]):
+        pu[u_indices[p]] = 0.0
+    if ln > _NEG_INF:
+        for n in range(n_neg):
+            pi = np.float32(rest * inv_t * math.exp(s[n] - ln))
+            if pi != 0.0:
+                for k in range(d):
+                    g[k] += pi * QT[k, n]
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -456,41 +503,53 @@ def grad_users_chunk(r0, r1, G, LN, QT, neg, n_neg, x_indptr, x_indices, x_weigh
                      f_indices, u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, logq, inv_t,
                      S, PU):
     """Fill ``G[u - r0]`` with dL/dp_u (dense) for users ``r0 <= u < r1`` (work as above)."""
-    d = G.shape[1]
     n_blocks = S.shape[0]
     per = (r1 - r0 + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
         s = S[blk]
         pu = PU[blk]
         for u in range(r0 + blk * per, min(r1, r0 + (blk + 1) * per)):
-            g = G[u - r0]
-            g[:] = 0.0
-            if x_indptr[u + 1] == x_indptr[u]:
-                continue
-            ln = LN[u]
-            negative_scores(s, u, -1, u_indptr[u], u_indptr[u + 1], u_indices, u_v, QT, neg,
-                            n_neg, logq, inv_t, f_indptr, f_indices)
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = u_v[p, 0]
-            rest = 0.0
-            for p in range(x_indptr[u], x_indptr[u + 1]):
-                i = x_indices[p]
-                s0 = _dot_sparse_dense(i, pu, i_indptr, i_indices, i_v) * inv_t
-                m = max(s0, ln)
-                P = math.exp(s0 - m) / (math.exp(s0 - m) + math.exp(ln - m))
-                c = x_weight[p]
-                rest += c * (1.0 - P)
-                w = np.float32(c * (P - 1.0) * inv_t)
-                for q in range(i_indptr[i], i_indptr[i + 1]):
-                    g[i_indices[q]] += w * i_v[q, 0]
-            for p in range(u_indptr[u], u_indptr[u + 1]):
-                pu[u_indices[p]] = 0.0
-            if ln > _NEG_INF:
-                for n in range(n_neg):
-                    pi = np.float32(rest * inv_t * math.exp(s[n] - ln))
-                    if pi != 0.0:
-                        for k in range(d):
-                            g[k] += pi * QT[k, n]
+            grad_user_row(u, G[u - r0], LN[u], s, pu, QT, neg, n_neg, x_indptr, x_indices,
+                          x_weight, f_indptr, f_indices, u_indptr, u_indices, u_v, i_indptr,
+                          i_indices, i_v, logq, inv_t)
+
+
+@njit(cache=True, inline="always")
+def grad_item_row(c, g, qc, LN, A, sample_users, user_scale, xt_indptr, xt_indices, xt_weight,
+                  u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, inv_t):
+    """``g`` = dL/dq_c (dense) of item ``c`` (``qc``: d float32, zero; zero again on return).
+
+    Shared by :func:`grad_items_chunk` and its CUDA twin.
+    """
+    g[:] = 0.0
+    for p in range(i_indptr[c], i_indptr[c + 1]):
+        qc[i_indices[p]] = i_v[p, 0]
+    for p in range(xt_indptr[c], xt_indptr[c + 1]):
+        u = xt_indices[p]
+        s0 = _dot_sparse_dense(u, qc, u_indptr, u_indices, u_v) * inv_t
+        ln = LN[u]
+        m = max(s0, ln)
+        P = math.exp(s0 - m) / (math.exp(s0 - m) + math.exp(ln - m))
+        w = np.float32(xt_weight[p] * (P - 1.0) * inv_t)
+        for q in range(u_indptr[u], u_indptr[u + 1]):
+            g[u_indices[q]] += w * u_v[q, 0]
+    # ``sample_users`` is sorted: a merge with the item's sorted users
+    # skips its positives (a binary search per pair took 1.5x the
+    # time of the whole fill on the built-in set).
+    f = xt_indptr[c]
+    f1 = xt_indptr[c + 1]
+    for t in range(sample_users.shape[0]):
+        u = sample_users[t]
+        while f < f1 and xt_indices[f] < u:
+            f += 1
+        if f < f1 and xt_indices[f] == u:
+            continue
+        s0 = _dot_sparse_dense(u, qc, u_indptr, u_indices, u_v) * inv_t
+        w = np.float32(user_scale * A[u] * inv_t * math.exp(min(s0, 80.0)))
+        for q in range(u_indptr[u], u_indptr[u + 1]):
+            g[u_indices[q]] += w * u_v[q, 0]
+    for p in range(i_indptr[c], i_indptr[c + 1]):
+        qc[i_indices[p]] = 0.0
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -506,36 +565,9 @@ def grad_items_chunk(c0, c1, G, LN, A, sample_users, user_scale, xt_indptr, xt_i
     for blk in prange(n_blocks):
         qc = PU[blk]
         for c in range(c0 + blk * per, min(c1, c0 + (blk + 1) * per)):
-            g = G[c - c0]
-            g[:] = 0.0
-            for p in range(i_indptr[c], i_indptr[c + 1]):
-                qc[i_indices[p]] = i_v[p, 0]
-            for p in range(xt_indptr[c], xt_indptr[c + 1]):
-                u = xt_indices[p]
-                s0 = _dot_sparse_dense(u, qc, u_indptr, u_indices, u_v) * inv_t
-                ln = LN[u]
-                m = max(s0, ln)
-                P = math.exp(s0 - m) / (math.exp(s0 - m) + math.exp(ln - m))
-                w = np.float32(xt_weight[p] * (P - 1.0) * inv_t)
-                for q in range(u_indptr[u], u_indptr[u + 1]):
-                    g[u_indices[q]] += w * u_v[q, 0]
-            # ``sample_users`` is sorted: a merge with the item's sorted users
-            # skips its positives (a binary search per pair took 1.5x the
-            # time of the whole fill on the built-in set).
-            f = xt_indptr[c]
-            f1 = xt_indptr[c + 1]
-            for t in range(sample_users.shape[0]):
-                u = sample_users[t]
-                while f < f1 and xt_indices[f] < u:
-                    f += 1
-                if f < f1 and xt_indices[f] == u:
-                    continue
-                s0 = _dot_sparse_dense(u, qc, u_indptr, u_indices, u_v) * inv_t
-                w = np.float32(user_scale * A[u] * inv_t * math.exp(min(s0, 80.0)))
-                for q in range(u_indptr[u], u_indptr[u + 1]):
-                    g[u_indices[q]] += w * u_v[q, 0]
-            for p in range(i_indptr[c], i_indptr[c + 1]):
-                qc[i_indices[p]] = 0.0
+            grad_item_row(c, G[c - c0], qc, LN, A, sample_users, user_scale, xt_indptr,
+                          xt_indices, xt_weight, u_indptr, u_indices, u_v, i_indptr, i_indices,
+                          i_v, inv_t)
 
 
 # --- fold-in of new users against the fixed item table ----------------------

@@ -14,7 +14,7 @@ from ..backends.cpu_lightgcn import Graph
 from .scoring import LightGCNModel
 
 #: Losses with an engine, and the engine key of each (other losses plug in here).
-# loss -> engine key: the softmax loss has a CPU engine only (no CUDA twin yet).
+# loss -> engine key (both losses have a CPU and a CUDA engine).
 LOSSES = {"bpr": "lightgcn", "softmax": "lightgcn-softmax"}
 _SLOTS = {"adam": 3, "adagrad": 2}
 # Layer-0 weights start uniform with this standard deviation (the LightGCN
@@ -140,9 +140,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     backend : {"cpu", "cuda"}, default="cpu"
         Where training runs. ``"cuda"`` (numba-cuda and a GPU, ``pip install
         sparse-rec[cuda]``) keeps the graph and both tables on the device
-        and propagates there; growth scores are computed and selected on the
-        device, the prune threshold too; the rebuild and scoring run on the
-        CPU.
+        and propagates there (either loss); growth scores are computed and
+        selected on the device, the prune threshold too; the rebuild and
+        scoring run on the CPU.
     verbose : int, default=0
     callbacks : list of callable or None, default=None
     early_stopping : bool, default=False
@@ -298,9 +298,6 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     def _validate(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {self.loss!r}.")
-        if self.backend == "cuda" and "cuda" not in backends.devices(self._engine_key()):
-            raise ValueError(f"loss={self.loss!r} has no CUDA engine yet; use backend='cpu' "
-                             "with it, or loss='bpr' on backend='cuda'.")
         self._validate_common(optimizer=tuple(_SLOTS),
                               backend=backends.devices(self._engine_key()))
         L = self.n_layers

@@ -121,8 +121,9 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         batch, with the log-q correction (each candidate's logit minus the
         log of its probability of being a candidate), so the decoder's
         cost per batch follows the candidates, not ``n_items``. Growth
-        gradients and scoring stay full. See the user guide for what it
-        costs in quality.
+        gradients and scoring stay full. On the CPU and on
+        ``backend="cuda"``. See the user guide for what it costs in
+        quality.
     max_iter : int, default=50
         Epochs (each visits every user with an interaction once).
     update_ratio : float in [0, 1), default=0.2
@@ -150,9 +151,10 @@ class DSLMultVAE(VAEModel, DSLEstimator):
     backend : {"cpu", "cuda"}, default="cpu"
         Where training runs. ``"cuda"`` (numba-cuda and a GPU, ``pip install
         sparse-rec[cuda]``) keeps the two item tables and each batch's
-        logits on the device, computes and selects growth scores and finds
-        the prune threshold there; the small dense layers, the rebuild and
-        scoring run on the CPU.
+        logits (full, or with ``n_sampled`` the candidates') on the device,
+        computes and selects growth scores and finds the prune threshold
+        there; the small dense layers, the rebuild and scoring run on the
+        CPU.
     verbose : int, default=0
         1 shows a progress bar with the loss.
     callbacks : list of callable, optional
@@ -313,11 +315,6 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         if self.n_sampled is not None:
             check_positive_int(self.n_sampled, "n_sampled",
                                hint="Use None for the full softmax, or e.g. 2000 sampled items.")
-            if self.backend == "cuda":
-                # The CUDA engine trains the full softmax only.
-                raise ValueError(f"n_sampled={self.n_sampled!r} (sampled softmax) has no CUDA "
-                                 "engine yet; use backend='cpu' with it, or n_sampled=None on "
-                                 "backend='cuda'.")
         return hidden
 
     # --- model hooks of the shared fit (sparse_rec._training) -------------------

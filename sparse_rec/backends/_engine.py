@@ -14,14 +14,17 @@ _ENGINES = {
     ("mf-ials", "cuda"): ("sparse_rec.backends.cuda", "IALSEngine"),
     # DSL-MF with loss="softmax".
     ("mf-softmax", "cpu"): ("sparse_rec.backends.cpu_softmax", "SoftmaxEngine"),
+    ("mf-softmax", "cuda"): ("sparse_rec.backends.cuda_softmax", "SoftmaxEngine"),
     # DSL-MF with loss="ccl" (cosine contrastive loss).
     ("mf-ccl", "cpu"): ("sparse_rec.backends.cpu_softmax", "CCLEngine"),
+    ("mf-ccl", "cuda"): ("sparse_rec.backends.cuda_softmax", "CCLEngine"),
     ("vae", "cpu"): ("sparse_rec.backends.vae_cpu", "VAEEngine"),
     ("vae", "cuda"): ("sparse_rec.backends.vae_cuda", "VAEEngine"),
     ("lightgcn", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
     ("lightgcn", "cuda"): ("sparse_rec.backends.cuda_lightgcn", "LightGCNEngine"),
-    # DSLLightGCN with loss="softmax": the same CPU engine, no GPU twin yet.
+    # DSLLightGCN with loss="softmax": the same engines as BPR.
     ("lightgcn-softmax", "cpu"): ("sparse_rec.backends.cpu_lightgcn", "LightGCNEngine"),
+    ("lightgcn-softmax", "cuda"): ("sparse_rec.backends.cuda_lightgcn", "LightGCNEngine"),
 }
 
 

@@ -96,30 +96,37 @@ class SoftmaxEngine(Engine):
             return _softmax.softmax_epoch_serial(*args)
         return _softmax.softmax_epoch_parallel(*args)
 
-    def _prepare(self, key):
-        """Shared negatives, per-user log-partitions and the item growth sample of ``key``."""
-        if self._grow is not None and self._grow[0] == key:
-            return self._grow[1]
-        u, i, dt = self.users, self.items, self.data
+    def _draws(self, key):
+        """The growth step's shared negatives, their rows (``QT``) and the items' user sample."""
+        u, i = self.users, self.items
         d, N = u.n_cols, self.n_neg
         neg = np.empty(N, np.int64)
         _softmax.draw_negatives_host(np.uint64(key), N, self.cdf, neg)
         QT = np.zeros((d, N), np.float32)
         _softmax.gather_block_host(QT, neg, i.indptr, i.indices, i.values_buf)
-        LN = np.empty(u.n_rows)
-        A = np.empty(u.n_rows)
-        S = np.empty((_GROW_BLOCKS, N))
-        PU = np.zeros((_GROW_BLOCKS, d), np.float32)
-        _softmax.user_partition(LN, A, QT, neg, N, dt.x_indptr, dt.x_indices, dt.x_weight,
-                                dt.f_indptr, dt.f_indices, u.indptr, u.indices, u.values_buf,
-                                i.indptr, i.indices, i.values_buf, self.logq, self.inv_t, S, PU)
         n_users = u.n_rows
         m = min(n_users, _GROW_ITEM_USERS)
         rng = np.random.default_rng(int(splitmix64(np.uint64(key))))
         sample = np.sort(rng.choice(n_users, m, replace=False)) if m < n_users \
             else np.arange(n_users)
-        prep = {"neg": neg, "QT": QT, "LN": LN, "A": A, "S": S, "PU": PU,
-                "sample": sample.astype(np.int64), "scale": n_users / max(m, 1)}
+        return {"neg": neg, "QT": QT, "sample": sample.astype(np.int64),
+                "scale": n_users / max(m, 1)}
+
+    def _prepare(self, key):
+        """Shared negatives, per-user log-partitions and the item growth sample of ``key``."""
+        if self._grow is not None and self._grow[0] == key:
+            return self._grow[1]
+        u, i, dt = self.users, self.items, self.data
+        prep = self._draws(key)
+        neg, QT, N = prep["neg"], prep["QT"], self.n_neg
+        LN = np.empty(u.n_rows)
+        A = np.empty(u.n_rows)
+        S = np.empty((_GROW_BLOCKS, N))
+        PU = np.zeros((_GROW_BLOCKS, u.n_cols), np.float32)
+        _softmax.user_partition(LN, A, QT, neg, N, dt.x_indptr, dt.x_indices, dt.x_weight,
+                                dt.f_indptr, dt.f_indices, u.indptr, u.indices, u.values_buf,
+                                i.indptr, i.indices, i.values_buf, self.logq, self.inv_t, S, PU)
+        prep.update(LN=LN, A=A, S=S, PU=PU)
         self._grow = (key, prep)
         return prep
 

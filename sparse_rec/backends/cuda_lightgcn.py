@@ -1,13 +1,14 @@
 """LightGCN on the GPU: the graph, both tables and every propagation on the device.
 
-Each mini-batch runs the CPU engine's algorithm (:class:`~sparse_rec.backends.
-cpu_lightgcn.LightGCNEngine`) with its products as CUDA kernels
-(:mod:`sparse_rec._kernels.cuda.lightgcn`): forward propagation of the
-layer-0 tables over the normalised graph's CSR blocks, BPR on the final
-embeddings, the backward pass by Horner's rule, the layer-0 gradient read
-at the active weights and one optimiser step per active weight. Only the
-batch's summed loss comes back per batch. Growth scores are computed and
-selected on the device
+Each mini-batch runs the CPU engine's algorithm
+(:class:`~sparse_rec.backends.cpu_lightgcn.LightGCNEngine`) with its
+products as CUDA kernels (:mod:`sparse_rec._kernels.cuda.lightgcn`): forward
+propagation of the layer-0 tables over the normalised graph's CSR blocks,
+BPR (or with ``loss="softmax"`` the sampled softmax over cosines against the
+batch's shared negatives) on the final embeddings, the backward pass by
+Horner's rule, the layer-0 gradient read at the active weights and one
+optimiser step per active weight. Only the batch's summed loss comes back
+per batch. Growth scores are computed and selected on the device
 (:class:`~sparse_rec._kernels.cuda.prune_grow.DeviceScores`); the prune
 threshold (smallest ``|w|``) and the rebuild run on the host.
 """
@@ -55,6 +56,20 @@ class LightGCNEngine(C.LightGCNEngine):
                          cuda.device_array((ni, d), np.float32)) for _ in range(5)]
         self.counts_d = (cuda.device_array(nu, np.float32), cuda.device_array(ni, np.float32))
         self.work_d = self._device_work(self.batch)
+        if self.loss == "softmax":
+            n, m = self.batch, self.n_negatives
+            f32 = np.float32
+            self.soft_d = {
+                "us": cuda.device_array(n, np.int64), "ps": cuda.device_array(n, np.int64),
+                "ws": cuda.device_array(n, np.float64), "negs": cuda.device_array(m, np.int64),
+                "hit": cuda.device_array((n, m), np.bool_),
+                "U": cuda.device_array((n, d), f32), "Ii": cuda.device_array((n, d), f32),
+                "N": cuda.device_array((m, d), f32), "ru": cuda.device_array(n, f32),
+                "ri": cuda.device_array(n, f32), "rn": cuda.device_array(m, f32),
+                "P": cuda.device_array((n, m), f32), "g0": cuda.device_array(n, np.float64),
+                "GU": cuda.device_array((n, d), f32), "GI": cuda.device_array((n, d), f32),
+                "GN": cuda.device_array((m, d), f32), "losses": cuda.device_array(n, np.float64),
+            }
         self.upload()
 
     def _device_work(self, n):
@@ -121,6 +136,8 @@ class LightGCNEngine(C.LightGCNEngine):
         k, grid = self._k, self.grid
         Fu, Fi = self._final(fresh)
         Gu, Gi = self.pairs_d[1]
+        if self.loss == "softmax":
+            return self._softmax_gradient(key, s0, n, Fu, Fi, Gu, Gi)
         us, ps, js, gs, losses = work
         k.margins_kernel[grid](np.uint64(key), np.int64(s0), np.int64(n), np.int64(self.n_items),
                                *self.x_d, Fu, Fi, us, ps, js, gs, losses)
@@ -130,6 +147,47 @@ class LightGCNEngine(C.LightGCNEngine):
             k.zero_kernel[grid](arr)
         k.scatter_grad_kernel[grid](np.int64(n), us, ps, js, gs, Fu, Fi, Gu, Gi, *self.counts_d)
         return float(losses[:n].copy_to_host().sum()), Gu, Gi
+
+    def _softmax_gradient(self, key, s0, n, Fu, Fi, Gu, Gi):
+        """The CPU engine's sampled-softmax batches on the device; ``G`` of the mean loss."""
+        k, grid = self._k, self.grid
+        for arr in (Gu, Gi):
+            k.zero2_kernel[grid](arr)
+        for arr in self.counts_d:
+            k.zero_kernel[grid](arr)
+        loss = 0.0
+        for c0 in range(s0, s0 + n, self.batch):
+            loss += self._softmax_batch(key, c0, min(self.batch, s0 + n - c0), Fu, Fi, Gu, Gi,
+                                        np.float32(1.0 / n))
+        return loss, Gu, Gi
+
+    def _softmax_batch(self, key, s0, n, Fu, Fi, Gu, Gi, scale):
+        """:meth:`cpu_lightgcn.LightGCNEngine._softmax_batch` with device kernels."""
+        k, grid, w = self._k, self.grid, self.soft_d
+        n64 = np.int64(n)
+        k.softmax_negatives_kernel[grid](np.uint64(key), np.int64((s0 // self.batch)
+                                                                  * self.n_negatives),
+                                         np.int64(self.n_items), w["negs"])
+        k.softmax_samples_kernel[grid](np.uint64(key), np.int64(s0), n64, *self.x_d, w["negs"],
+                                       w["us"], w["ps"], w["ws"], w["hit"])
+        m64 = np.int64(self.n_negatives)
+        for cnt, rows, F, X, r in ((n64, w["us"], Fu, w["U"], w["ru"]),
+                                   (n64, w["ps"], Fi, w["Ii"], w["ri"]),
+                                   (m64, w["negs"], Fi, w["N"], w["rn"])):
+            k.unit_rows_kernel[grid](cnt, rows, F, X, r)
+        k.softmax_logits_kernel[grid](n64, w["U"], w["Ii"], w["N"], w["hit"], w["ws"],
+                                      np.float64(1.0 / self.temperature),
+                                      np.float64(self._shift), w["P"], w["g0"], w["losses"])
+        k.softmax_grads_kernel[grid](n64, w["U"], w["Ii"], w["N"], w["P"], w["g0"], w["GU"],
+                                     w["GI"])
+        k.softmax_negative_grads_kernel[grid](n64, w["U"], w["P"], w["GN"])
+        cu, ci = self.counts_d
+        for cnt, rows, G, X, r, out, c in (
+                (n64, w["us"], w["GU"], w["U"], w["ru"], Gu, cu),
+                (n64, w["ps"], w["GI"], w["Ii"], w["ri"], Gi, ci),
+                (m64, w["negs"], w["GN"], w["N"], w["rn"], Gi, ci)):
+            k.project_scatter_kernel[grid](cnt, rows, G, X, r, scale, out, c)
+        return float(w["losses"][:n].copy_to_host().sum())
 
     def _horner(self, Gu, Gi):
         Hu, Hi = self.pairs_d[2]

@@ -8,7 +8,10 @@ between the tables (hidden x hidden, hidden x latent) run on the host
 with NumPy (:func:`~sparse_rec.backends.vae_cpu.forward_dense`,
 :func:`~sparse_rec.backends.vae_cpu.backward_dense`, the CPU engine's own
 code), so per batch only batch-sized activations and the output bias
-(one float per item) cross the bus, never the logits. The batch order,
+(one float per item) cross the bus, never the logits. With ``n_sampled``
+(a sampled softmax) the logits and their gradient are the batch's
+candidate items' only, as on the CPU; growth scores use the full softmax
+on both. The batch order,
 dropout and Gaussian noise are the CPU engine's draws from the same
 generator, so an epoch follows the CPU epoch up to float rounding.
 Growth gradients of the CPU engine's sample are computed and selected on
@@ -81,7 +84,7 @@ class VAEEngine(vae_cpu.VAEEngine):
             self._L[B] = self._cuda.device_array((self.D.n_rows, B), np.float32)
         return self._L[B]
 
-    def _device_pass(self, users, rng, train, scale, P):
+    def _device_pass(self, users, rng, train, scale, P, cand=None, logp=None):
         """Forward over ``users`` on the device, then the likelihood's gradient in the logits.
 
         ``train``: the CPU engine's draws, in its order (input dropout, then
@@ -90,7 +93,10 @@ class VAEEngine(vae_cpu.VAEEngine):
         :func:`vae_cpu.softmax_loss_grad` leaves it. Returns the host
         activations, ``aT`` and the logits on the device, the per-user
         negative log-likelihoods and log-normalisers, and the batch's
-        item-major input.
+        item-major input. With ``cand`` (a sampled softmax's sorted
+        candidates, ``logp`` their log-probabilities of being candidates)
+        the logits are the candidates' only (candidates x batch), corrected
+        by ``logp``, as the CPU engine's.
         """
         cuda, k, g = self._cuda, self._kernels, self.grid
         to = cuda.to_device
@@ -104,7 +110,13 @@ class VAEEngine(vae_cpu.VAEEngine):
         enc, mu, logvar, dec = vae_cpu.forward_dense(pre_d.copy_to_host(), P, layout, eps)
         aT_d = to(np.ascontiguousarray(dec[-1].T))
         L = self._logits(B)
-        k.decode_kernel[g](d_p, d_i, d_v, aT_d, to(P["b_d"]), L)
+        if cand is None:
+            k.decode_kernel[g](d_p, d_i, d_v, aT_d, to(P["b_d"]), L)
+        else:
+            L = L[: len(cand)]
+            k.decode_rows_kernel[g](to(cand), d_p, d_i, d_v, aT_d, to(P["b_d"]),
+                                    to(np.ascontiguousarray(logp, np.float32)), L)
+            idx = np.searchsorted(cand, idx)
         idx_d, rows_d = to(idx), to(rows.astype(np.int64))
         picked_d = cuda.device_array(len(idx), np.float32)
         k.gather_kernel[g](L, idx_d, rows_d, picked_d)
@@ -119,25 +131,42 @@ class VAEEngine(vae_cpu.VAEEngine):
         k.scatter_sub_kernel[g](L, idx_d, rows_d, to(vals), scale)
         return (enc, mu, logvar, dec, eps), aT_d, L, nll, lse, hist_t
 
-    def _device_backward(self, P, G, acts, aT_d, L, kl_scale, tables=True):
+    def _device_backward(self, P, G, acts, aT_d, L, kl_scale, tables=True, cand=None):
         """Gradients from the logits' gradient ``L``: ``(gE_d, gD_d, dpre1)``.
 
         The output bias and the decoder's gradients on the device, the dense
         layers on the host (filling ``G``); with ``tables=False`` only
-        ``dpre1``, the encoder's first pre-activation gradient (host).
+        ``dpre1``, the encoder's first pre-activation gradient (host). With
+        ``cand``, ``L`` holds the candidates' rows only: every other item's
+        logit gradient is zero.
         """
         cuda, k, g = self._cuda, self._kernels, self.grid
+        to = cuda.to_device
         d_p, d_i, d_v = self.tabs_d[1]
         B = L.shape[1]
-        bd_d = cuda.device_array(self.D.n_rows, np.float32)
+        bd_d = cuda.device_array(L.shape[0], np.float32)
         k.row_sum_kernel[g](L, bd_d)
-        G["b_d"][:] = bd_d.copy_to_host()
+        if cand is None:
+            G["b_d"][:] = bd_d.copy_to_host()
+        else:
+            G["b_d"][:] = 0.0
+            G["b_d"][cand] = bd_d.copy_to_host()
+            cand_d = to(cand)
         gD_d = None
         if tables:
             gD_d = cuda.device_array(max(self.D.nnz, 1), np.float32)
-            k.decoder_wgrad_kernel[g](d_p, d_i, aT_d, L, gD_d)
+            if cand is None:
+                k.decoder_wgrad_kernel[g](d_p, d_i, aT_d, L, gD_d)
+            else:
+                k.zero_kernel[g](gD_d)
+                k.decoder_wgrad_rows_kernel[g](cand_d, d_p, d_i, aT_d, L, gD_d)
         daT_d = cuda.device_array((self.state.layout.hidden[0], B), np.float32)
-        k.decoder_input_kernel[g](*self.dec_t, d_v, L, daT_d)
+        if cand is None:
+            k.decoder_input_kernel[g](*self.dec_t, d_v, L, daT_d)
+        else:
+            slot = np.full(self.D.n_rows, -1, np.int64)
+            slot[cand] = np.arange(len(cand))
+            k.decoder_input_rows_kernel[g](*self.dec_t, to(slot), d_v, L, daT_d)
         enc, mu, logvar, dec, eps = acts
         dpre1 = vae_cpu.backward_dense(P, G, self.state.layout, enc, mu, logvar, dec, eps,
                                        daT_d.copy_to_host().T, kl_scale)
@@ -149,10 +178,16 @@ class VAEEngine(vae_cpu.VAEEngine):
         to = cuda.to_device
         e_p, e_i, _ = self.tabs_d[0]
         B = len(users)
-        acts, aT_d, L, nll, _, hist_t = self._device_pass(users, rng, True, np.float32(1.0 / B), P)
+        cand = logp = None
+        if self.n_sampled is not None:  # drawn first, as on the CPU
+            cand, logp = vae_cpu.sampled_candidates(np.unique(self.X[users].indices), self.cdf,
+                                                    self.log1m_q, self.n_sampled, rng)
+        acts, aT_d, L, nll, _, hist_t = self._device_pass(users, rng, True, np.float32(1.0 / B),
+                                                          P, cand, logp)
         beta = self.anneal()
         _, mu, logvar, _, _ = acts
-        gD_d, dpre1 = self._device_backward(P, G, acts, aT_d, L, np.float32(beta / B))
+        gD_d, dpre1 = self._device_backward(P, G, acts, aT_d, L, np.float32(beta / B),
+                                            cand=cand)
         gE_d = cuda.device_array(max(self.E.nnz, 1), np.float32)
         k.encoder_grad_kernel[g](*(to(x) for x in hist_t), e_p, e_i, to(dpre1), gE_d)
         return vae_cpu.batch_loss(nll, mu, logvar, beta), (gE_d, gD_d)

@@ -16,6 +16,17 @@ blocks):
   sample's terms to the final embeddings' gradient with float32 atomics
   (the CPU scatters serially in sample order: sums agree up to their
   order);
+* the sampled softmax over cosines (``loss="softmax"``): the CPU's
+  sampler (:func:`~sparse_rec._kernels._lightgcn.softmax_sample_row`,
+  compiled as a device function) in ``softmax_negatives_kernel`` and
+  ``softmax_samples_kernel``; ``unit_rows_kernel`` (the rows a batch reads,
+  over their norms); ``softmax_logits_kernel`` (one thread per sample:
+  logits against the shared negatives, the softmax, the loss and the
+  logits' gradient); ``softmax_grads_kernel`` and
+  ``softmax_negative_grads_kernel`` (the dense products of the batch's
+  gradient, one thread per (row, column)); ``project_scatter_kernel``
+  (through the normalisation, then added to the final embeddings'
+  gradient with float32 atomics);
 * ``gather_pattern_kernel``: a dense gradient read at the active weights;
   ``step_table_kernel``: one thread per row through the CPU's
   :func:`~sparse_rec._kernels._lightgcn.step_weight`.
@@ -24,6 +35,8 @@ Importing this module requires numba-cuda (``pip install sparse-rec[cuda]``);
 with ``NUMBA_ENABLE_CUDASIM=1`` it runs in Numba's CUDA simulator.
 """
 
+import math
+
 import numpy as np
 from numba import cuda
 
@@ -31,10 +44,13 @@ from .. import _lightgcn
 from ._device import device_versions
 from .bpr import _D as _BPR_DEVICE
 
-_D = device_versions(((_lightgcn, "sample_margin"), (_lightgcn, "step_weight")),
+_D = device_versions(((_lightgcn, "sample_margin"), (_lightgcn, "step_weight"),
+                      (_lightgcn, "softmax_negative"), (_lightgcn, "softmax_sample_row")),
                      device=_BPR_DEVICE)
 _sample_margin = _D["sample_margin"]
 _step_weight = _D["step_weight"]
+_softmax_negative = _D["softmax_negative"]
+_softmax_sample_row = _D["softmax_sample_row"]
 
 
 @cuda.jit
@@ -160,3 +176,121 @@ def rows_dense_kernel(g_indptr, g_indices, g_vals, X, add, scale, r0, out):
         for q in range(g_indptr[r], g_indptr[r + 1]):
             o += g_vals[q] * X[g_indices[q], c]
         out[b, c] = scale * o
+
+
+# --- sampled softmax over cosines (loss="softmax") ------------------------------
+
+
+@cuda.jit
+def softmax_negatives_kernel(key, neg0, n_items, negs):
+    """The batch's shared negatives (:func:`sparse_rec._kernels._lightgcn.softmax_sample`)."""
+    for m in range(cuda.grid(1), negs.shape[0], cuda.gridsize(1)):
+        negs[m] = _softmax_negative(key, neg0 + m, n_items)
+
+
+@cuda.jit
+def softmax_samples_kernel(key, s0, n, x_indices, x_weight, x_rows, f_indptr, f_indices, negs,
+                           us, ps, ws, hit):
+    """Samples ``s0 : s0 + n``: rows, positives, weights and hits, one thread each."""
+    for b in range(cuda.grid(1), n, cuda.gridsize(1)):
+        _softmax_sample_row(key, s0, b, x_indices, x_weight, x_rows, f_indptr, f_indices, negs,
+                            us, ps, ws, hit)
+
+
+@cuda.jit
+def unit_rows_kernel(n, rows, F, X, r):
+    """``X[b] = F[rows[b]] / r[b]``, ``r[b] = max(|F[rows[b]]|, 1e-12)`` for ``b < n``."""
+    d = F.shape[1]
+    for b in range(cuda.grid(1), n, cuda.gridsize(1)):
+        f = F[rows[b]]
+        sq = np.float32(0.0)
+        for c in range(d):
+            sq += f[c] * f[c]
+        nr = max(np.float32(math.sqrt(sq)), np.float32(1e-12))
+        r[b] = nr
+        for c in range(d):
+            X[b, c] = f[c] / nr
+
+
+@cuda.jit
+def softmax_logits_kernel(n, U, Ii, N, hit, ws, t, shift, P, g0, losses):
+    """Per sample ``b``: the loss, ``g0[b]`` = dL/dz_0 and ``P[b, m]`` = dL/dz_m (times ``t``).
+
+    Logits ``z_0 = t cos(u, i)`` and ``z_m = t cos(u, n_m) + shift`` (hits
+    left out); loss ``w (logsumexp(z) - z_0)``.
+    """
+    d = U.shape[1]
+    M = N.shape[0]
+    for b in range(cuda.grid(1), n, cuda.gridsize(1)):
+        z0 = 0.0
+        for c in range(d):
+            z0 += U[b, c] * Ii[b, c]
+        z0 *= t
+        mx = z0
+        for m in range(M):
+            if hit[b, m]:
+                continue
+            z = 0.0
+            for c in range(d):
+                z += U[b, c] * N[m, c]
+            z = t * z + shift
+            P[b, m] = z
+            mx = max(mx, z)
+        e0 = math.exp(z0 - mx)
+        tot = e0
+        for m in range(M):
+            e = 0.0 if hit[b, m] else math.exp(P[b, m] - mx)
+            P[b, m] = e
+            tot += e
+        w = ws[b]
+        losses[b] = w * (math.log(tot) + mx - z0)
+        a = t * w / tot
+        for m in range(M):
+            P[b, m] *= a
+        g0[b] = t * w * (e0 / tot - 1.0)
+
+
+@cuda.jit
+def softmax_grads_kernel(n, U, Ii, N, P, g0, GU, GI):
+    """``GU = g0 Ii + P @ N`` and ``GI = g0 U`` (rows ``b < n``), one thread per (row, column)."""
+    d = U.shape[1]
+    M = N.shape[0]
+    for t in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        b = t // d
+        c = t % d
+        g = g0[b] * Ii[b, c]
+        for m in range(M):
+            g += P[b, m] * N[m, c]
+        GU[b, c] = g
+        GI[b, c] = g0[b] * U[b, c]
+
+
+@cuda.jit
+def softmax_negative_grads_kernel(n, U, P, GN):
+    """``GN = P[:n].T @ U[:n]``, one thread per (negative, column)."""
+    M, d = GN.shape
+    for t in range(cuda.grid(1), M * d, cuda.gridsize(1)):
+        m = t // d
+        c = t % d
+        g = np.float32(0.0)
+        for b in range(n):
+            g += P[b, m] * U[b, c]
+        GN[m, c] = g
+
+
+@cuda.jit
+def project_scatter_kernel(n, rows, G, X, r, scale, out, counts):
+    """``out[rows[b]] += scale (G[b] - (G[b] . X[b]) X[b]) / r[b]``, ``counts[rows[b]] += scale``.
+
+    The gradient through ``x / |x|`` (``X``: unit rows, ``r``: norms),
+    added with float32 atomics (the CPU adds in sample order).
+    """
+    d = G.shape[1]
+    for b in range(cuda.grid(1), n, cuda.gridsize(1)):
+        dot = np.float32(0.0)
+        for c in range(d):
+            dot += G[b, c] * X[b, c]
+        row = rows[b]
+        for c in range(d):
+            cuda.atomic.add(out, (row, c), scale * ((G[b, c] - dot * X[b, c]) / r[b]))
+        cuda.atomic.add(counts, row, scale)

@@ -19,6 +19,14 @@ logits (items x batch) stay on the device:
   decoder's transposed pattern, so no two threads add to one output: the
   CPU kernel's per-thread parts are not needed) and ``encoder_grad_kernel``
   (one thread per item, the CPU loop).
+* a sampled softmax (``n_sampled``) keeps logits of its candidate items
+  only (candidates x batch): ``decode_rows_kernel`` (logits of items
+  ``rows`` minus their log-probability of being candidates),
+  ``decoder_wgrad_rows_kernel`` (the candidates' decoder weights; the
+  other weights' gradient is zero, ``zero_kernel``) and
+  ``decoder_input_rows_kernel`` (the transposed pattern read through each
+  item's candidate slot, -1 for the others); the likelihood kernels above
+  run on the candidates' block as they are.
 * ``adam_table_kernel``: Adam on every active weight through the CPU
   kernels' own float32 step (:func:`sparse_rec._kernels._vae.adam_step32`,
   compiled as a device function).
@@ -62,6 +70,55 @@ def decode_kernel(indptr, indices, v, aT, bias, outT):
         for p in range(indptr[i], indptr[i + 1]):
             acc += v[p, 0] * aT[indices[p], b]
         outT[i, b] = acc
+
+
+@cuda.jit
+def decode_rows_kernel(rows, indptr, indices, v, aT, bias, logp, outT):
+    """``outT[q, b] = bias[i] + sum_p D[i, k_p] * aT[k_p, b] - logp[q]`` with ``i = rows[q]``."""
+    n, B = outT.shape
+    for t in range(cuda.grid(1), n * B, cuda.gridsize(1)):
+        q = t // B
+        b = t % B
+        i = rows[q]
+        acc = bias[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            acc += v[p, 0] * aT[indices[p], b]
+        outT[q, b] = acc - logp[q]
+
+
+@cuda.jit
+def zero_kernel(out):
+    """``out[:] = 0`` (1-D)."""
+    for t in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        out[t] = 0.0
+
+
+@cuda.jit
+def decoder_wgrad_rows_kernel(rows, indptr, indices, aT, dlT, g_out):
+    """``g_out[p] = sum_b dlT[q, b] * aT[k_p, b]`` for every active ``(rows[q], k_p)``."""
+    for q in range(cuda.grid(1), rows.shape[0], cuda.gridsize(1)):
+        i = rows[q]
+        for p in range(indptr[i], indptr[i + 1]):
+            k = indices[p]
+            s = 0.0
+            for b in range(aT.shape[1]):
+                s += dlT[q, b] * aT[k, b]
+            g_out[p] = s
+
+
+@cuda.jit
+def decoder_input_rows_kernel(t_indptr, t_items, t_pos, slot, v, dlT, daT):
+    """``daT[k, b] = sum_i D[i, k] * dlT[slot[i], b]`` over the items with a slot (>= 0)."""
+    h, B = daT.shape
+    for t in range(cuda.grid(1), h * B, cuda.gridsize(1)):
+        k = t // B
+        b = t % B
+        s = 0.0
+        for q in range(t_indptr[k], t_indptr[k + 1]):
+            j = slot[t_items[q]]
+            if j >= 0:
+                s += v[t_pos[q], 0] * dlT[j, b]
+        daT[k, b] = s
 
 
 @cuda.jit
