@@ -514,8 +514,9 @@ def test_table_budget_keeps_each_table_count():
 
 
 def test_frequency_scores_are_raw_scores_over_the_rows_instance_counts():
-    # grow_scores="frequency": growth |g| / sqrt(n_r), pruning |w| * sqrt(n_r), with n_r
-    # the instances of an epoch that reach row r (counted here from the data).
+    # grow_scores="frequency": growth |g| / s_r, pruning |w| * s_r, with s_r**2 the
+    # instances of an epoch that reach embedding row r (counted here from the data) and,
+    # for an MLP layer's row k, the engine's activity scales (checked on their own below).
     X = small_data(n_users=6, n_items=8, per_user=3).tolil()
     X[0, 7] = X[1, 7] = X[2, 7] = 1.0  # item 7 more frequent than most
     X = sp.csr_matrix(X)
@@ -527,15 +528,16 @@ def test_frequency_scores_are_raw_scores_over_the_rows_instance_counts():
     freq = NCFEngine(data, emb, net, grow_scores="frequency", **opts)
     n_user = np.diff(X.indptr) * (k_neg + 1.0)
     n_item = np.bincount(X.indices, minlength=8) + k_neg * X.nnz / 8
-    n_all = X.nnz * (k_neg + 1.0)
-    scale = [np.sqrt(n_user), np.sqrt(n_item)] * 2 + [np.full(t.n_rows, np.sqrt(n_all))
-                                                       for t in net.layers]
     key = np.uint64(7)
+    grow = freq.grow_fns(key)
+    layer_scales = freq.score_scales()[4:]
+    scale = [np.sqrt(n_user), np.sqrt(n_item)] * 2 + layer_scales
+    assert [s.shape for s in layer_scales] == [(t.n_rows,) for t in net.layers]
     tables = emb + net.layers
     assert raw.prune_scores() is None
     prune = freq.prune_scores()
-    for t, (tab, f_raw, f_freq, s) in enumerate(zip(tables, raw.grow_fns(key),
-                                                    freq.grow_fns(key), scale, strict=True)):
+    for t, (tab, f_raw, f_freq, s) in enumerate(zip(tables, raw.grow_fns(key), grow, scale,
+                                                    strict=True)):
         G_raw = np.zeros((tab.n_rows, tab.n_cols), np.float32)
         G_freq = np.zeros_like(G_raw)
         f_raw(0, tab.n_rows, G_raw)
@@ -545,6 +547,51 @@ def test_frequency_scores_are_raw_scores_over_the_rows_instance_counts():
         rows = np.repeat(np.arange(tab.n_rows), tab.row_nnz())
         np.testing.assert_allclose(prune[t], np.abs(tab.weights) * s[rows], rtol=1e-6)
     assert scale[1][7] > scale[1][np.argmin(n_item)]
+
+
+def test_layer_scales_are_the_inputs_root_mean_square_over_an_epochs_instances():
+    # An MLP layer's row k multiplies input z_k: its scale is sqrt(N * E[z_k**2]) over an
+    # epoch's N instances (interactions, and with probability k_neg / (k_neg + 1) a
+    # uniform item as the negative). The exact expectation, by enumerating every pair,
+    # against the engine's 4,096-instance estimate.
+    from sparse_rec.backends.cpu import ncf_layer_scales
+
+    X = small_data(n_users=6, n_items=8, per_user=3)
+    data = TrainData.from_matrix(X)
+    emb, net = random_pattern_net(n_users=6, n_items=8, density=0.9, seed=4)
+    assert emb[2].nnz > 0 and emb[3].nnz > 0  # both MLP embedding tables feed layer 1
+    P = params(emb, net)
+    k_neg = 3
+    rows, cols = X.nonzero()
+
+    def activations(u, i):
+        z = np.hstack([P["um"][u], P["im"][i]])
+        out = []
+        for W, b in zip(P["W"], P["b"], strict=True):
+            out.append(z)
+            z = np.maximum(z @ W + b, 0.0)
+        return out
+
+    def mean_sq(pairs):
+        acts = [activations(u, i) for u, i in pairs]
+        return [np.mean([a[layer] ** 2 for a in acts], axis=0) for layer in range(len(P["W"]))]
+
+    pos = mean_sq(zip(rows, cols, strict=True))
+    neg = mean_sq([(u, j) for u in rows for j in range(8)])
+    N = X.nnz * (k_neg + 1.0)
+    want = [np.sqrt(N * (p + k_neg * q) / (k_neg + 1.0)) for p, q in zip(pos, neg, strict=True)]
+    got = ncf_layer_scales(data, emb, net, k_neg + 1, seed=3)
+    for w, g in zip(want, got, strict=True):
+        # (atol: a ReLU that is never on has the floor's tiny scale)
+        np.testing.assert_allclose(g, w, rtol=0.1, atol=1e-4 * w.max())
+    # An input no row feeds (an empty MLP user table) gets a scale near 0: its layer-1
+    # weights are pruned first.
+    from sparse_rec._table import SparseEmbeddingTable
+
+    empty = SparseEmbeddingTable.random(6, emb[2].n_cols, 0, n_slots=3, seed=0)
+    got = ncf_layer_scales(data, [emb[0], emb[1], empty, emb[3]], net, k_neg + 1, seed=3)
+    d = emb[2].n_cols
+    assert np.all(got[0][:d] < 1e-4) and np.all(got[0][d:] > 0.1)
 
 
 @pytest.mark.parametrize("grow_scores", ["frequency", "raw"])

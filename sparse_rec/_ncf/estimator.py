@@ -130,14 +130,17 @@ class DSLNCF(NCFModel, DSLEstimator):
         table keeps its own count.
     grow_scores : {"frequency", "raw"}, default="frequency"
         ``"frequency"``: each score is scaled by its row's curvature,
-        estimated from the ``n_r`` training instances of an epoch that reach
-        the row (a user's interactions and their negatives, an item's
-        interactions and its expected draws as a negative, every instance
-        for an MLP weight): growth ranks ``|g| / sqrt(n_r)``, pruning
-        ``|w| * sqrt(n_r)``, the first-order change of the loss sum with
-        ``H ~ n_r`` (see Notes). ``"raw"``: ``|g|`` and ``|w|``, which let
-        frequent rows win growth only because their gradient sums more
-        instances.
+        estimated as ``n_r``, the sum over an epoch's training instances of
+        the squared input that the row's weights multiply: for an
+        embedding row (a one-hot input) the instances that reach it (a
+        user's interactions and their negatives, an item's interactions and
+        its expected draws as a negative), for row ``k`` of an MLP layer
+        the sum of ``z_k**2`` over the epoch (estimated at the current
+        weights from 4,096 instances). Growth ranks ``|g| / sqrt(n_r)``,
+        pruning ``|w| * sqrt(n_r)``, the first-order change of the loss
+        sum with ``H ~ n_r`` (see Notes). ``"raw"``: ``|g|`` and ``|w|``,
+        which let frequent rows win growth only because their gradient
+        sums more instances.
     random_state : int, numpy Generator or None, default=None
         Seed of the pattern, the initial weights, the order and the sampler.
     n_threads : int or None, default=None
@@ -218,9 +221,10 @@ class DSLNCF(NCFModel, DSLEstimator):
     is left, each table's share spread evenly over its rows, each row on its
     *leading* columns. Every user and item then starts in one shared
     low-dimensional space. An empty MLP embedding still has a gradient
-    (through the dense first layer), so prune/grow can activate the MLP
-    branch where it pays; at density 0.2 on MovieLens it grows almost none,
-    and the sparse model is close to GMF plus a learned constant, which is
+    (through the first layer), so prune/grow can activate the MLP branch
+    where it pays; at density 0.2 on MovieLens it grows little (a few
+    hundred coordinates on MovieLens 100K), and the sparse model is close
+    to GMF plus a small MLP branch, which is
     the better use of that budget: HR@10 0.558 on MovieLens 100K, against
     0.543 with 80% GMF / 20% MLP and 0.541 with an even split (three seeds
     each). Embedding weights start uniform with standard
@@ -229,18 +233,24 @@ class DSLNCF(NCFModel, DSLEstimator):
 
     Growth and prune scores. A row's summed epoch gradient grows with the
     instances that reach it, so raw ``|g|`` hands growth to frequent users
-    and items, and raw ``|w|`` prunes a third of the MLP layers (which
-    every instance uses) by the end of a fit. ``grow_scores="frequency"``
-    divides each row's gradient by ``sqrt(n_r)`` and multiplies its
-    weights by it (the first-order loss changes with the curvature taken
-    proportional to ``n_r``, as DSL-MF's iALS scores use the exact one).
-    On validation items (``benchmarks/ncf_reference.py --split validation``,
-    density 0.2, seeds 0-2) HR@10 went from 0.637, 0.633, 0.629 to 0.642,
-    0.643, 0.645 on MovieLens 100K and from 0.689, 0.715, 0.703 to 0.703,
-    0.725, 0.693 on latest-small, and in a second run to 0.639, 0.639,
-    0.623 and 0.716, 0.712, 0.713: at or above raw both times, but within
-    the 0.02-0.03 by which two-thread (Hogwild) fits of one seed differ
-    from run to run. The MLP layers stay nearly dense.
+    and items. ``grow_scores="frequency"`` divides each row's gradient by
+    ``sqrt(n_r)`` and multiplies its weights by it (the first-order loss
+    changes with the curvature taken proportional to ``n_r``, as DSL-MF's
+    iALS scores use the exact one). For an MLP weight ``n_r`` is the
+    epoch's sum of its input squared, so the first layer's weights that
+    read MLP embedding columns no row holds (their input is always 0)
+    cost nothing to prune and go first: at density 0.2 the sparse model
+    ends as a GMF model with a small MLP branch, and the budget the dense
+    MLP layers held (1,664 weights, about a tenth of it on MovieLens 100K)
+    goes to the embeddings. On validation items
+    (``benchmarks/ncf_reference.py --split validation``, density 0.2, seeds
+    0-2, one session) HR@10 on MovieLens 100K went from 0.637, 0.636, 0.627
+    (every MLP weight scaled by the epoch's instance count) to 0.645,
+    0.650, 0.649, and stayed level on latest-small (0.698, 0.693, 0.712
+    against 0.697, 0.703, 0.705), where the layers held a smaller share.
+    Against raw scores the frequency-scaled ones were at or above in two
+    earlier sessions, within the 0.02-0.03 by which two-thread (Hogwild)
+    fits of one seed differ from run to run.
 
     Scores are logits (before the sigmoid), so they do not saturate. Full
     ranking splits the first MLP layer into a user part and an item part,

@@ -113,30 +113,32 @@ def _interactions(data):
                            data.f_indices)
 
 
-def ncf_row_scales(data, n_items, k1, n_layers):
-    """Per table and row, the square root of the instances of an epoch that reach the row.
+def ncf_row_scales(data, n_items, k1):
+    """Per embedding table and row, the square root of the instances of an epoch that reach it.
 
-    The curvature of the epoch's loss sum at a weight of row ``r`` grows
-    with the ``n_r`` instances that involve ``r``: a user's interactions
+    The curvature of the epoch's loss sum at a weight ``W[k, j]`` of a
+    table grows with the sum over the epoch's instances of the squared
+    input ``z_k`` that the weight multiplies. An embedding row is a
+    weight matrix whose input is a one-hot indicator, so that sum is
+    ``n_r``, the instances that involve row ``r``: a user's interactions
     and their negatives (``k1`` each), an item's interactions plus the
-    ``(k1 - 1) * nnz / n_items`` times an epoch draws it as a negative, and
-    every instance for an MLP weight. With ``H ~ n_r``, growing a
-    coordinate lowers the loss by about ``g**2 / (2 H)`` and pruning a
-    weight raises it by about ``H w**2 / 2``, so ``grow_scores="frequency"``
-    ranks growth by ``|g| / sqrt(n_r)`` and pruning by ``|w| * sqrt(n_r)``,
-    on one scale for all tables: a frequent row's summed gradient no longer
-    wins only because it sums more instances. Returns float32 arrays in
-    PruneGrow order (four embedding tables), then one float32 scalar per
-    MLP layer, ``sqrt(n_samples)``.
+    ``(k1 - 1) * nnz / n_items`` times an epoch draws it as a negative.
+    With ``H ~ n_r``, growing a coordinate lowers the loss by about
+    ``g**2 / (2 H)`` and pruning a weight raises it by about ``H w**2 / 2``,
+    so ``grow_scores="frequency"`` ranks growth by ``|g| / sqrt(n_r)`` and
+    pruning by ``|w| * sqrt(n_r)``: a frequent row's summed gradient no
+    longer wins only because it sums more instances. The MLP layers' rows
+    (input units) have real-valued inputs; see :func:`ncf_layer_scales`.
+    Returns float32 arrays in PruneGrow order (four embedding tables).
 
     Examples
     --------
     >>> from sparse_rec._base import TrainData
     >>> from sparse_rec.datasets import make_interactions
     >>> data = TrainData.from_matrix(make_interactions(4, 3, 8, random_state=0))
-    >>> scales = ncf_row_scales(data, n_items=3, k1=5, n_layers=2)
+    >>> scales = ncf_row_scales(data, n_items=3, k1=5)
     >>> len(scales), scales[0].shape, scales[1].shape
-    (6, (4,), (3,))
+    (4, (4,), (3,))
     >>> bool(np.allclose(scales[0] ** 2, 5 * np.diff(data.x_indptr)))
     True
     """
@@ -144,8 +146,67 @@ def ncf_row_scales(data, n_items, k1, n_layers):
     neg = (k1 - 1) * data.nnz / max(n_items, 1)
     items = np.sqrt(np.maximum(np.diff(data.xt_indptr) + neg, 1.0))
     users, items = users.astype(np.float32), items.astype(np.float32)
-    every = np.float32(np.sqrt(max(data.nnz * k1, 1)))
-    return [users, items, users, items] + [every] * n_layers
+    return [users, items, users, items]
+
+
+def ncf_layer_scales(data, embeddings, net, k1, seed, n_instances=_NCF_GROW_MLP_INSTANCES):
+    """Per MLP layer and input unit ``k``, ``sqrt(N * mean(z_k**2))`` over an epoch's instances.
+
+    The row scale of ``grow_scores="frequency"`` for a layer: its row ``k``
+    holds the weights that multiply input ``z_k`` (an MLP embedding
+    coordinate for the first layer, a ReLU unit after it), so the curvature
+    of the epoch's loss sum at those weights grows with ``sum z_k**2`` over
+    the epoch's ``N = nnz * k1`` instances, as an embedding row's grows with
+    its instance count (its input is one-hot). Estimated at the current
+    weights from ``n_instances`` instances (interactions drawn uniformly,
+    each replaced by a uniform random item with probability
+    ``(k1 - 1) / k1`` as a negative), the same for growth and pruning of a
+    step. An input that is always zero (an MLP embedding column no row
+    holds, a dead ReLU) gets a scale near 0: its weights change nothing, so
+    they are pruned first, and their gradient is zero, so they are not
+    grown.
+
+    Examples
+    --------
+    >>> from sparse_rec._base import TrainData
+    >>> from sparse_rec._ncf import DSLNCF
+    >>> from sparse_rec.datasets import make_interactions
+    >>> X = make_interactions(30, 20, 200, random_state=0)
+    >>> est = DSLNCF(n_components=4, hidden_layer_sizes=(4,), density=0.5, max_iter=1,
+    ...              random_state=0).fit(X)
+    >>> from sparse_rec._ncf.scoring import _Net
+    >>> net = _Net.from_fitted(est)
+    >>> emb = [est.user_gmf_table_, est.item_gmf_table_, est.user_mlp_table_,
+    ...        est.item_mlp_table_]
+    >>> s = ncf_layer_scales(TrainData.from_matrix(X), emb, net, k1=5, seed=0)
+    >>> [x.shape for x in s]
+    [(8,)]
+    >>> empty = est.user_mlp_table_.nnz == 0   # columns no user row holds give scale ~0
+    >>> bool(empty) == bool(np.all(s[0][:4] < 1e-3))
+    True
+    """
+    rng = np.random.default_rng(int(seed))
+    n = int(n_instances)
+    n_items = embeddings[1].n_rows
+    if data.nnz == 0 or n_items == 0:
+        return [np.ones(int(m), np.float32) for m in net.n_in]
+    at = rng.integers(0, data.nnz, n)
+    users = np.asarray(data.x_rows, np.int64)[at]
+    items = np.asarray(data.x_indices, np.int64)[at]
+    negative = rng.random(n) < (k1 - 1) / k1
+    items = np.where(negative, rng.integers(0, n_items, n), items)
+    z = np.hstack([embeddings[2].dense_rows(users), embeddings[3].dense_rows(items)])
+    z = z.astype(np.float64)
+    total = float(data.nnz) * k1
+    out = []
+    for layer, tab in enumerate(net.layers):
+        # A tiny floor keeps the growth score g / scale finite (g is 0 there anyway).
+        out.append(np.sqrt(total * (np.mean(z * z, axis=0) + 1e-12)).astype(np.float32))
+        W = tab.dense_rows(np.arange(tab.n_rows)).astype(np.float64)
+        b0 = int(net.b_off[layer])
+        b = net.dense_v[b0: b0 + int(net.n_out[layer]), 0].astype(np.float64)
+        z = np.maximum(z @ W + b, 0.0)
+    return out
 
 
 def _scaled_fill(fill, scale):
@@ -174,7 +235,8 @@ class NCFEngine(Engine):
         self.k1 = int(n_negatives) + 1
         self.n_samples = data.nnz * self.k1
         self.grow_scores = grow_scores
-        self.row_scales = ncf_row_scales(data, self.embeddings[1].n_rows, self.k1, len(net.layers))
+        self.row_scales = ncf_row_scales(data, self.embeddings[1].n_rows, self.k1)
+        self._layer_scales = None  # (adam_step, scales) of the current update
         self.half_bits = half_bits(self.n_samples)
         self.batch = int(min(batch_size, max(self.n_samples, 1)))
         self.adam_step = 0
@@ -258,16 +320,29 @@ class NCFEngine(Engine):
         fns = [rows_fn(w) for w in range(4)] + [layer_fn(t) for t in range(len(net.layers))]
         if self.grow_scores == "raw":
             return fns
-        return [_scaled_fill(f, s) for f, s in zip(fns, self.row_scales, strict=True)]
+        return [_scaled_fill(f, s) for f, s in zip(fns, self.score_scales(key), strict=True)]
+
+    def score_scales(self, key=0):
+        """Row scales of every table for ``grow_scores="frequency"``, at the current weights.
+
+        The embeddings' from their rows' instance counts
+        (:func:`ncf_row_scales`), the MLP layers' from their inputs'
+        activity (:func:`ncf_layer_scales`), computed once per update (the
+        Adam step count changes with every epoch) so growth and pruning of
+        one step share them.
+        """
+        if self._layer_scales is None or self._layer_scales[0] != self.adam_step:
+            scales = ncf_layer_scales(self.data, self.embeddings, self.net, self.k1, key)
+            self._layer_scales = (self.adam_step, scales)
+        return self.row_scales + self._layer_scales[1]
 
     def prune_scores(self):
         """``|w|`` (``grow_scores="raw"``: None) or ``|w|`` times the row's scale."""
         if self.grow_scores == "raw":
             return None
         tables = self.embeddings + list(self.net.layers)
-        return [np.abs(t.weights) * (s[np.repeat(np.arange(t.n_rows), t.row_nnz())]
-                                     if np.ndim(s) else s)
-                for t, s in zip(tables, self.row_scales, strict=True)]
+        return [np.abs(t.weights) * s[np.repeat(np.arange(t.n_rows), t.row_nnz())]
+                for t, s in zip(tables, self.score_scales(), strict=True)]
 
 
 # Above this item-table density scoring uses dense blocks and BLAS: CSR
