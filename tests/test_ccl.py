@@ -15,15 +15,16 @@ from test_softmax import (  # noqa: E402
 
 from sparse_rec import DSLMatrixFactorization
 from sparse_rec._kernels import _ccl, _softmax
-from sparse_rec.backends.cpu_softmax import CCL_ROW_NORM, CCLEngine
+from sparse_rec.backends.cpu_softmax import CCL_ROW_NORM, CCLEngine, proposal
 from sparse_rec.datasets import make_interactions
 
 N_NEG, MARGIN, WEIGHT, REG = 7, 0.1, 3.0, 0.01
 
 
-def _engine(data, users, items, margin=MARGIN):
+def _engine(data, users, items, margin=MARGIN, grow_samples=None):
     return CCLEngine(data, users, items, None, learning_rate=0.05, alpha=REG,
-                     n_negatives=N_NEG, margin=margin, negative_weight=WEIGHT, batch=4)
+                     n_negatives=N_NEG, margin=margin, negative_weight=WEIGHT, batch=4,
+                     grow_samples=grow_samples)
 
 
 def _cos(a, b):
@@ -121,6 +122,60 @@ def test_growth_scores_are_the_exact_expected_gradient(side):
             _expected_loss(P0, M, X, data, eng.q)
 
     _check_fd(f, M0, {(r, k): G[r, k] for r in range(tab.n_rows) for k in range(D)})
+
+
+def _growth(eng, key):
+    """Both tables' growth scores (dense, users then items) at ``key``."""
+    out = []
+    for tab, fill in zip((eng.users, eng.items), eng.grow_fns(np.uint64(key)), strict=True):
+        G = np.empty((tab.n_rows, D), np.float32)
+        fill(0, tab.n_rows, G)
+        out.append(G.astype(np.float64))
+    return np.concatenate([g.ravel() for g in out])
+
+
+@pytest.mark.parametrize("popular", [False, True])
+def test_sampled_growth_is_unbiased_for_the_exact_scores(popular):
+    # The mean of the sampled scores over many keys matches the exact
+    # expected gradient at every coordinate of both tables, within a few
+    # standard errors; a wrong importance weight (users drawn by weight,
+    # items from a non-uniform proposal) moves the mean by a factor.
+    X, data, users, items = _setup(seed=8)
+    eng = _engine(data, users, items)
+    if popular:  # a proposal far from uniform: q(j) ~ (count + 1) ** 2
+        eng.cdf, _ = proposal(np.diff(data.xt_indptr), N_NEG, 2.0)
+        eng.q = np.diff(np.concatenate([[0.0], eng.cdf]))
+    exact = _growth(eng, 0)
+    eng.neg_weight = 0.0
+    positive = _growth(eng, 0)  # the exact positive part alone
+    eng.neg_weight = WEIGHT
+    eng.grow_samples = 12
+    draws = np.stack([_growth(eng, key) for key in range(1, 801)])
+    mean, se = draws.mean(axis=0), draws.std(axis=0) / np.sqrt(len(draws))
+    assert (se > 0).sum() > 0.5 * exact.size  # most scores are estimated, not exact
+    assert (np.abs(mean - exact) / np.maximum(se, 1e-9)).max() < 5.0
+    # The test has the power to see a negative part off by a quarter.
+    wrong = positive + 1.25 * (exact - positive)
+    assert (np.abs(mean - wrong) / np.maximum(se, 1e-9)).max() > 5.0
+
+
+def test_sampled_growth_ranks_the_coordinates_as_the_exact_scores():
+    # One draw of the default size on tiny data: growth picks the same
+    # largest scores, and |g| orders the coordinates alike.
+    from scipy.stats import spearmanr
+
+    from sparse_rec.backends.cpu_softmax import CCL_GROW_SAMPLES
+
+    X, data, users, items = _setup(seed=9)
+    eng = _engine(data, users, items)
+    exact = np.abs(_growth(eng, 0))
+    eng.grow_samples = CCL_GROW_SAMPLES
+    got = np.abs(_growth(eng, 5))
+    assert not np.array_equal(got, exact)
+    assert spearmanr(got, exact)[0] > 0.97
+    k = exact.size // 10
+    top = set(np.argsort(-exact)[:k])
+    assert len(top & set(np.argsort(-got)[:k])) >= 0.8 * k
 
 
 def test_rows_have_their_fixed_norms_after_every_epoch():

@@ -236,3 +236,29 @@ def hinge_block(Cos, W, margin, rw, cw, r0, c0, f_indptr, f_indices):
                 Cos[r, j] = -2.0
         for c in range(n_c):
             W[r, c] = rw[r] * cw[c] if Cos[r, c] > margin else 0.0
+
+
+@njit(cache=True, parallel=True)
+def hinge_sampled(Cos, W, margin, rw, cw, rows, cols, f_indptr, f_indices):
+    """:func:`hinge_block` of a sampled block: rows ``rows[a]`` by columns ``cols[b]``.
+
+    ``Cos[a, b]`` is the cosine of user ``rows[a]`` and item ``cols[b]``;
+    ``cols`` must be sorted (the forbidden test is a merge with each user's
+    sorted forbidden row), ``rows`` may repeat. ``W[a, b]`` = ``rw[a] *
+    cw[b]`` where ``Cos > margin`` and the pair is not forbidden, else 0;
+    forbidden pairs are set to -2 in ``Cos`` as well.
+    """
+    n_r, n_c = Cos.shape
+    for a in prange(n_r):
+        u = rows[a]
+        f = f_indptr[u]
+        f1 = f_indptr[u + 1]
+        for b in range(n_c):
+            j = cols[b]
+            while f < f1 and f_indices[f] < j:
+                f += 1
+            if f < f1 and f_indices[f] == j:
+                Cos[a, b] = -2.0
+                W[a, b] = 0.0
+            else:
+                W[a, b] = rw[a] * cw[b] if Cos[a, b] > margin else 0.0

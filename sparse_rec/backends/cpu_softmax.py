@@ -169,6 +169,10 @@ CCL_NEGATIVE_BETA = 0.0
 # Rows x columns of the dense cosine blocks of the exact growth scores
 # (float32: 32 MiB a block, three at a time).
 _CCL_BLOCK = (2048, 4096)
+# Draws of the sampled growth scores (``grow_samples``; None: exact): items
+# from the negatives' proposal for the users' scores, users in proportion to
+# their weight for the items' (see ``CCLEngine._sampled_part``).
+CCL_GROW_SAMPLES = 2048
 # Norm of every row after each epoch. The loss ignores it; against it the
 # Adagrad step is measured: learning_rate=0.05 moves a weight by up to a
 # fifth of its row's norm (unit rows needed learning rates 0.15-0.5 on the
@@ -198,7 +202,7 @@ class CCLEngine(Engine):
     """
 
     def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, n_negatives,
-                 margin, negative_weight, batch=SOFTMAX_BATCH):
+                 margin, negative_weight, batch=SOFTMAX_BATCH, grow_samples=CCL_GROW_SAMPLES):
         from .._kernels import _ccl
 
         self._k = _ccl
@@ -206,6 +210,7 @@ class CCLEngine(Engine):
         self.lr, self.reg = np.float32(learning_rate), np.float32(alpha)
         self.margin, self.neg_weight = float(margin), float(negative_weight)
         self.n_neg = int(n_negatives)
+        self.grow_samples = None if grow_samples is None else int(grow_samples)
         self.user_batch = _user_batch(data, batch)
         self.n_samples = data.nnz
         counts = np.diff(data.xt_indptr)
@@ -222,6 +227,7 @@ class CCLEngine(Engine):
                              CCL_ROW_NORM * s / s.mean())
         self._normalise()
         self._grow = None
+        self._sample = None
 
     def _normalise(self):
         for tab, norms in zip((self.users, self.items), self.target_norms, strict=True):
@@ -285,19 +291,80 @@ class CCLEngine(Engine):
             G[a0 - r0:a1 - r0] += ((A - b[:, None].astype(np.float32) * own[a0:a1])
                                    / norms[:, None].astype(np.float32))
 
+    def _draws(self, key):
+        """Sorted sampled items (from the proposal) and users (by weight) of ``key``."""
+        if self._sample is None or self._sample[0] != key:
+            M = self.grow_samples
+            rng = np.random.default_rng(int(splitmix64(np.uint64(key) ^ np.uint64(0xCC1))))
+            items = np.searchsorted(self.cdf, rng.random(M) * self.cdf[-1], side="right")
+            cw = np.cumsum(self.user_weight)
+            users = np.searchsorted(cw, rng.random(M) * cw[-1], side="right")
+            self._sample = (key, np.sort(np.minimum(items, self.q.shape[0] - 1)),
+                            np.sort(np.minimum(users, cw.shape[0] - 1)))
+        return self._sample[1], self._sample[2]
+
+    def _sampled_part(self, G, r0, r1, side, key):
+        """Add an unbiased estimate of the negative term's expected gradient (rows ``r0:r1``).
+
+        The exact term sums ``w C_u q(j) h(u, j)`` over all pairs outside the
+        forbidden pattern (``h``: the hinge's gradient of the pair). Users'
+        rows average it over ``M`` items drawn from ``q`` (weight ``w C_u /
+        M`` a draw); items' rows over ``M`` users drawn with probability
+        ``C_u / sum(C)`` (weight ``w sum(C) q(j) / M`` a draw, the importance
+        weight ``C_u / pi_u``), so each is unbiased for its exact value at a
+        cost of ``M`` cosines a row instead of the other side's size.
+        """
+        (U, un), (Q, qn) = self._units()
+        dt = self.data
+        items, users = self._draws(key)
+        M = self.grow_samples
+        step = _CCL_BLOCK[0]
+        if side == 0:
+            other = Q[items]
+            cw = np.full(M, 1.0 / M)
+            own, norms = U, un
+        else:
+            other = U[users]
+            rw = np.full(M, self.neg_weight * self.user_weight.sum() / M)
+            own, norms = Q, qn
+        for a0 in range(r0, r1, step):
+            a1 = min(r1, a0 + step)
+            ids = np.arange(a0, a1)
+            Cos = own[a0:a1] @ other.T if side == 0 else other @ own[a0:a1].T
+            W = np.empty_like(Cos)
+            if side == 0:
+                self._k.hinge_sampled(Cos, W, self.margin, self.user_weight[a0:a1] *
+                                      self.neg_weight, cw, ids, items, dt.f_indptr,
+                                      dt.f_indices)
+                A = W @ other
+                b = (W * Cos).sum(axis=1)
+            else:
+                self._k.hinge_sampled(Cos, W, self.margin, rw, self.q[a0:a1], users, ids,
+                                      dt.f_indptr, dt.f_indices)
+                A = W.T @ other
+                b = (W * Cos).sum(axis=0)
+            G[a0 - r0:a1 - r0] += ((A - b[:, None].astype(np.float32) * own[a0:a1])
+                                   / norms[a0:a1, None].astype(np.float32))
+
     def grow_fns(self, key):
         dt = self.data
+        if self.grow_samples is None:
+            def negative(G, r0, r1, side):
+                self._negative_part(G, r0, r1, side)
+        else:
+            def negative(G, r0, r1, side):
+                self._sampled_part(G, r0, r1, side, key)
 
         def users(r0, r1, G):
             (U, un), (Q, _) = self._units()
             self._k.positive_grad(r0, r1, G, dt.x_indptr, dt.x_indices, dt.x_weight, U, Q, un)
-            self._negative_part(G, r0, r1, 0)
+            negative(G, r0, r1, 0)
 
         def items(r0, r1, G):
             (U, _), (Q, qn) = self._units()
             self._k.positive_grad(r0, r1, G, dt.xt_indptr, dt.xt_indices, dt.xt_weight, Q, U,
                                   qn)
-            self._negative_part(G, r0, r1, 1)
+            negative(G, r0, r1, 1)
 
         return [users, items]
 
