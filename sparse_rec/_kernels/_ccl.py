@@ -40,7 +40,6 @@ from ._softmax import (
     row_norm,
     start_batch,
     step_negatives,
-    step_user_row,
 )
 
 
@@ -55,9 +54,30 @@ def _column_norms(nq, beta, neg, n_neg, i_indptr, i_v):
         beta[m] = 0.0
 
 
+@njit(cache=True, inline="always")
+def _step_user_active(u0, u1, u_indices, u_v, pu, gu, along, s, act, n_act, QT, GQ, lr, reg):
+    """:func:`._softmax.step_user_row` over the negatives ``act[:n_act]`` only.
+
+    A CCL negative below the margin has no gradient (``s[m] = 0``), and most
+    are below it, so the user's step and the negatives' gradient cost the
+    active coordinates times the hinge's active negatives, not times all.
+    """
+    for p in range(u0, u1):
+        k = u_indices[p]
+        g = np.float64(gu[k]) + along * pu[k]
+        for t in range(n_act):
+            m = act[t]
+            g += s[m] * QT[k, m]
+            GQ[k, m] += s[m] * pu[k]
+        _adagrad(u_v, p, np.float32(g) + reg * u_v[p, 0], lr)
+    for p in range(u0, u1):
+        pu[u_indices[p]] = 0.0
+    gu[:] = 0.0
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _ccl_users_block(
-    b0, b1, order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta,
+    b0, b1, order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta, act,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
     cdf, zero, margin, neg_weight, lr, reg,
@@ -94,6 +114,7 @@ def _ccl_users_block(
                 cu += x_weight[h]
             a = cu * wn
             ap = 0.0  # coefficient of p / |p|^2 in dL/dp
+            n_act = 0
             for m in range(n_neg):
                 cm = s[m] / (pn * nq[m])
                 if cm > margin:
@@ -101,6 +122,8 @@ def _ccl_users_block(
                     ap -= a * cm
                     beta[m] += a * cm / (nq[m] * nq[m])
                     s[m] = a / (pn * nq[m])  # of q_n in dL/dp, of p in dL/dq_n
+                    act[n_act] = m
+                    n_act += 1
                 else:
                     s[m] = 0.0
             for h in range(h0, h1):
@@ -124,15 +147,15 @@ def _ccl_users_block(
                     w = i_v[p, 0]
                     gu[k] -= gi * w
                     _adagrad(i_v, p, np.float32(ki * w - gi * pu[k]) + reg * w, lr)
-            step_user_row(u0, u1, u_indices, u_v, pu, gu, ap / (pn * pn), s, QT, GQ, n_neg,
-                          lr, reg)
+            _step_user_active(u0, u1, u_indices, u_v, pu, gu, ap / (pn * pn), s, act, n_act,
+                              QT, GQ, lr, reg)
         step_negatives(neg, n_neg, GQ, beta, True, QT, i_indptr, i_indices, i_v, lr, reg)
     return loss
 
 
 @njit(cache=True)
 def ccl_users_serial(
-    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta,
+    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta, act,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight, lr, reg,
 ):
@@ -140,7 +163,7 @@ def ccl_users_serial(
     n_batches = (order.shape[0] + batch - 1) // batch
     return _ccl_users_block(
         0, n_batches, order, batch, n_neg, key, QT[0], GQ[0], neg[0], s[0], pu[0], gu[0],
-        nq[0], beta[0], x_indptr, x_indices, x_weight, f_indptr, f_indices,
+        nq[0], beta[0], act[0], x_indptr, x_indices, x_weight, f_indptr, f_indices,
         u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight,
         lr, reg,
     )
@@ -148,7 +171,7 @@ def ccl_users_serial(
 
 @njit(cache=True, parallel=True)
 def ccl_users_parallel(
-    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta,
+    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta, act,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight, lr, reg,
 ):
@@ -160,7 +183,7 @@ def ccl_users_parallel(
     for blk in prange(n_blocks):
         losses[blk] = _ccl_users_block(
             blk * per, min(n_batches, (blk + 1) * per), order, batch, n_neg, key,
-            QT[blk], GQ[blk], neg[blk], s[blk], pu[blk], gu[blk], nq[blk], beta[blk],
+            QT[blk], GQ[blk], neg[blk], s[blk], pu[blk], gu[blk], nq[blk], beta[blk], act[blk],
             x_indptr, x_indices, x_weight, f_indptr, f_indices,
             u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight,
             lr, reg,

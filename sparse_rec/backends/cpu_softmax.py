@@ -169,6 +169,8 @@ CCL_NEGATIVE_BETA = 0.0
 # Rows x columns of the dense cosine blocks of the exact growth scores
 # (float32: 32 MiB a block, three at a time).
 _CCL_BLOCK = (2048, 4096)
+# Interactions per batch of users sharing one draw of negatives (CCL).
+CCL_BATCH = SOFTMAX_BATCH
 # Draws of the sampled growth scores (``grow_samples``; None: exact): items
 # from the negatives' proposal for the users' scores, users in proportion to
 # their weight for the items' (see ``CCLEngine._sampled_part``).
@@ -202,7 +204,7 @@ class CCLEngine(Engine):
     """
 
     def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, n_negatives,
-                 margin, negative_weight, batch=SOFTMAX_BATCH, grow_samples=CCL_GROW_SAMPLES):
+                 margin, negative_weight, batch=None, grow_samples=CCL_GROW_SAMPLES):
         from .._kernels import _ccl
 
         self._k = _ccl
@@ -211,7 +213,7 @@ class CCLEngine(Engine):
         self.margin, self.neg_weight = float(margin), float(negative_weight)
         self.n_neg = int(n_negatives)
         self.grow_samples = None if grow_samples is None else int(grow_samples)
-        self.user_batch = _user_batch(data, batch)
+        self.user_batch = _user_batch(data, CCL_BATCH if batch is None else batch)
         self.n_samples = data.nnz
         counts = np.diff(data.xt_indptr)
         self.cdf, _ = proposal(counts, self.n_neg, CCL_NEGATIVE_BETA)
@@ -220,8 +222,10 @@ class CCLEngine(Engine):
         # Each user's total value (its positives' weight on the negative term).
         cw = np.concatenate([[0.0], np.cumsum(data.x_weight, dtype=np.float64)])
         self.user_weight = cw[data.x_indptr[1:]] - cw[data.x_indptr[:-1]]
-        # Two more rows a thread: the negatives' norms and their gradient along q.
-        self.work = _work(users.n_cols, self.n_neg, n_extra=2)
+        # Three more rows a thread: the negatives' norms, their gradient along q
+        # and the positions of a user's negatives above the margin.
+        self.work = _work(users.n_cols, self.n_neg, n_extra=2) + (
+            np.zeros((numba.get_num_threads(), self.n_neg), np.int64),)
         s = (counts + 1.0) ** CCL_ITEM_NORM_EXPONENT
         self.target_norms = (np.full(users.n_rows, CCL_ROW_NORM),
                              CCL_ROW_NORM * s / s.mean())
@@ -348,11 +352,13 @@ class CCLEngine(Engine):
 
     def grow_fns(self, key):
         dt = self.data
-        if self.grow_samples is None:
-            def negative(G, r0, r1, side):
+        # A side whose other side has at most M rows is cheaper exact.
+        others = (self.items.n_rows, self.users.n_rows)
+
+        def negative(G, r0, r1, side):
+            if self.grow_samples is None or others[side] <= self.grow_samples:
                 self._negative_part(G, r0, r1, side)
-        else:
-            def negative(G, r0, r1, side):
+            else:
                 self._sampled_part(G, r0, r1, side, key)
 
         def users(r0, r1, G):
