@@ -22,11 +22,13 @@ negative's gradient gathers into ``GQ`` plus ``-beta[n] q_n`` (see
 not depend on a row's norm), so steps have one scale and a dot product
 ranks as the cosine.
 
-Growth scores are the exact gradient of the loss in expectation over the
+Growth scores are the gradient of the loss in expectation over the
 negatives' draws (``w q(j)`` per user-item pair outside the forbidden
-pattern), from the dense unit rows: the positive part by
-:func:`positive_grad`, the negative part by blocks of dense products
-(:func:`hinge_block` turns a block of cosines into its weights).
+pattern), from the dense unit rows: the positive part exactly by
+:func:`positive_grad`, the negative part by blocks of dense products,
+either over all pairs (:func:`hinge_block` turns a block of cosines into
+its weights) or, at a bounded cost, over sampled columns or rows with
+importance weights (:func:`hinge_sampled`), an unbiased estimate of it.
 """
 
 import math

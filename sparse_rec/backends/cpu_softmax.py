@@ -198,9 +198,14 @@ class CCLEngine(Engine):
     directions only, so this changes no loss value, gives every row's steps
     one scale and makes the dot product of ``recommend`` rank by the
     cosine times the item's popularity factor. ``bias_v`` stays zero. Growth scores are the
-    exact gradient of the loss in expectation over the negatives' draws, in
-    blocks of ``_CCL_BLOCK`` dense cosines; pruning drops the smallest
-    ``|w|`` (rows of one norm: a weight's share of its row).
+    gradient of the loss in expectation over the negatives' draws: the
+    positive part exact, the negative part estimated from ``grow_samples``
+    draws per step (see :meth:`_sampled_part`; unbiased), or exact over all
+    pairs in blocks of ``_CCL_BLOCK`` dense cosines when ``grow_samples``
+    is None or the other side has at most that many rows. Pruning drops the
+    smallest ``|w|`` (rows of one norm: a weight's share of its row).
+    ``batch`` (None: ``CCL_BATCH``) interactions share one draw of
+    negatives.
     """
 
     def __init__(self, data, users, items, bias_v, *, learning_rate, alpha, n_negatives,
