@@ -36,13 +36,29 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._rng import draw
 from ._softmax import (
     _adagrad,
+    draw_item,
+    gather_block,
     negative_scores,
     row_norm,
-    start_batch,
     step_negatives,
 )
+
+
+@njit(cache=True, inline="always")
+def _start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v):
+    """:func:`._softmax.start_batch` with a library sort: the same sorted draws.
+
+    CCL wants thousands of negatives, where the insertion sort of the
+    softmax kernels (quadratic) would cost more than the batch's products.
+    """
+    for n in range(n_neg):
+        neg[n] = draw_item(draw(key, b * n_neg + n, 1), cdf)
+    neg[:n_neg] = np.sort(neg[:n_neg])
+    gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
+    GQ[:, :n_neg] = 0.0
 
 
 @njit(cache=True, inline="always")
@@ -92,7 +108,7 @@ def _ccl_users_block(
     loss = 0.0
     wn = neg_weight / n_neg
     for b in range(b0, b1):
-        start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
+        _start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         _column_norms(nq, beta, neg, n_neg, i_indptr, i_v)
         for t in range(b * batch, min(n, (b + 1) * batch)):
             u = order[t]
