@@ -281,3 +281,12 @@ def test_defaults_resolve_per_loss():
     X = make_interactions(50, 30, 400, random_state=0)
     fitted = _fit(X, n_negatives=None, max_iter=2)
     assert fitted._n_negatives() == 29  # all other items when there are fewer than 800
+
+
+def test_default_negatives_follow_the_catalogue():
+    # 8% of the items within [800, 4096], never more than the other items.
+    from sparse_rec._mf.scoring import default_negatives
+
+    got = [default_negatives(n, "ccl") for n in (30, 1682, 9724, 20000, 40981, 10 ** 6)]
+    assert got == [29, 800, 800, 1600, 3278, 4096]
+    assert default_negatives(40981, "softmax") == 256
