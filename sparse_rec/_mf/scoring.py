@@ -38,8 +38,8 @@ def default_negatives(n_items, loss="softmax"):
     Examples
     --------
     >>> from sparse_rec._mf.scoring import default_negatives
-    >>> default_negatives(1682, "ccl"), default_negatives(40981, "ccl"), default_negatives(30, "ccl")
-    (800, 3278, 29)
+    >>> [default_negatives(n, "ccl") for n in (1682, 40981, 30)]
+    [800, 3278, 29]
     """
     if loss == "ccl":
         n = min(CCL_NEGATIVES_MAX, max(CCL_NEGATIVES, round(CCL_NEGATIVE_FRACTION * n_items)))
