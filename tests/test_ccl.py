@@ -277,7 +277,7 @@ def test_bad_parameters(params, match):
 
 def test_defaults_resolve_per_loss():
     est = DSLMatrixFactorization(loss="ccl")
-    assert est._resolved("max_iter") == 40 and est._resolved("update_interval") == 4
+    assert est._resolved("max_iter") == 80 and est._resolved("update_interval") == 8
     X = make_interactions(50, 30, 400, random_state=0)
     fitted = _fit(X, n_negatives=None, max_iter=2)
     assert fitted._n_negatives() == 29  # all other items when there are fewer than 800
