@@ -178,7 +178,9 @@ _CCL_BLOCK = (2048, 4096)
 CCL_BATCH = 4096
 # Draws of the sampled growth scores (``grow_samples``; None: exact): items
 # from the negatives' proposal for the users' scores, users in proportion to
-# their weight for the items' (see ``CCLEngine._sampled_part``).
+# their weight for the items' (see ``CCLEngine._sampled_part``). Gowalla
+# validation Recall@20 at the CCL defaults: 0.146-0.148 with 2048 (26 s of
+# growth a fit), 0.151 with 8192 (128 s), 0.152 exact (437 s).
 CCL_GROW_SAMPLES = 2048
 # Norm of every row after each epoch. The loss ignores it; against it the
 # Adagrad step is measured: learning_rate=0.05 moves a weight by up to a
