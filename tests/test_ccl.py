@@ -290,3 +290,16 @@ def test_default_negatives_follow_the_catalogue():
     got = [default_negatives(n, "ccl") for n in (30, 1682, 9724, 20000, 40981, 10 ** 6)]
     assert got == [29, 800, 800, 1600, 3278, 4096]
     assert default_negatives(40981, "softmax") == 256
+
+
+def test_batch_negatives_are_the_softmax_kernels_sorted_draws():
+    # CCL's heapsort gives exactly the softmax kernels' (insertion-sorted) draws.
+    cdf = np.cumsum(np.full(500, 1 / 500))
+    for n_neg, key in ((1, 3), (7, 4), (800, 5), (3278, 6)):
+        want = np.empty(n_neg, np.int64)
+        _softmax.draw_negatives_host(np.uint64(key), n_neg, cdf, want)
+        neg = np.empty(n_neg, np.int64)
+        QT = np.zeros((2, n_neg), np.float32)
+        empty = np.zeros(501, np.int64)
+        _ccl.start_batch_host(np.uint64(key), n_neg, cdf, neg, QT, empty)
+        assert np.array_equal(neg, want) and np.all(np.diff(neg) >= 0)

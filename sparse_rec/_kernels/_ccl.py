@@ -48,15 +48,40 @@ from ._softmax import (
 
 
 @njit(cache=True, inline="always")
-def _start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v):
-    """:func:`._softmax.start_batch` with a library sort: the same sorted draws.
+def _sift_down(a, r, n):
+    while 2 * r + 1 < n:
+        c = 2 * r + 1
+        if c + 1 < n and a[c + 1] > a[c]:
+            c += 1
+        if a[r] >= a[c]:
+            return
+        a[r], a[c] = a[c], a[r]
+        r = c
+
+
+@njit(cache=True, inline="always")
+def heap_sort(a, n):
+    """Sort ``a[:n]`` in place (heapsort: n log n, no allocation, plain loops).
+
+    Plain loops so that the CUDA engines can compile it as a device function.
+    """
+    for r in range(n // 2 - 1, -1, -1):
+        _sift_down(a, r, n)
+    for e in range(n - 1, 0, -1):
+        a[0], a[e] = a[e], a[0]
+        _sift_down(a, 0, e)
+
+
+@njit(cache=True, inline="always")
+def ccl_start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v):
+    """:func:`._softmax.start_batch` sorted by :func:`heap_sort`: the same sorted draws.
 
     CCL wants thousands of negatives, where the insertion sort of the
     softmax kernels (quadratic) would cost more than the batch's products.
     """
     for n in range(n_neg):
         neg[n] = draw_item(draw(key, b * n_neg + n, 1), cdf)
-    neg[:n_neg] = np.sort(neg[:n_neg])
+    heap_sort(neg, n_neg)
     gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
     GQ[:, :n_neg] = 0.0
 
@@ -73,7 +98,7 @@ def _column_norms(nq, beta, neg, n_neg, i_indptr, i_v):
 
 
 @njit(cache=True, inline="always")
-def _step_user_active(u0, u1, u_indices, u_v, pu, gu, along, s, act, n_act, QT, GQ, lr, reg):
+def ccl_step_user(u0, u1, u_indices, u_v, pu, gu, along, s, act, n_act, QT, GQ, lr, reg):
     """:func:`._softmax.step_user_row` over the negatives ``act[:n_act]`` only.
 
     A CCL negative below the margin has no gradient (``s[m] = 0``), and most
@@ -108,7 +133,7 @@ def _ccl_users_block(
     loss = 0.0
     wn = neg_weight / n_neg
     for b in range(b0, b1):
-        _start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
+        ccl_start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         _column_norms(nq, beta, neg, n_neg, i_indptr, i_v)
         for t in range(b * batch, min(n, (b + 1) * batch)):
             u = order[t]
@@ -165,7 +190,7 @@ def _ccl_users_block(
                     w = i_v[p, 0]
                     gu[k] -= gi * w
                     _adagrad(i_v, p, np.float32(ki * w - gi * pu[k]) + reg * w, lr)
-            _step_user_active(u0, u1, u_indices, u_v, pu, gu, ap / (pn * pn), s, act, n_act,
+            ccl_step_user(u0, u1, u_indices, u_v, pu, gu, ap / (pn * pn), s, act, n_act,
                               QT, GQ, lr, reg)
         step_negatives(neg, n_neg, GQ, beta, True, QT, i_indptr, i_indices, i_v, lr, reg)
     return loss
@@ -303,3 +328,11 @@ def hinge_sampled(Cos, W, margin, rw, cw, rows, cols, f_indptr, f_indices):
                 W[a, b] = 0.0
             else:
                 W[a, b] = rw[a] * cw[b] if Cos[a, b] > margin else 0.0
+
+
+@njit(cache=True)
+def start_batch_host(key, n_neg, cdf, neg, QT, i_indptr):
+    """:func:`ccl_start_batch` of batch 0 on a table without weights (tests)."""
+    GQ = np.zeros_like(QT)
+    ccl_start_batch(key, 0, n_neg, cdf, neg, QT, GQ, i_indptr, np.zeros(0, np.int32),
+                np.zeros((0, 1), np.float32))
