@@ -14,16 +14,19 @@ from test_softmax import (  # noqa: E402
 )
 
 from sparse_rec import DSLMatrixFactorization
+from sparse_rec._base import TrainData
 from sparse_rec._kernels import _ccl, _softmax
-from sparse_rec.backends.cpu_softmax import CCL_ROW_NORM, CCLEngine
+from sparse_rec._table import SparseEmbeddingTable
+from sparse_rec.backends.cpu_softmax import CCL_ROW_NORM, CCLEngine, proposal
 from sparse_rec.datasets import make_interactions
 
 N_NEG, MARGIN, WEIGHT, REG = 7, 0.1, 3.0, 0.01
 
 
-def _engine(data, users, items, margin=MARGIN):
+def _engine(data, users, items, margin=MARGIN, grow_samples=None):
     return CCLEngine(data, users, items, None, learning_rate=0.05, alpha=REG,
-                     n_negatives=N_NEG, margin=margin, negative_weight=WEIGHT, batch=4)
+                     n_negatives=N_NEG, margin=margin, negative_weight=WEIGHT, batch=4,
+                     grow_samples=grow_samples)
 
 
 def _cos(a, b):
@@ -123,6 +126,64 @@ def test_growth_scores_are_the_exact_expected_gradient(side):
     _check_fd(f, M0, {(r, k): G[r, k] for r in range(tab.n_rows) for k in range(D)})
 
 
+def _growth(eng, key):
+    """Both tables' growth scores (dense, users then items) at ``key``."""
+    out = []
+    for tab, fill in zip((eng.users, eng.items), eng.grow_fns(np.uint64(key)), strict=True):
+        G = np.empty((tab.n_rows, D), np.float32)
+        fill(0, tab.n_rows, G)
+        out.append(G.astype(np.float64))
+    return np.concatenate([g.ravel() for g in out])
+
+
+@pytest.mark.parametrize("popular", [False, True])
+def test_sampled_growth_is_unbiased_for_the_exact_scores(popular):
+    # The mean of the sampled scores over many keys matches the exact
+    # expected gradient at every coordinate of both tables, within a few
+    # standard errors; a wrong importance weight (users drawn by weight,
+    # items from a non-uniform proposal) moves the mean by a factor.
+    X, data, users, items = _setup(seed=8)
+    eng = _engine(data, users, items)
+    if popular:  # a proposal far from uniform: q(j) ~ (count + 1) ** 2
+        eng.cdf, _ = proposal(np.diff(data.xt_indptr), N_NEG, 2.0)
+        eng.q = np.diff(np.concatenate([[0.0], eng.cdf]))
+    exact = _growth(eng, 0)
+    eng.neg_weight = 0.0
+    positive = _growth(eng, 0)  # the exact positive part alone
+    eng.neg_weight = WEIGHT
+    eng.grow_samples = 12
+    draws = np.stack([_growth(eng, key) for key in range(1, 801)])
+    mean, se = draws.mean(axis=0), draws.std(axis=0) / np.sqrt(len(draws))
+    assert (se > 0).sum() > 0.5 * exact.size  # most scores are estimated, not exact
+    assert (np.abs(mean - exact) / np.maximum(se, 1e-9)).max() < 5.0
+    # The test has the power to see a negative part off by a quarter.
+    wrong = positive + 1.25 * (exact - positive)
+    assert (np.abs(mean - wrong) / np.maximum(se, 1e-9)).max() > 5.0
+
+
+def test_sampled_growth_ranks_the_coordinates_as_the_exact_scores():
+    # One draw, fewer than either side's rows (300 users, 200 items): the
+    # top tenth of |g| (what growth picks from) overlaps the exact top tenth
+    # far above chance (0.1), more so with more draws, and never worse
+    # than with a quarter of them.
+    X = make_interactions(300, 200, 4000, random_state=3).tocsr().astype(np.float32)
+    data = TrainData.from_matrix(X)
+    users = SparseEmbeddingTable.random(300, D, 300 * D // 2, scale=0.8, seed=1)
+    items = SparseEmbeddingTable.random(200, D, 200 * D // 2, scale=0.8, seed=2)
+    eng = _engine(data, users, items)
+    exact = np.abs(_growth(eng, 0))
+    k = exact.size // 10
+    top = set(np.argsort(-exact)[:k])
+
+    def overlap(m, key):
+        eng.grow_samples = m
+        return len(top & set(np.argsort(-np.abs(_growth(eng, key)))[:k])) / k
+
+    for key in (5, 6):
+        few, many = overlap(36, key), overlap(144, key)
+        assert many >= 0.5 and many > few, (few, many)
+
+
 def test_rows_have_their_fixed_norms_after_every_epoch():
     # Users at CCL_ROW_NORM; items at that times (count + 1) ** e over its mean.
     from sparse_rec.backends.cpu_softmax import CCL_ITEM_NORM_EXPONENT
@@ -217,7 +278,29 @@ def test_bad_parameters(params, match):
 
 def test_defaults_resolve_per_loss():
     est = DSLMatrixFactorization(loss="ccl")
-    assert est._resolved("max_iter") == 40 and est._resolved("update_interval") == 4
+    assert est._resolved("max_iter") == 80 and est._resolved("update_interval") == 8
     X = make_interactions(50, 30, 400, random_state=0)
     fitted = _fit(X, n_negatives=None, max_iter=2)
     assert fitted._n_negatives() == 29  # all other items when there are fewer than 800
+
+
+def test_default_negatives_follow_the_catalogue():
+    # 8% of the items within [800, 4096], never more than the other items.
+    from sparse_rec._mf.scoring import default_negatives
+
+    got = [default_negatives(n, "ccl") for n in (30, 1682, 9724, 20000, 40981, 10 ** 6)]
+    assert got == [29, 800, 800, 1600, 3278, 4096]
+    assert default_negatives(40981, "softmax") == 256
+
+
+def test_batch_negatives_are_the_softmax_kernels_sorted_draws():
+    # CCL's heapsort gives exactly the softmax kernels' (insertion-sorted) draws.
+    cdf = np.cumsum(np.full(500, 1 / 500))
+    for n_neg, key in ((1, 3), (7, 4), (800, 5), (3278, 6)):
+        want = np.empty(n_neg, np.int64)
+        _softmax.draw_negatives_host(np.uint64(key), n_neg, cdf, want)
+        neg = np.empty(n_neg, np.int64)
+        QT = np.zeros((2, n_neg), np.float32)
+        empty = np.zeros(501, np.int64)
+        _ccl.start_batch_host(np.uint64(key), n_neg, cdf, neg, QT, empty)
+        assert np.array_equal(neg, want) and np.all(np.diff(neg) >= 0)

@@ -22,11 +22,13 @@ negative's gradient gathers into ``GQ`` plus ``-beta[n] q_n`` (see
 not depend on a row's norm), so steps have one scale and a dot product
 ranks as the cosine.
 
-Growth scores are the exact gradient of the loss in expectation over the
+Growth scores are the gradient of the loss in expectation over the
 negatives' draws (``w q(j)`` per user-item pair outside the forbidden
-pattern), from the dense unit rows: the positive part by
-:func:`positive_grad`, the negative part by blocks of dense products
-(:func:`hinge_block` turns a block of cosines into its weights).
+pattern), from the dense unit rows: the positive part exactly by
+:func:`positive_grad`, the negative part by blocks of dense products,
+either over all pairs (:func:`hinge_block` turns a block of cosines into
+its weights) or, at a bounded cost, over sampled columns or rows with
+importance weights (:func:`hinge_sampled`), an unbiased estimate of it.
 """
 
 import math
@@ -34,14 +36,54 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._rng import draw
 from ._softmax import (
     _adagrad,
+    draw_item,
+    gather_block,
     negative_scores,
     row_norm,
-    start_batch,
     step_negatives,
-    step_user_row,
 )
+
+
+@njit(cache=True, inline="always")
+def _sift_down(a, r, n):
+    while 2 * r + 1 < n:
+        c = 2 * r + 1
+        if c + 1 < n and a[c + 1] > a[c]:
+            c += 1
+        if a[r] >= a[c]:
+            return
+        a[r], a[c] = a[c], a[r]
+        r = c
+
+
+@njit(cache=True, inline="always")
+def heap_sort(a, n):
+    """Sort ``a[:n]`` in place (heapsort: n log n, no allocation, plain loops).
+
+    Plain loops so that the CUDA engines can compile it as a device function.
+    """
+    for r in range(n // 2 - 1, -1, -1):
+        _sift_down(a, r, n)
+    for e in range(n - 1, 0, -1):
+        a[0], a[e] = a[e], a[0]
+        _sift_down(a, 0, e)
+
+
+@njit(cache=True, inline="always")
+def ccl_start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v):
+    """:func:`._softmax.start_batch` sorted by :func:`heap_sort`: the same sorted draws.
+
+    CCL wants thousands of negatives, where the insertion sort of the
+    softmax kernels (quadratic) would cost more than the batch's products.
+    """
+    for n in range(n_neg):
+        neg[n] = draw_item(draw(key, b * n_neg + n, 1), cdf)
+    heap_sort(neg, n_neg)
+    gather_block(QT, neg, n_neg, i_indptr, i_indices, i_v)
+    GQ[:, :n_neg] = 0.0
 
 
 @njit(cache=True, inline="always")
@@ -55,9 +97,30 @@ def _column_norms(nq, beta, neg, n_neg, i_indptr, i_v):
         beta[m] = 0.0
 
 
+@njit(cache=True, inline="always")
+def ccl_step_user(u0, u1, u_indices, u_v, pu, gu, along, s, act, n_act, QT, GQ, lr, reg):
+    """:func:`._softmax.step_user_row` over the negatives ``act[:n_act]`` only.
+
+    A CCL negative below the margin has no gradient (``s[m] = 0``), and most
+    are below it, so the user's step and the negatives' gradient cost the
+    active coordinates times the hinge's active negatives, not times all.
+    """
+    for p in range(u0, u1):
+        k = u_indices[p]
+        g = np.float64(gu[k]) + along * pu[k]
+        for t in range(n_act):
+            m = act[t]
+            g += s[m] * QT[k, m]
+            GQ[k, m] += s[m] * pu[k]
+        _adagrad(u_v, p, np.float32(g) + reg * u_v[p, 0], lr)
+    for p in range(u0, u1):
+        pu[u_indices[p]] = 0.0
+    gu[:] = 0.0
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _ccl_users_block(
-    b0, b1, order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta,
+    b0, b1, order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta, act,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v,
     cdf, zero, margin, neg_weight, lr, reg,
@@ -70,7 +133,7 @@ def _ccl_users_block(
     loss = 0.0
     wn = neg_weight / n_neg
     for b in range(b0, b1):
-        start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
+        ccl_start_batch(key, b, n_neg, cdf, neg, QT, GQ, i_indptr, i_indices, i_v)
         _column_norms(nq, beta, neg, n_neg, i_indptr, i_v)
         for t in range(b * batch, min(n, (b + 1) * batch)):
             u = order[t]
@@ -94,6 +157,7 @@ def _ccl_users_block(
                 cu += x_weight[h]
             a = cu * wn
             ap = 0.0  # coefficient of p / |p|^2 in dL/dp
+            n_act = 0
             for m in range(n_neg):
                 cm = s[m] / (pn * nq[m])
                 if cm > margin:
@@ -101,6 +165,8 @@ def _ccl_users_block(
                     ap -= a * cm
                     beta[m] += a * cm / (nq[m] * nq[m])
                     s[m] = a / (pn * nq[m])  # of q_n in dL/dp, of p in dL/dq_n
+                    act[n_act] = m
+                    n_act += 1
                 else:
                     s[m] = 0.0
             for h in range(h0, h1):
@@ -124,15 +190,15 @@ def _ccl_users_block(
                     w = i_v[p, 0]
                     gu[k] -= gi * w
                     _adagrad(i_v, p, np.float32(ki * w - gi * pu[k]) + reg * w, lr)
-            step_user_row(u0, u1, u_indices, u_v, pu, gu, ap / (pn * pn), s, QT, GQ, n_neg,
-                          lr, reg)
+            ccl_step_user(u0, u1, u_indices, u_v, pu, gu, ap / (pn * pn), s, act, n_act,
+                              QT, GQ, lr, reg)
         step_negatives(neg, n_neg, GQ, beta, True, QT, i_indptr, i_indices, i_v, lr, reg)
     return loss
 
 
 @njit(cache=True)
 def ccl_users_serial(
-    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta,
+    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta, act,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight, lr, reg,
 ):
@@ -140,7 +206,7 @@ def ccl_users_serial(
     n_batches = (order.shape[0] + batch - 1) // batch
     return _ccl_users_block(
         0, n_batches, order, batch, n_neg, key, QT[0], GQ[0], neg[0], s[0], pu[0], gu[0],
-        nq[0], beta[0], x_indptr, x_indices, x_weight, f_indptr, f_indices,
+        nq[0], beta[0], act[0], x_indptr, x_indices, x_weight, f_indptr, f_indices,
         u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight,
         lr, reg,
     )
@@ -148,7 +214,7 @@ def ccl_users_serial(
 
 @njit(cache=True, parallel=True)
 def ccl_users_parallel(
-    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta,
+    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta, act,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight, lr, reg,
 ):
@@ -160,7 +226,7 @@ def ccl_users_parallel(
     for blk in prange(n_blocks):
         losses[blk] = _ccl_users_block(
             blk * per, min(n_batches, (blk + 1) * per), order, batch, n_neg, key,
-            QT[blk], GQ[blk], neg[blk], s[blk], pu[blk], gu[blk], nq[blk], beta[blk],
+            QT[blk], GQ[blk], neg[blk], s[blk], pu[blk], gu[blk], nq[blk], beta[blk], act[blk],
             x_indptr, x_indices, x_weight, f_indptr, f_indices,
             u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight,
             lr, reg,
@@ -242,3 +308,37 @@ def hinge_block(Cos, W, margin, rw, cw, r0, c0, f_indptr, f_indices):
                 Cos[r, j] = -2.0
         for c in range(n_c):
             W[r, c] = rw[r] * cw[c] if Cos[r, c] > margin else 0.0
+
+
+@njit(cache=True, parallel=True)
+def hinge_sampled(Cos, W, margin, rw, cw, rows, cols, f_indptr, f_indices):
+    """:func:`hinge_block` of a sampled block: rows ``rows[a]`` by columns ``cols[b]``.
+
+    ``Cos[a, b]`` is the cosine of user ``rows[a]`` and item ``cols[b]``;
+    ``cols`` must be sorted (the forbidden test is a merge with each user's
+    sorted forbidden row), ``rows`` may repeat. ``W[a, b]`` = ``rw[a] *
+    cw[b]`` where ``Cos > margin`` and the pair is not forbidden, else 0;
+    forbidden pairs are set to -2 in ``Cos`` as well.
+    """
+    n_r, n_c = Cos.shape
+    for a in prange(n_r):
+        u = rows[a]
+        f = f_indptr[u]
+        f1 = f_indptr[u + 1]
+        for b in range(n_c):
+            j = cols[b]
+            while f < f1 and f_indices[f] < j:
+                f += 1
+            if f < f1 and f_indices[f] == j:
+                Cos[a, b] = -2.0
+                W[a, b] = 0.0
+            else:
+                W[a, b] = rw[a] * cw[b] if Cos[a, b] > margin else 0.0
+
+
+@njit(cache=True)
+def start_batch_host(key, n_neg, cdf, neg, QT, i_indptr):
+    """:func:`ccl_start_batch` of batch 0 on a table without weights (tests)."""
+    GQ = np.zeros_like(QT)
+    ccl_start_batch(key, 0, n_neg, cdf, neg, QT, GQ, i_indptr, np.zeros(0, np.int32),
+                np.zeros((0, 1), np.float32))

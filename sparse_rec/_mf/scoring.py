@@ -29,8 +29,22 @@ _FOLD_IN_KEY = 0x5EED_F01D
 
 
 def default_negatives(n_items, loss="softmax"):
-    """Shared negatives per batch of the softmax losses when ``n_negatives`` is None."""
-    n = CCL_NEGATIVES if loss == "ccl" else SOFTMAX_NEGATIVES
+    """Shared negatives per batch of the softmax losses when ``n_negatives`` is None.
+
+    Softmax: ``SOFTMAX_NEGATIVES``. CCL: ``CCL_NEGATIVE_FRACTION`` of the
+    items within ``[CCL_NEGATIVES, CCL_NEGATIVES_MAX]``. Both at most
+    ``n_items - 1``.
+
+    Examples
+    --------
+    >>> from sparse_rec._mf.scoring import default_negatives
+    >>> [default_negatives(n, "ccl") for n in (1682, 40981, 30)]
+    [800, 3278, 29]
+    """
+    if loss == "ccl":
+        n = min(CCL_NEGATIVES_MAX, max(CCL_NEGATIVES, round(CCL_NEGATIVE_FRACTION * n_items)))
+    else:
+        n = SOFTMAX_NEGATIVES
     return int(max(1, min(n_items - 1, n)))
 
 
@@ -39,9 +53,15 @@ def default_negatives(n_items, loss="softmax"):
 # the catalogue's size (about 11 on ml-100k, 65 on the built-in set).
 CCL_ITEMS_PER_WEIGHT = 150.0
 # Negatives per batch at the default (fewer when there are fewer items):
-# softmax, and the cosine contrastive loss (SimpleX's order of magnitude).
+# softmax, and the cosine contrastive loss: 8% of the items within [800,
+# 4096]. More CCL negatives ranked better on every validation split (Gowalla
+# at density 0.2: Recall@20 0.133 / 0.139 / 0.142 with 800 / 1600 / 3200,
+# the rule's 3278) at a cost per epoch about proportional to their number;
+# MovieLens sets keep 800 (SimpleX's order of magnitude).
 SOFTMAX_NEGATIVES = 256
 CCL_NEGATIVES = 800
+CCL_NEGATIVES_MAX = 4096
+CCL_NEGATIVE_FRACTION = 0.08
 
 
 def check_softmax_params(est):

@@ -25,7 +25,7 @@ _SIM_GRID = (1, 4)
 _WORK_BYTES = 4 << 30
 
 
-def _threads(n_batches, n_blocks, threads_per_block, d, n_neg, n_extra):
+def _threads(n_batches, n_blocks, threads_per_block, d, n_neg, n_extra, n_index):
     """``(threads, threads_per_block)`` of an epoch: at most one thread per batch and the budget."""
     from numba import cuda
 
@@ -35,7 +35,7 @@ def _threads(n_batches, n_blocks, threads_per_block, d, n_neg, n_extra):
         n_blocks = int(getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1))
     from .._kernels.cuda.softmax import Work
 
-    per_thread = Work.nbytes(1, d, n_neg, n_extra)
+    per_thread = Work.nbytes(1, d, n_neg, n_extra, n_index)
     T = min(int(n_blocks) * int(threads_per_block), max(1, n_batches),
             max(1, _WORK_BYTES // per_thread))
     return int(T), int(threads_per_block)
@@ -44,7 +44,7 @@ def _threads(n_batches, n_blocks, threads_per_block, d, n_neg, n_extra):
 class _DeviceTables:
     """Shared device side of both engines: interactions, tables, work rows, up- and download."""
 
-    def _start(self, n_blocks, threads_per_block, n_extra):
+    def _start(self, n_blocks, threads_per_block, n_extra, n_index=0):
         from numba import cuda
 
         from .._kernels.cuda import softmax as _k
@@ -53,9 +53,9 @@ class _DeviceTables:
         dt, d = self.data, self.users.n_cols
         n_batches = (self.users.n_rows + self.user_batch - 1) // self.user_batch
         T, self.threads_per_block = _threads(n_batches, n_blocks, threads_per_block, d,
-                                             self.n_neg, n_extra)
+                                             self.n_neg, n_extra, n_index)
         to = cuda.to_device
-        self.work_d = _k.Work(T, d, self.n_neg, n_extra)
+        self.work_d = _k.Work(T, d, self.n_neg, n_extra, n_index)
         self.data_d = tuple(to(x) for x in (dt.x_indptr, dt.x_indices, dt.x_weight,
                                             dt.f_indptr, dt.f_indices))
         self.cdf_d = to(self.cdf)
@@ -190,8 +190,8 @@ class CCLEngine(_DeviceTables, C.CCLEngine):
 
     Threads as :class:`SoftmaxEngine`; after each epoch every row is scaled
     to its target norm on the device (one thread per row). Growth scores
-    (the exact expected gradient, dense blocks of cosines) come from the
-    host tables (:meth:`cpu_softmax.CCLEngine.grow_fns`); the prune
+    (the expected gradient, its negative part sampled) come from the host
+    tables (:meth:`cpu_softmax.CCLEngine.grow_fns`); the prune
     threshold (smallest ``|w|``) is found on the device.
     """
 
@@ -200,7 +200,7 @@ class CCLEngine(_DeviceTables, C.CCLEngine):
         if not _backend.is_available():
             raise _backend._no_gpu_error()
         super().__init__(data, users, items, bias_v, **kw)
-        self._start(n_blocks, threads_per_block, 2)
+        self._start(n_blocks, threads_per_block, 2, 1)
         to = self._cuda.to_device
         self.zero_d = to(self.zero)
         self.norms_d = tuple(to(np.ascontiguousarray(n, np.float64)) for n in self.target_norms)

@@ -54,7 +54,11 @@ _HELPERS = (
     (_softmax, "partition_row"),
     (_softmax, "grad_user_row"),
     (_softmax, "grad_item_row"),
+    (_ccl, "_sift_down"),
+    (_ccl, "heap_sort"),
+    (_ccl, "ccl_start_batch"),
     (_ccl, "_column_norms"),
+    (_ccl, "ccl_step_user"),
     (_ccl, "_ccl_users_block"),
     (_ccl, "normalise_row"),
 )
@@ -74,23 +78,26 @@ class Work:
     ``QT`` and ``GQ`` (``d x N x T`` float32), ``neg`` (``N x T`` int64),
     ``s`` (``N x T`` float64), ``pu`` and ``gu`` (``d x T`` float32), and
     ``n_extra`` more ``N x T`` float64 rows (CCL's negatives' norms and
-    their gradient along the row), zero.
+    their gradient along the row) and ``n_index`` more ``N x T`` int64 rows
+    (CCL's negatives above the margin), zero.
     """
 
-    def __init__(self, n_threads, d, n_neg, n_extra=0):
+    def __init__(self, n_threads, d, n_neg, n_extra=0, n_index=0):
         T, z = int(n_threads), cuda.to_device
         self.n_threads = T
         self.rows = (z(np.zeros((d, n_neg, T), np.float32)),
                      z(np.zeros((d, n_neg, T), np.float32)),
                      z(np.zeros((n_neg, T), np.int64)), z(np.zeros((n_neg, T))),
                      z(np.zeros((d, T), np.float32)), z(np.zeros((d, T), np.float32))
-                     ) + tuple(z(np.zeros((n_neg, T))) for _ in range(n_extra))
+                     ) + tuple(z(np.zeros((n_neg, T))) for _ in range(n_extra)) + tuple(
+                         z(np.zeros((n_neg, T), np.int64)) for _ in range(n_index))
         self.losses = cuda.device_array(T, np.float64)
 
     @staticmethod
-    def nbytes(n_threads, d, n_neg, n_extra=0):
+    def nbytes(n_threads, d, n_neg, n_extra=0, n_index=0):
         """Device bytes of the work rows of ``n_threads`` threads."""
-        return int(n_threads) * (2 * 4 * d * n_neg + (16 + 8 * n_extra) * n_neg + 8 * d + 8)
+        return int(n_threads) * (2 * 4 * d * n_neg + (16 + 8 * (n_extra + n_index)) * n_neg
+                                 + 8 * d + 8)
 
 
 @cuda.jit
@@ -117,7 +124,7 @@ def softmax_users_kernel(
 
 @cuda.jit
 def ccl_users_kernel(
-    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta,
+    order, batch, n_neg, key, QT, GQ, neg, s, pu, gu, nq, beta, act,
     x_indptr, x_indices, x_weight, f_indptr, f_indices,
     u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero, margin, neg_weight, lr, reg,
     losses,
@@ -133,7 +140,8 @@ def ccl_users_kernel(
     b1 = min(n_batches, b0 + per)
     losses[tid] = _ccl_users_block(
         b0, b1, order, batch, n_neg, key, QT[:, :, tid], GQ[:, :, tid], neg[:, tid], s[:, tid],
-        pu[:, tid], gu[:, tid], nq[:, tid], beta[:, tid], x_indptr, x_indices, x_weight,
+        pu[:, tid], gu[:, tid], nq[:, tid], beta[:, tid], act[:, tid], x_indptr, x_indices,
+        x_weight,
         f_indptr, f_indices, u_indptr, u_indices, u_v, i_indptr, i_indices, i_v, cdf, zero,
         margin, neg_weight, lr, reg,
     )
