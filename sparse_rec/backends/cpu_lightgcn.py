@@ -93,41 +93,40 @@ def propagate(graph, users, items, n_layers, out=None, work=None, item_layers=Fa
     Returns ``(Fu, Fi)`` (dense float32), and with ``item_layers`` also
     ``Pi = sum_{l < L} E_items^(l)`` (the items' layers a new user's first
     propagation step reads). The first product reads a layer-0 table as CSR
-    when it is sparse enough (:func:`is_sparse`), else densified.
+    when it is sparse enough (:func:`is_sparse`), else densified; every
+    product adds its layer into ``F`` in the same pass.
     """
     nu, ni, d = users.n_rows, items.n_rows, users.n_cols
     a = np.float32(1.0 / (n_layers + 1))
     if out is None:
         out = (np.zeros((nu, d), np.float32), np.zeros((ni, d), np.float32))
     Fu, Fi = out
-    Fu[:] = 0.0
-    Fi[:] = 0.0
-    K.add_table(*_table(users), a, Fu)
-    K.add_table(*_table(items), a, Fi)
+    if work is None:
+        work = tuple(np.empty((n, d), np.float32) for n in (nu, ni, nu, ni))
+    Eu, Ei, Eu2, Ei2 = work
+    # F = a * E0; the dense E0 of a table a dense first product reads goes
+    # to the second work buffers (free until layer 2).
+    dense_u, dense_i = n_layers > 0 and not is_sparse(users), n_layers > 0 and not is_sparse(items)
+    K.init_final(*_table(users), a, Fu, Eu2, dense_u)
+    K.init_final(*_table(items), a, Fi, Ei2, dense_i)
     Pi = None
     if item_layers:
         Pi = np.zeros((ni, d), np.float32)
         K.add_table(*_table(items), np.float32(1.0), Pi)
     if n_layers == 0:
         return (Fu, Fi, Pi) if item_layers else (Fu, Fi)
-    if work is None:
-        work = tuple(np.empty((n, d), np.float32) for n in (nu, ni, nu, ni))
-    Eu, Ei, Eu2, Ei2 = work
-    for g, tab, out_ in ((graph.R, items, Eu), (graph.Rt, users, Ei)):
-        if is_sparse(tab):
-            K.spmm_table(*g, tab.indptr, tab.indices, np.ascontiguousarray(tab.weights), out_)
+    for g, tab, dense, E0, out_, F in ((graph.R, items, dense_i, Ei2, Eu, Fu),
+                                       (graph.Rt, users, dense_u, Eu2, Ei, Fi)):
+        if dense:
+            K.spmm_dense_acc(*g, E0, out_, F, a)
         else:
-            dense = tab.dense_rows(np.arange(tab.n_rows))
-            K.spmm_dense(*g, dense, dense, False, out_)
-    for layer in range(1, n_layers + 1):
-        Fu += a * Eu
-        Fi += a * Ei
-        if item_layers and layer < n_layers:
+            K.spmm_table_acc(*g, tab.indptr, tab.indices, np.ascontiguousarray(tab.weights),
+                             out_, F, a)
+    for _ in range(2, n_layers + 1):
+        if item_layers:
             Pi += Ei
-        if layer == n_layers:
-            break
-        K.spmm_dense(*graph.R, Ei, Ei, False, Eu2)
-        K.spmm_dense(*graph.Rt, Eu, Eu, False, Ei2)
+        K.spmm_dense_acc(*graph.R, Ei, Eu2, Fu, a)
+        K.spmm_dense_acc(*graph.Rt, Eu, Ei2, Fi, a)
         Eu, Eu2, Ei, Ei2 = Eu2, Eu, Ei2, Ei
     return (Fu, Fi, Pi) if item_layers else (Fu, Fi)
 
@@ -176,9 +175,9 @@ class LightGCNEngine(Engine):
         self.step_count = 0
         nu, ni, d = users.n_rows, items.n_rows, users.n_cols
         # 0: final embeddings (kept between batches when propagate_every > 1),
-        # 1: their gradient, 2-3: propagation / Horner work, 4: dense products.
+        # 1: their gradient, 2-3: propagation / Horner work.
         self._pairs = [(np.zeros((nu, d), np.float32), np.zeros((ni, d), np.float32))
-                       for _ in range(5)]
+                       for _ in range(4)]
         self._counts = (np.zeros(nu, np.float32), np.zeros(ni, np.float32))
         self._work = self._sample_work(self.batch)
         if loss == "softmax":
@@ -195,7 +194,7 @@ class LightGCNEngine(Engine):
 
     @staticmethod
     def _sample_work(n):
-        return np.zeros((3, n), np.int64), np.zeros(n, np.float64)
+        return np.zeros((5, n), np.int64), np.zeros(n, np.float64)
 
     def _forward(self):
         F, E = self._pairs[0], self._pairs[2] + self._pairs[3]
@@ -309,11 +308,8 @@ class LightGCNEngine(Engine):
             if is_sparse(tab):
                 K.spmm_at_pattern(*g, H, G, a, tab.indptr, tab.indices, out)
             else:
-                # A dense product, then the active weights' entries (a
-                # buffer of its own: the final embeddings may be reused).
-                full = self._pairs[4][0 if tab is users else 1]
-                K.spmm_dense(*g, H, G, True, full)
-                K.gather_pattern(tab.indptr, tab.indices, full, a, out)
+                # Dense rows (vectorised), read at the active weights.
+                K.spmm_gather(*g, H, G, a, tab.indptr, tab.indices, out)
         return loss, gu, gi
 
     def epoch(self, key):
