@@ -302,6 +302,9 @@ def gowalla_timing(args):
         return f"Gowalla: not present in {path}; not run."
     split = load_lightgcn(path)
     train, test = split.train.tocsr(), split.test.tocsr()
+    if args.split == "validation":
+        # As for the other sets: the training part split again per user, never test items.
+        train, test = random_split(train, test_size=0.2, random_state=SPLIT_SEED + 1)
     epochs = args.gowalla_epochs
     sub = argparse.Namespace(**{**vars(args), "epochs": epochs})
     rows = []
