@@ -96,7 +96,8 @@ def parse_args(argv=None):
                    help="DSLLightGCN's loss (default: its default); the PyTorch reference "
                         "always trains BPR")
     p.add_argument("--lgcn-params", default="",
-                   help="further DSLLightGCN parameters as name=value,name=value")
+                   help="further DSLLightGCN parameters as name=value,name=value "
+                        "(layer_weights as w0:w1:...:wL)")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 epochs; never writes")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--body-out", default=None,
@@ -115,6 +116,9 @@ def parse_args(argv=None):
     args.extra = {}
     for item in filter(None, args.lgcn_params.split(",")):
         k, v = item.split("=")
+        if k == "layer_weights":  # w_0:w_1:...:w_L
+            args.extra[k] = [float(x) for x in v.split(":")]
+            continue
         args.extra[k] = type(defaults[k])(v) if defaults[k] is not None else v
     if args.quick or args.split == "validation":
         args.no_write = True

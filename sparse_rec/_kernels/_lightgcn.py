@@ -28,13 +28,15 @@ ADAGRAD = 1
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def spmm_dense(g_indptr, g_indices, g_vals, X, add, has_add, out):
-    """``out = G @ X``, plus ``add`` when ``has_add`` (dense ``X``, ``out`` not ``X``)."""
+def spmm_dense(g_indptr, g_indices, g_vals, X, add, beta, has_add, out):
+    """``out = G @ X``, plus ``beta * add`` when ``has_add`` (dense ``X``, ``out`` not ``X``)."""
     d = X.shape[1]
     for r in prange(out.shape[0]):
         o = out[r]
         if has_add:
-            o[:] = add[r]
+            ar = add[r]
+            for c in range(d):
+                o[c] = beta * ar[c]
         else:
             o[:] = 0.0
         for q in range(g_indptr[r], g_indptr[r + 1]):
@@ -111,8 +113,9 @@ _GATHER_CHUNK = 64
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def spmm_gather(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indices, out):
-    """``out[p] = scale * (add + G @ X)[r, c]`` at each active ``p = (r, c)``, by dense rows.
+def spmm_gather(g_indptr, g_indices, g_vals, X, add, beta, scale, t_indptr, t_indices, out):
+    """``out[p] = scale * (beta * add + G @ X)[r, c]`` at each active ``p = (r, c)``, by
+    dense rows.
 
     The last backward product for a dense-enough table: each row is
     computed densely (vectorised) into a scratch row and read at the
@@ -125,7 +128,7 @@ def spmm_gather(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indices,
         for r in range(ch * _GATHER_CHUNK, min(n, (ch + 1) * _GATHER_CHUNK)):
             ar = add[r]
             for c in range(d):
-                o[c] = ar[c]
+                o[c] = beta * ar[c]
             for q in range(g_indptr[r], g_indptr[r + 1]):
                 xk = X[g_indices[q]]
                 s = g_vals[q]
@@ -136,8 +139,9 @@ def spmm_gather(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indices,
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indices, out):
-    """``out[p] = scale * (add + G @ X)[r, c]`` at each active coordinate ``p = (r, c)``.
+def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, beta, scale, t_indptr, t_indices,
+                    out):
+    """``out[p] = scale * (beta * add + G @ X)[r, c]`` at each active coordinate ``p = (r, c)``.
 
     The last product of the backward pass: layer 0 needs its gradient only
     where it has weights, so this costs ``nnz(G)`` times the active weights
@@ -148,7 +152,7 @@ def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indi
         p1 = t_indptr[r + 1]
         ar = add[r]
         for p in range(p0, p1):
-            out[p] = ar[t_indices[p]]
+            out[p] = beta * ar[t_indices[p]]
         for q in range(g_indptr[r], g_indptr[r + 1]):
             k = g_indices[q]
             s = g_vals[q]
@@ -160,13 +164,15 @@ def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indi
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def rows_dense(g_indptr, g_indices, g_vals, X, add, scale, r0, r1, out):
-    """``out = scale * (add + G @ X)[r0:r1]``: growth scores of a chunk of rows."""
+def rows_dense(g_indptr, g_indices, g_vals, X, add, beta, scale, r0, r1, out):
+    """``out = scale * (beta * add + G @ X)[r0:r1]``: growth scores of a chunk of rows."""
     d = X.shape[1]
     for b in prange(r1 - r0):
         r = r0 + b
         o = out[b]
-        o[:] = add[r]
+        ar = add[r]
+        for c in range(d):
+            o[c] = beta * ar[c]
         for q in range(g_indptr[r], g_indptr[r + 1]):
             xk = X[g_indices[q]]
             s = g_vals[q]
