@@ -74,6 +74,7 @@ BYTES_RATIO = 0.45   # DSLLightGCN@0.2 bytes <= 0.45 x dense
 
 
 def parse_args(argv=None):
+    global SEED
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--threads", type=int, default=2, help="torch and Numba threads (default 2)")
@@ -98,6 +99,8 @@ def parse_args(argv=None):
     p.add_argument("--lgcn-params", default="",
                    help="further DSLLightGCN parameters as name=value,name=value "
                         "(layer_weights as w0:w1:...:wL)")
+    p.add_argument("--seed", type=int, default=SEED,
+                   help="random_state of every model (default 0; the splits keep theirs)")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 epochs; never writes")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--body-out", default=None,
@@ -120,6 +123,7 @@ def parse_args(argv=None):
             args.extra[k] = [float(x) for x in v.split(":")]
             continue
         args.extra[k] = type(defaults[k])(v) if defaults[k] is not None else v
+    SEED = args.seed
     if args.quick or args.split == "validation":
         args.no_write = True
     if args.quick:

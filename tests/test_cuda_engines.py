@@ -543,7 +543,8 @@ def _lightgcn_problem(seed=0, n_users=12, n_items=9, nnz=45, density=0.5, n_laye
     return data, params, graph
 
 
-def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propagate_every=1):
+def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propagate_every=1,
+                      layer_weights=None):
     import copy
 
     from sparse_rec.backends import cpu_lightgcn, cuda_lightgcn
@@ -551,19 +552,21 @@ def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propaga
     data, params, graph = _lightgcn_problem(seed=seed, density=density, n_layers=n_layers)
     p_gpu = copy.deepcopy(params)
     opts = dict(n_layers=n_layers, learning_rate=0.01, alpha=0.01, optimizer=optimizer,
-                batch_size=16, propagate_every=propagate_every)
+                batch_size=16, propagate_every=propagate_every, layer_weights=layer_weights)
     ref = cpu_lightgcn.LightGCNEngine(data, *params.tables, graph, **opts)
     gpu = cuda_lightgcn.LightGCNEngine(data, *p_gpu.tables, graph, n_blocks=2,
                                        threads_per_block=4, **opts)
     return ref, gpu, params, p_gpu
 
 
-@pytest.mark.parametrize("optimizer, n_layers, propagate_every",
-                         [("adam", 2, 1), ("adagrad", 0, 1), ("adam", 2, 2)])
+@pytest.mark.parametrize("optimizer, n_layers, propagate_every, weights",
+                         [("adam", 2, 1, None), ("adagrad", 0, 1, None), ("adam", 2, 2, None),
+                          ("adam", 2, 1, [0.0, 0.25, 0.75])])
 def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers,
-                                                            propagate_every):
+                                                            propagate_every, weights):
     ref, gpu, params, p_gpu = _lightgcn_engines(optimizer, n_layers,
-                                                propagate_every=propagate_every)
+                                                propagate_every=propagate_every,
+                                                layer_weights=weights)
     want = [ref.epoch(np.uint64(e)) for e in (1, 2)]  # three batches each
     got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
     gpu.download()
@@ -575,8 +578,10 @@ def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers,
     assert not np.allclose(params.tables[0].weights, start.tables[0].weights)
 
 
-def test_lightgcn_device_growth_scores_equal_the_cpu_scores():
-    ref, gpu, params, _ = _lightgcn_engines("adam", 3, density=0.4, seed=1)
+@pytest.mark.parametrize("weights", [None, [0.1, 0.2, 0.3, 0.4]])
+def test_lightgcn_device_growth_scores_equal_the_cpu_scores(weights):
+    ref, gpu, params, _ = _lightgcn_engines("adam", 3, density=0.4, seed=1,
+                                            layer_weights=weights)
     key = np.uint64(9)
     for f_cpu, f_gpu, t in zip(ref.grow_fns(key), gpu.grow_fns(key), params.tables,
                                strict=True):
@@ -598,10 +603,10 @@ def _lightgcn_fit(backend, **kw):
     return DSLLightGCN(**params).fit(X)
 
 
-@pytest.mark.parametrize("propagate_every", [1, 2])
-def test_lightgcn_fit_on_cuda_follows_the_cpu_fit(propagate_every):
-    _assert_fit_follows(_lightgcn_fit("cpu", propagate_every=propagate_every),
-                        _lightgcn_fit("cuda", propagate_every=propagate_every),
+@pytest.mark.parametrize("kw", [dict(propagate_every=1), dict(propagate_every=2),
+                                dict(layer_weights=[1, 2, 3])])
+def test_lightgcn_fit_on_cuda_follows_the_cpu_fit(kw):
+    _assert_fit_follows(_lightgcn_fit("cpu", **kw), _lightgcn_fit("cuda", **kw),
                         ("user_table_", "item_table_"))
 
 

@@ -448,7 +448,6 @@ def test_early_stopping_scores_on_the_training_graph():
     (dict(layer_weights=[1, 1, 1, float("inf")]), "finite"),
     (dict(layer_weights="depth"), "layer_weights must hold n_layers"),
     (dict(layer_weights=[[1, 1], [1, 1]]), "layer_weights must hold n_layers"),
-    (dict(layer_weights=[1, 2, 3, 4], backend="cuda"), "layer_weights other than None"),
 ])
 def test_bad_parameters_raise_clear_errors(kw, match):
     X = make_interactions(20, 10, 80, random_state=0)

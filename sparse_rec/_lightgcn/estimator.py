@@ -81,8 +81,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         ``F = sum_l w_l E_l``, normalised to sum 1 (the fitted ones are
         ``layer_weights_``). None is LightGCN's mean of the layers. They must
         be finite and non-negative with ``w_L > 0`` (a zero last weight
-        is a model with fewer layers). CPU only: ``backend="cuda"`` refuses
-        weights other than None.
+        is a model with fewer layers).
     density : float in (0, 1], default=0.2
         Fraction of the ``n_components * (n_users + n_items)`` layer-0
         weights that are active. 1.0 trains a dense model (no prune/grow).
@@ -320,10 +319,6 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
             raise ValueError(f"n_layers must be an integer >= 0; got {L!r}. Use for example "
                              "n_layers=3 (the LightGCN paper's).")
         self._normalised_layer_weights()
-        if self.backend == "cuda" and self.layer_weights is not None:
-            raise ValueError("layer_weights other than None (the mean of the layers) have no "
-                             f"CUDA engine yet; got {self.layer_weights!r}. Use backend='cpu' "
-                             "with them, or layer_weights=None on backend='cuda'.")
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_positive_int(self.batch_size, "batch_size",
                                hint='Use for example 8192, or "auto" to follow the data.')

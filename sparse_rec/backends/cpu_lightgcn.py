@@ -165,9 +165,10 @@ class LightGCNEngine(Engine):
     always) propagates the current layer-0 tables through the graph
     (forward); each mini-batch takes the gradient ``G`` of its mean loss with
     respect to the last propagated final embeddings and sends it back
-    through the graph: ``A_hat`` is symmetric, so ``dL/dE0 = a * sum_l
-    A_hat^l G`` with ``a = 1 / (n_layers + 1)``, computed by Horner's rule in
-    ``n_layers`` products, the last one only at the active weights. The
+    through the graph: ``A_hat`` is symmetric, so ``dL/dE0 = sum_l w_l
+    A_hat^l G`` with the layer weights ``w`` (``1 / (n_layers + 1)`` each by
+    default), computed by Horner's rule in ``n_layers`` products, the last
+    one only at the active weights. The
     propagation is linear in ``E0`` and the graph fixed, so this backward is
     exact for the loss of the final embeddings it read; only they may be up
     to ``propagate_every - 1`` steps old (a forward costs about as much as
