@@ -371,7 +371,8 @@ def main(argv=None):
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     warm_up(args.threads)
     densities = [float(x) for x in args.densities.split(",")]
-    batch = args.batch or "max(8192, ceil(nnz / 16)) (DSLLightGCN's default)"
+    batch = (args.batch if args.batch != "auto"
+             else "max(8192, ceil(nnz / 16)) (DSLLightGCN's default, 'auto')")
     body = [f"{args.epochs} epochs, batch {batch}, Adam lr {args.lr:g}, alpha "
             f"{args.alpha:g}, n_components {D}, 3 layers, {args.threads} threads; one seed; "
             f"DSLLightGCN loss {args.loss!r}"
