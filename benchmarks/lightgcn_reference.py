@@ -74,6 +74,7 @@ BYTES_RATIO = 0.45   # DSLLightGCN@0.2 bytes <= 0.45 x dense
 
 
 def parse_args(argv=None):
+    global SEED
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--threads", type=int, default=2, help="torch and Numba threads (default 2)")
@@ -96,7 +97,10 @@ def parse_args(argv=None):
                    help="DSLLightGCN's loss (default: its default); the PyTorch reference "
                         "always trains BPR")
     p.add_argument("--lgcn-params", default="",
-                   help="further DSLLightGCN parameters as name=value,name=value")
+                   help="further DSLLightGCN parameters as name=value,name=value "
+                        "(layer_weights as w0:w1:...:wL)")
+    p.add_argument("--seed", type=int, default=SEED,
+                   help="random_state of every model (default 0; the splits keep theirs)")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 epochs; never writes")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--body-out", default=None,
@@ -115,7 +119,11 @@ def parse_args(argv=None):
     args.extra = {}
     for item in filter(None, args.lgcn_params.split(",")):
         k, v = item.split("=")
+        if k == "layer_weights":  # w_0:w_1:...:w_L
+            args.extra[k] = [float(x) for x in v.split(":")]
+            continue
         args.extra[k] = type(defaults[k])(v) if defaults[k] is not None else v
+    SEED = args.seed
     if args.quick or args.split == "validation":
         args.no_write = True
     if args.quick:
@@ -302,6 +310,9 @@ def gowalla_timing(args):
         return f"Gowalla: not present in {path}; not run."
     split = load_lightgcn(path)
     train, test = split.train.tocsr(), split.test.tocsr()
+    if args.split == "validation":
+        # As for the other sets: the training part split again per user, never test items.
+        train, test = random_split(train, test_size=0.2, random_state=SPLIT_SEED + 1)
     epochs = args.gowalla_epochs
     sub = argparse.Namespace(**{**vars(args), "epochs": epochs})
     rows = []
@@ -360,7 +371,8 @@ def main(argv=None):
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     warm_up(args.threads)
     densities = [float(x) for x in args.densities.split(",")]
-    batch = args.batch or "max(8192, ceil(nnz / 16)) (DSLLightGCN's default)"
+    batch = (args.batch if args.batch != "auto"
+             else "max(8192, ceil(nnz / 16)) (DSLLightGCN's default, 'auto')")
     body = [f"{args.epochs} epochs, batch {batch}, Adam lr {args.lr:g}, alpha "
             f"{args.alpha:g}, n_components {D}, 3 layers, {args.threads} threads; one seed; "
             f"DSLLightGCN loss {args.loss!r}"

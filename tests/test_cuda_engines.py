@@ -614,12 +614,14 @@ def _lightgcn_engines(optimizer="adam", n_layers=2, density=0.5, seed=0, propaga
     return ref, gpu, params, p_gpu
 
 
-@pytest.mark.parametrize("optimizer, n_layers, propagate_every",
-                         [("adam", 2, 1), ("adagrad", 0, 1), ("adam", 2, 2)])
+@pytest.mark.parametrize("optimizer, n_layers, propagate_every, weights",
+                         [("adam", 2, 1, None), ("adagrad", 0, 1, None), ("adam", 2, 2, None),
+                          ("adam", 2, 1, [0.0, 0.25, 0.75])])
 def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers,
-                                                            propagate_every):
+                                                            propagate_every, weights):
     ref, gpu, params, p_gpu = _lightgcn_engines(optimizer, n_layers,
-                                                propagate_every=propagate_every)
+                                                propagate_every=propagate_every,
+                                                layer_weights=weights)
     want = [ref.epoch(np.uint64(e)) for e in (1, 2)]  # three batches each
     got = [gpu.epoch(np.uint64(e)) for e in (1, 2)]
     gpu.download()
@@ -631,8 +633,10 @@ def test_lightgcn_epochs_on_the_device_equal_the_cpu_epochs(optimizer, n_layers,
     assert not np.allclose(params.tables[0].weights, start.tables[0].weights)
 
 
-def test_lightgcn_device_growth_scores_equal_the_cpu_scores():
-    ref, gpu, params, _ = _lightgcn_engines("adam", 3, density=0.4, seed=1)
+@pytest.mark.parametrize("weights", [None, [0.1, 0.2, 0.3, 0.4]])
+def test_lightgcn_device_growth_scores_equal_the_cpu_scores(weights):
+    ref, gpu, params, _ = _lightgcn_engines("adam", 3, density=0.4, seed=1,
+                                            layer_weights=weights)
     key = np.uint64(9)
     for f_cpu, f_gpu, t in zip(ref.grow_fns(key), gpu.grow_fns(key), params.tables,
                                strict=True):
@@ -654,10 +658,10 @@ def _lightgcn_fit(backend, **kw):
     return DSLLightGCN(**params).fit(X)
 
 
-@pytest.mark.parametrize("propagate_every", [1, 2])
-def test_lightgcn_fit_on_cuda_follows_the_cpu_fit(propagate_every):
-    _assert_fit_follows(_lightgcn_fit("cpu", propagate_every=propagate_every),
-                        _lightgcn_fit("cuda", propagate_every=propagate_every),
+@pytest.mark.parametrize("kw", [dict(propagate_every=1), dict(propagate_every=2),
+                                dict(layer_weights=[1, 2, 3])])
+def test_lightgcn_fit_on_cuda_follows_the_cpu_fit(kw):
+    _assert_fit_follows(_lightgcn_fit("cpu", **kw), _lightgcn_fit("cuda", **kw),
                         ("user_table_", "item_table_"))
 
 

@@ -64,9 +64,16 @@ def dense_e0(users, items):
                       items.dense_rows(np.arange(items.n_rows))]).astype(np.float64)
 
 
+def depth_weights(n_layers):
+    """Layer weights growing with depth, ``w_l = (l + 1) / sum``: not the mean."""
+    w = np.arange(1, n_layers + 2, dtype=np.float64)
+    return w / w.sum()
+
+
 @pytest.mark.parametrize("density", [0.05, 1.0])  # the sparse and the dense first product
 @pytest.mark.parametrize("n_layers", [0, 1, 3])
-def test_propagation_matches_scipy_reference(density, n_layers):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_propagation_matches_scipy_reference(density, n_layers, weighted):
     X = make_interactions(30, 20, 150, random_state=1)
     users, items = tables(X, 16, density)
     assert (users.nnz < SPARSE_BELOW * 30 * 16) == (density < SPARSE_BELOW)
@@ -75,13 +82,25 @@ def test_propagation_matches_scipy_reference(density, n_layers):
     layers = [E]
     for _ in range(n_layers):
         layers.append(A @ layers[-1])
-    want = np.mean(layers, axis=0)
-    Fu, Fi = propagate(Graph.from_pattern(X.indptr, X.indices, 20), users, items, n_layers)
+    w = depth_weights(n_layers) if weighted else np.full(n_layers + 1, 1 / (n_layers + 1))
+    want = np.tensordot(w, np.array(layers), axes=1)
+    Fu, Fi, Pi = propagate(Graph.from_pattern(X.indptr, X.indices, 20), users, items, n_layers,
+                           item_layers=True, weights=w if weighted else None)
     np.testing.assert_allclose(np.vstack([Fu, Fi]), want, rtol=1e-4, atol=1e-6)
+    # The items' weighted layers below L, sum_l w_{l+1} E_l (w_0 E_0 without layers).
+    nu = X.shape[0]
+    want_p = (sum(w[ell + 1] * layers[ell][nu:] for ell in range(n_layers)) if n_layers
+              else w[0] * E[nu:])
+    np.testing.assert_allclose(Pi, want_p, rtol=1e-4, atol=1e-6)
 
 
-def _bpr_loss(E, A, n_layers, us, ps, js, nu):
-    F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
+def _final(E, A, n_layers, w=None):
+    w = np.full(n_layers + 1, 1 / (n_layers + 1)) if w is None else w
+    return sum(w[ell] * (np.linalg.matrix_power(A, ell) @ E) for ell in range(n_layers + 1))
+
+
+def _bpr_loss(E, A, n_layers, us, ps, js, nu, w=None):
+    F = _final(E, A, n_layers, w)
     x = np.einsum("bd,bd->b", F[us], F[nu + ps] - F[nu + js])
     return np.logaddexp(0.0, -x).sum() / len(us)
 
@@ -99,8 +118,10 @@ def _bpr_engine(density, halves=False, **kw):
 
 
 @pytest.mark.parametrize("density", [0.05, 0.6])
-def test_layer0_gradient_matches_finite_differences(density):
-    X, users, items, data, eng = _bpr_engine(density)
+@pytest.mark.parametrize("w", [None, [0.0, 0.1, 0.3, 0.6]])  # the mean; depth, no layer 0
+def test_layer0_gradient_matches_finite_differences(density, w):
+    X, users, items, data, eng = _bpr_engine(density, layer_weights=w)
+    w = None if w is None else np.asarray(w)
     nu, ni = X.shape
     d, n_layers = users.n_cols, eng.n_layers
     key = np.uint64(7)
@@ -112,7 +133,7 @@ def test_layer0_gradient_matches_finite_differences(density):
     E = dense_e0(users, items)
     # Skipped samples count in the mean's denominator as in the kernel.
     scale = keep.sum() / data.nnz
-    assert loss / data.nnz == pytest.approx(scale * _bpr_loss(E, A, n_layers, us, ps, js, nu),
+    assert loss / data.nnz == pytest.approx(scale * _bpr_loss(E, A, n_layers, us, ps, js, nu, w),
                                             rel=1e-4)
     # Active weights of both tables, by central differences in float64.
     coords = [(r, c) for r in range(nu) for c in users.indices[users.indptr[r]:users.indptr[r + 1]]]
@@ -124,8 +145,8 @@ def test_layer0_gradient_matches_finite_differences(density):
         Ep, Em = E.copy(), E.copy()
         Ep[r, c] += h
         Em[r, c] -= h
-        num.append(scale * (_bpr_loss(Ep, A, n_layers, us, ps, js, nu)
-                            - _bpr_loss(Em, A, n_layers, us, ps, js, nu)) / (2 * h))
+        num.append(scale * (_bpr_loss(Ep, A, n_layers, us, ps, js, nu, w)
+                            - _bpr_loss(Em, A, n_layers, us, ps, js, nu, w)) / (2 * h))
     np.testing.assert_allclose(np.concatenate([gu, gi]), num, rtol=2e-3, atol=1e-6)
 
     # Growth: the dense gradient of every coordinate, active or not.
@@ -135,21 +156,21 @@ def test_layer0_gradient_matches_finite_differences(density):
     fills[0](0, nu, Gu)
     fills[1](2, ni, Gi[2:])  # a chunk not starting at row 0
     fills[1](0, 2, Gi[:2])
-    want = _bpr_layer0_gradient(E, A, n_layers, us, ps, js, nu, data.nnz)
+    want = _bpr_layer0_gradient(E, A, n_layers, us, ps, js, nu, data.nnz, w)
     np.testing.assert_allclose(np.vstack([Gu, Gi]), want, rtol=1e-3, atol=1e-7)
 
 
-def _bpr_layer0_gradient(E, A, n_layers, us, ps, js, nu, n):
-    """The full-gradient reference ``dL/dE0 = a * sum_l A^l dL/dF`` of the BPR samples
-    over ``n`` (float64, dense)."""
-    F = np.mean([np.linalg.matrix_power(A, ell) @ E for ell in range(n_layers + 1)], axis=0)
+def _bpr_layer0_gradient(E, A, n_layers, us, ps, js, nu, n, w=None):
+    """The full-gradient reference ``dL/dE0 = sum_l w_l A^l dL/dF`` of the BPR samples
+    over ``n`` (float64, dense; ``w`` None: the mean)."""
+    F = _final(E, A, n_layers, w)
     x = np.einsum("bd,bd->b", F[us], F[nu + ps] - F[nu + js])
     g = -1.0 / (1.0 + np.exp(x)) / n
     G = np.zeros_like(F)
     np.add.at(G, us, g[:, None] * (F[nu + ps] - F[nu + js]))
     np.add.at(G, nu + ps, g[:, None] * F[us])
     np.add.at(G, nu + js, -g[:, None] * F[us])
-    return np.mean([np.linalg.matrix_power(A, ell) @ G for ell in range(n_layers + 1)], axis=0)
+    return _final(G, A, n_layers, w)
 
 
 @pytest.mark.parametrize("density", [0.05, 0.6])
@@ -421,6 +442,12 @@ def test_early_stopping_scores_on_the_training_graph():
     (dict(loss="softmax", backend="tpu"), r"backend must be one of \(.cpu., .cuda.\); got .tpu."),
     (dict(density=0.0), "density"),
     (dict(learning_rate=-1.0), "learning_rate"),
+    (dict(layer_weights=[1, 1, 1]), "layer_weights must hold n_layers"),
+    (dict(layer_weights=[1, 1, -1, 1]), "layer_weights must hold n_layers"),
+    (dict(layer_weights=[1, 1, 1, 0]), "with a positive last one"),
+    (dict(layer_weights=[1, 1, 1, float("inf")]), "finite"),
+    (dict(layer_weights="depth"), "layer_weights must hold n_layers"),
+    (dict(layer_weights=[[1, 1], [1, 1]]), "layer_weights must hold n_layers"),
 ])
 def test_bad_parameters_raise_clear_errors(kw, match):
     X = make_interactions(20, 10, 80, random_state=0)
@@ -573,3 +600,45 @@ def test_loaded_folded_users_are_checked(tmp_path):
     for loader in (load, load_model):
         with pytest.raises(ValueError, match="folded_users_ must be increasing user indices"):
             loader(path)
+
+
+def test_layer_weights_are_fitted_saved_and_fold_in_exactly(tmp_path):
+    """Weighted layers: normalised, in every score path, kept by a model file; a training
+    user's fold-in is its final embedding less ``w_0 E0_u``; the mean is the default."""
+    X = make_interactions(40, 25, 300, random_state=2)
+    mean = small().fit(X)
+    np.testing.assert_allclose(mean.layer_weights_, 0.25)
+    same = small(layer_weights=[2, 2, 2, 2]).fit(X)  # normalised: the mean again
+    np.testing.assert_array_equal(same.user_embeddings_, mean.user_embeddings_)
+    est = small(layer_weights=[1, 2, 3, 4]).fit(X)
+    np.testing.assert_allclose(est.layer_weights_, [0.1, 0.2, 0.3, 0.4], rtol=1e-6)
+    assert est.layer_weights_.dtype == np.float32
+    assert not np.allclose(est.user_embeddings_, mean.user_embeddings_)
+    # The final embeddings from layer 0 by a dense reference with the fitted weights.
+    A = dense_a_hat(X)
+    F = _final(dense_e0(est.user_table_, est.item_table_), A, 3, [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(np.vstack([est.user_embeddings_, est.item_embeddings_]), F,
+                               rtol=1e-4, atol=1e-6)
+    E0 = est.user_table_.dense_rows(np.arange(40))
+    np.testing.assert_allclose(est._fold_in(X), est.user_embeddings_ - 0.1 * E0,
+                               rtol=1e-4, atol=1e-6)
+    e = est.explain(5, 3, n=len(X[5].indices))
+    assert np.isclose(e.rest, 0.1 * E0[5] @ est.item_embeddings_[3], atol=1e-5)
+    assert np.isclose(e.contributions.sum() + e.rest, est.score_items([5], [[3]])[0, 0],
+                      atol=1e-5)
+    path = est.save(tmp_path / "w.npz")
+    for other in (load(path), load_model(path)):
+        np.testing.assert_array_equal(other.layer_weights_, est.layer_weights_)
+        np.testing.assert_array_equal(other.score_items([0, 1], [[1, 2], [3, 4]]),
+                                      est.score_items([0, 1], [[1, 2], [3, 4]]))
+        np.testing.assert_array_equal(other.recommend_for_history(X[:4], n=3)[0],
+                                      est.recommend_for_history(X[:4], n=3)[0])
+    # A loaded model checks them; a file without them (older) holds the mean.
+    bad = load(path)
+    bad.layer_weights_ = np.array([0.5, 0.5], np.float32)
+    with pytest.raises(ValueError, match="layer_weights_ must be n_layers_ . 1 = 4"):
+        bad._check_loaded()
+    old = load(mean.save(tmp_path / "m.npz"))
+    del old.layer_weights_
+    old._check_loaded()
+    np.testing.assert_allclose(old.layer_weights_, 0.25)

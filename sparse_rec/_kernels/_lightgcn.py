@@ -28,32 +28,15 @@ ADAGRAD = 1
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def spmm_table(g_indptr, g_indices, g_vals, t_indptr, t_indices, t_w, out):
-    """``out = G @ T`` for a sparse layer-0 table ``T`` (weights ``t_w``, contiguous).
-
-    Costs ``nnz(G)`` times the mean active weights per row of ``T``, not
-    ``nnz(G) * n_components``; scattered adds do not vectorise, so it pays
-    below about one active weight in eight (``spmm_dense`` otherwise).
-    """
-    for r in prange(out.shape[0]):
-        o = out[r]
-        o[:] = 0.0
-        for q in range(g_indptr[r], g_indptr[r + 1]):
-            k = g_indices[q]
-            s = g_vals[q]
-            # Unsigned positions and columns spare negative-index wraparound.
-            for p in range(np.uint64(t_indptr[k]), np.uint64(t_indptr[k + 1])):
-                o[np.uint32(t_indices[p])] += s * t_w[p]
-
-
-@njit(cache=True, parallel=True, fastmath=True)
-def spmm_dense(g_indptr, g_indices, g_vals, X, add, has_add, out):
-    """``out = G @ X``, plus ``add`` when ``has_add`` (dense ``X``, ``out`` not ``X``)."""
+def spmm_dense(g_indptr, g_indices, g_vals, X, add, beta, has_add, out):
+    """``out = G @ X``, plus ``beta * add`` when ``has_add`` (dense ``X``, ``out`` not ``X``)."""
     d = X.shape[1]
     for r in prange(out.shape[0]):
         o = out[r]
         if has_add:
-            o[:] = add[r]
+            ar = add[r]
+            for c in range(d):
+                o[c] = beta * ar[c]
         else:
             o[:] = 0.0
         for q in range(g_indptr[r], g_indptr[r + 1]):
@@ -64,9 +47,101 @@ def spmm_dense(g_indptr, g_indices, g_vals, X, add, has_add, out):
                 o[c] += s * xk[c]
 
 
+@njit(cache=True, parallel=True)
+def init_final(t_indptr, t_indices, t_v, a, F, E0, has_e0):
+    """``F = a * T`` and, when ``has_e0``, ``E0 = T`` (dense) for a layer-0 table ``T``.
+
+    One pass over the rows: the forward's start, with the dense layer 0 a
+    dense first product reads.
+    """
+    for r in prange(F.shape[0]):
+        f = F[r]
+        f[:] = 0.0
+        if has_e0:
+            e = E0[r]
+            e[:] = 0.0
+        for p in range(t_indptr[r], t_indptr[r + 1]):
+            c = t_indices[p]
+            w = t_v[p, 0]
+            f[c] = a * w
+            if has_e0:
+                e[c] = w
+
+
 @njit(cache=True, parallel=True, fastmath=True)
-def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indices, out):
-    """``out[p] = scale * (add + G @ X)[r, c]`` at each active coordinate ``p = (r, c)``.
+def spmm_dense_acc(g_indptr, g_indices, g_vals, X, out, F, a):
+    """``out = G @ X`` and ``F += a * out`` in one pass (a forward layer)."""
+    d = X.shape[1]
+    for r in prange(out.shape[0]):
+        o = out[r]
+        o[:] = 0.0
+        for q in range(g_indptr[r], g_indptr[r + 1]):
+            xk = X[g_indices[q]]
+            s = g_vals[q]
+            for c in range(d):
+                o[c] += s * xk[c]
+        f = F[r]
+        for c in range(d):
+            f[c] += a * o[c]
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def spmm_table_acc(g_indptr, g_indices, g_vals, t_indptr, t_indices, t_w, out, F, a):
+    """``out = G @ T`` for a sparse layer-0 table ``T`` (weights ``t_w``) and ``F += a * out``.
+
+    Costs ``nnz(G)`` times the mean active weights per row of ``T``, not
+    ``nnz(G) * n_components``; scattered adds do not vectorise, so it pays
+    below about one active weight in eight (``spmm_dense_acc`` otherwise).
+    """
+    d = out.shape[1]
+    for r in prange(out.shape[0]):
+        o = out[r]
+        o[:] = 0.0
+        for q in range(g_indptr[r], g_indptr[r + 1]):
+            k = g_indices[q]
+            s = g_vals[q]
+            # Unsigned positions and columns spare negative-index wraparound.
+            for p in range(np.uint64(t_indptr[k]), np.uint64(t_indptr[k + 1])):
+                o[np.uint32(t_indices[p])] += s * t_w[p]
+        f = F[r]
+        for c in range(d):
+            f[c] += a * o[c]
+
+
+# Rows per work item of spmm_gather: one scratch row serves them all.
+_GATHER_CHUNK = 64
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def spmm_gather(g_indptr, g_indices, g_vals, X, add, beta, scale, t_indptr, t_indices, out):
+    """``out[p] = scale * (beta * add + G @ X)[r, c]`` at each active ``p = (r, c)``, by
+    dense rows.
+
+    The last backward product for a dense-enough table: each row is
+    computed densely (vectorised) into a scratch row and read at the
+    row's active coordinates, so no dense gradient block is written.
+    """
+    n = t_indptr.shape[0] - 1
+    d = X.shape[1]
+    for ch in prange((n + _GATHER_CHUNK - 1) // _GATHER_CHUNK):
+        o = np.empty(d, np.float32)
+        for r in range(ch * _GATHER_CHUNK, min(n, (ch + 1) * _GATHER_CHUNK)):
+            ar = add[r]
+            for c in range(d):
+                o[c] = beta * ar[c]
+            for q in range(g_indptr[r], g_indptr[r + 1]):
+                xk = X[g_indices[q]]
+                s = g_vals[q]
+                for c in range(d):
+                    o[c] += s * xk[c]
+            for p in range(t_indptr[r], t_indptr[r + 1]):
+                out[p] = scale * o[t_indices[p]]
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, beta, scale, t_indptr, t_indices,
+                    out):
+    """``out[p] = scale * (beta * add + G @ X)[r, c]`` at each active coordinate ``p = (r, c)``.
 
     The last product of the backward pass: layer 0 needs its gradient only
     where it has weights, so this costs ``nnz(G)`` times the active weights
@@ -77,7 +152,7 @@ def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indi
         p1 = t_indptr[r + 1]
         ar = add[r]
         for p in range(p0, p1):
-            out[p] = ar[t_indices[p]]
+            out[p] = beta * ar[t_indices[p]]
         for q in range(g_indptr[r], g_indptr[r + 1]):
             k = g_indices[q]
             s = g_vals[q]
@@ -89,13 +164,15 @@ def spmm_at_pattern(g_indptr, g_indices, g_vals, X, add, scale, t_indptr, t_indi
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def rows_dense(g_indptr, g_indices, g_vals, X, add, scale, r0, r1, out):
-    """``out = scale * (add + G @ X)[r0:r1]``: growth scores of a chunk of rows."""
+def rows_dense(g_indptr, g_indices, g_vals, X, add, beta, scale, r0, r1, out):
+    """``out = scale * (beta * add + G @ X)[r0:r1]``: growth scores of a chunk of rows."""
     d = X.shape[1]
     for b in prange(r1 - r0):
         r = r0 + b
         o = out[b]
-        o[:] = add[r]
+        ar = add[r]
+        for c in range(d):
+            o[c] = beta * ar[c]
         for q in range(g_indptr[r], g_indptr[r + 1]):
             xk = X[g_indices[q]]
             s = g_vals[q]
@@ -103,15 +180,6 @@ def rows_dense(g_indptr, g_indices, g_vals, X, add, scale, r0, r1, out):
                 o[c] += s * xk[c]
         for c in range(d):
             o[c] *= scale
-
-
-@njit(cache=True, parallel=True)
-def gather_pattern(t_indptr, t_indices, D, scale, out):
-    """``out[p] = scale * D[r, c]`` at each active coordinate ``p = (r, c)``."""
-    for r in prange(t_indptr.shape[0] - 1):
-        dr = D[r]
-        for p in range(t_indptr[r], t_indptr[r + 1]):
-            out[p] = scale * dr[t_indices[p]]
 
 
 @njit(cache=True, parallel=True)
@@ -159,18 +227,79 @@ def _margins(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indic
 
 
 @njit(cache=True)
+def _bucket(keys, n_keys, starts, order):
+    """Stable counting sort: ``order[starts[k]:starts[k + 1]]`` lists the ``b`` with
+    ``keys[b] == k`` in increasing ``b`` (keys < 0 are left out)."""
+    starts[:] = 0
+    for b in range(keys.shape[0]):
+        k = keys[b]
+        if k >= 0:
+            starts[k + 1] += 1
+    for k in range(n_keys):
+        starts[k + 1] += starts[k]
+    fill = starts[:n_keys].copy()
+    for b in range(keys.shape[0]):
+        k = keys[b]
+        if k >= 0:
+            order[fill[k]] = b
+            fill[k] += 1
+
+
+@njit(cache=True, parallel=True)
+def _scatter_users(us, ps, js, gs, inv, Fi, starts, order, Gu, cu):
+    """``Gu[u] = -sum_b g_b (F_i - F_j) / n`` over the samples of user ``u`` in sample order."""
+    d = Gu.shape[1]
+    for u in prange(Gu.shape[0]):
+        gu = Gu[u]
+        gu[:] = 0.0
+        c_u = np.float32(0.0)
+        for q in range(starts[u], starts[u + 1]):
+            b = order[q]
+            g = np.float32(gs[b]) * inv
+            fi, fj = Fi[ps[b]], Fi[js[b]]
+            for c in range(d):
+                gu[c] -= g * (fi[c] - fj[c])
+            c_u += inv
+        cu[u] = c_u
+
+
+@njit(cache=True, parallel=True)
+def _scatter_items(us, js, gs, inv, Fu, starts, order, Gi, ci):
+    """``Gi[k]``: ``-g F_u / n`` where ``k`` is the positive, ``+g F_u / n`` where it is the
+    negative, in sample order (event ``e``: sample ``e >> 1``, negative if odd)."""
+    d = Gi.shape[1]
+    for k in prange(Gi.shape[0]):
+        gk = Gi[k]
+        gk[:] = 0.0
+        c_k = np.float32(0.0)
+        for q in range(starts[k], starts[k + 1]):
+            e = order[q]
+            b = e >> 1
+            g = np.float32(gs[b]) * inv
+            if e & 1 == 0:
+                g = -g
+            fu = Fu[us[b]]
+            for c in range(d):
+                gk[c] += g * fu[c]
+            c_k += inv
+        ci[k] = c_k
+
+
+@njit(cache=True)
 def bpr_batch(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices, Fu, Fi,
               Gu, Gi, cu, ci, work_i, work_f):
     """BPR on the final embeddings for samples ``s0 : s0 + n`` of an epoch keyed ``key``.
 
     Sample ``s`` draws an interaction uniformly (user ``u``, positive ``i``,
     weight ``w``) and a negative ``j`` outside the user's forbidden row.
-    Fills ``Gu, Gi`` (zeroed here) with the gradient of the *mean* weighted
-    loss ``sum_s w_s softplus(-x_s) / n`` with respect to the final
-    embeddings, ``x = <F_u, F_i - F_j>``, and ``cu, ci`` with how often each
-    row occurs, divided by ``n`` (the L2 term's weights). Returns the summed
-    weighted loss. Margins are computed in parallel, the gradient scattered
-    serially (in sample order: reproducible for any thread count).
+    Fills ``Gu, Gi`` with the gradient of the *mean* weighted loss ``sum_s
+    w_s softplus(-x_s) / n`` with respect to the final embeddings, ``x =
+    <F_u, F_i - F_j>``, and ``cu, ci`` with how often each row occurs,
+    divided by ``n`` (the L2 term's weights). Returns the summed weighted
+    loss. Margins are computed in parallel; the gradient is gathered per
+    row in parallel, each row adding its samples in sample order (a stable
+    counting sort), so the sums are those of a serial scatter in sample
+    order, for any thread count. ``work_i`` has 5 rows of at least ``n``.
     """
     us = work_i[0, :n]
     ps = work_i[1, :n]
@@ -178,29 +307,25 @@ def bpr_batch(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indi
     gs = work_f[:n]
     loss = _margins(key, s0, n, n_items, x_indices, x_weight, x_rows, f_indptr, f_indices,
                     Fu, Fi, us, ps, js, gs)
-    Gu[:] = 0.0
-    Gi[:] = 0.0
-    cu[:] = 0.0
-    ci[:] = 0.0
-    d = Fu.shape[1]
     inv = np.float32(1.0 / max(n, 1))
+    # Samples without a negative (j < 0) add nothing, to neither side.
+    keys = work_i[3, :n]
     for b in range(n):
-        j = js[b]
-        if j < 0:
-            continue
-        u = us[b]
-        i = ps[b]
-        g = np.float32(gs[b]) * inv
-        # d softplus(-x)/dx = -g
-        fu, fi, fj = Fu[u], Fi[i], Fi[j]
-        gu, gi, gj = Gu[u], Gi[i], Gi[j]
-        for c in range(d):
-            gu[c] -= g * (fi[c] - fj[c])
-            gi[c] -= g * fu[c]
-            gj[c] += g * fu[c]
-        cu[u] += inv
-        ci[i] += inv
-        ci[j] += inv
+        keys[b] = us[b] if js[b] >= 0 else -1
+    starts = np.empty(Gu.shape[0] + 1, np.int64)
+    order = work_i[4, :n]
+    _bucket(keys, Gu.shape[0], starts, order)
+    _scatter_users(us, ps, js, gs, inv, Fi, starts, order, Gu, cu)
+    # Item events 2b (positive of sample b) and 2b + 1 (its negative).
+    ev = np.empty(2 * n, np.int64)
+    for b in range(n):
+        ok = js[b] >= 0
+        ev[2 * b] = ps[b] if ok else -1
+        ev[2 * b + 1] = js[b] if ok else -1
+    starts_i = np.empty(Gi.shape[0] + 1, np.int64)
+    order_i = np.empty(2 * n, np.int64)
+    _bucket(ev, Gi.shape[0], starts_i, order_i)
+    _scatter_items(us, js, gs, inv, Fu, starts_i, order_i, Gi, ci)
     return loss
 
 

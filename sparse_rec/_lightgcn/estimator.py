@@ -10,7 +10,7 @@ from .._recommend import check_fitted
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
 from .._validation import check_budget, check_positive_int
-from ..backends.cpu_lightgcn import Graph
+from ..backends.cpu_lightgcn import Graph, final_layer_weights
 from .scoring import LightGCNModel
 
 #: Losses with an engine, and the engine key of each (other losses plug in here).
@@ -76,6 +76,12 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     n_layers : int, default=3
         Propagation layers ``L`` (0 gives matrix factorisation without
         biases).
+    layer_weights : None or array-like of ``n_layers + 1`` floats, default=None
+        Weights ``w_0 .. w_L`` of the layers in the final embeddings,
+        ``F = sum_l w_l E_l``, normalised to sum 1 (the fitted ones are
+        ``layer_weights_``). None is LightGCN's mean of the layers. They must
+        be finite and non-negative with ``w_L > 0`` (a zero last weight
+        is a model with fewer layers).
     density : float in (0, 1], default=0.2
         Fraction of the ``n_components * (n_users + n_items)`` layer-0
         weights that are active. 1.0 trains a dense model (no prune/grow).
@@ -180,6 +186,9 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         value).
     n_layers_ : int
         The propagation layers the model was fitted with (scoring uses them).
+    layer_weights_ : ndarray of float32
+        The layer weights the model was fitted with, summing to 1 (scoring
+        and new users use them).
     unit_items_ : bool
         Whether scoring reads unit-length final item embeddings (models
         trained with ``loss="softmax"``, on cosines).
@@ -237,6 +246,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         self,
         n_components=64,
         n_layers=3,
+        layer_weights=None,
         density=0.2,
         loss="bpr",
         n_negatives=256,
@@ -265,6 +275,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
     ):
         self.n_components = n_components
         self.n_layers = n_layers
+        self.layer_weights = layer_weights
         self.density = density
         self.loss = loss
         self.n_negatives = n_negatives
@@ -304,6 +315,7 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 0:
             raise ValueError(f"n_layers must be an integer >= 0; got {L!r}. Use for example "
                              "n_layers=3 (the LightGCN paper's).")
+        self._normalised_layer_weights()
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_positive_int(self.batch_size, "batch_size",
                                hint='Use for example 8192, or "auto" to follow the data.')
@@ -314,6 +326,25 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not (0 < t < np.inf):
             raise ValueError(f"temperature must be a positive finite number; got {t!r}. Use "
                              "for example temperature=0.2.")
+
+    def _normalised_layer_weights(self):
+        """``layer_weights`` checked and normalised to sum 1 (float32), or None."""
+        w, L = self.layer_weights, int(self.n_layers)
+        if w is None:
+            return None
+        hint = (f"Use None (the mean of the layers) or {L + 1} finite non-negative numbers, "
+                f"one per layer 0..{L}, the last positive, for example "
+                f"{list(range(1, L + 2))}.")
+        try:
+            arr = np.asarray(w, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        if (arr is None or arr.ndim != 1 or len(arr) != L + 1 or not np.isfinite(arr).all()
+                or (arr < 0).any() or arr[-1] <= 0):
+            raise ValueError(f"layer_weights must hold n_layers + 1 = {L + 1} finite "
+                             f"non-negative weights with a positive last one; got {w!r}. "
+                             + hint)
+        return (arr / arr.sum()).astype(np.float32)
 
     def _structure(self):
         return {"n_components": int(self.n_components), "n_layers": int(self.n_layers)}
@@ -360,11 +391,14 @@ class DSLLightGCN(LightGCNModel, DSLEstimator):
                       learning_rate=self.learning_rate, alpha=self.alpha,
                       optimizer=self.optimizer, batch_size=self.batch_size_, loss=self.loss,
                       n_negatives=self.n_negatives, temperature=self.temperature,
-                      propagate_every=int(self.propagate_every))
+                      propagate_every=int(self.propagate_every),
+                      layer_weights=self._normalised_layer_weights())
 
     def _publish(self, params):
         self.user_table_, self.item_table_ = params.tables
         self.n_layers_ = int(self.n_layers)
+        self.layer_weights_ = final_layer_weights(self.n_layers_,
+                                                  self._normalised_layer_weights())
         # A fit propagates over all of seen_: no user is folded in.
         self.folded_users_ = np.zeros(0, np.int64)
         self.folded_graph_ = sp.csr_matrix((0, self.item_table_.n_rows), dtype=np.float32)

@@ -17,7 +17,7 @@ from .._kernels import _lightgcn as K
 from .._kernels import _topk
 from .._threads import numba_threads
 from .._validation import check_pattern
-from ..backends.cpu_lightgcn import Graph, propagate
+from ..backends.cpu_lightgcn import Graph, final_layer_weights, propagate
 
 # Query rows scored per dense block (bounds the score block's memory).
 _BLOCK_ROWS = 256
@@ -35,7 +35,7 @@ class LightGCNModel:
         "user_table_", "item_table_", "n_layers_", "seen_", "n_users_", "n_items_",
         "n_features_in_", "n_active_", "nbytes_", "dense_nbytes_", "n_iter_", "history_",
         "best_validation_score_", "validation_scores_", "folded_users_", "folded_graph_",
-        "unit_items_",
+        "unit_items_", "layer_weights_",
     )
     # Shapes checked on load (sparse_rec._io), before _check_loaded.
     _loaded_shapes = (
@@ -54,6 +54,17 @@ class LightGCNModel:
         if not isinstance(unit, (bool, np.bool_)):
             raise ValueError(f"unit_items_ must be a bool; got {unit!r}.")
         self.unit_items_ = bool(unit)
+        # Files written before layer_weights existed hold the mean of the layers.
+        w = getattr(self, "layer_weights_", None)
+        if w is None:
+            self.layer_weights_ = final_layer_weights(int(L))
+        else:
+            w = np.asarray(w)
+            if (w.shape != (L + 1,) or w.dtype.kind != "f" or not np.isfinite(w).all()
+                    or (w < 0).any() or w[-1] <= 0):
+                raise ValueError(f"layer_weights_ must be n_layers_ + 1 = {L + 1} finite "
+                                 f"non-negative floats with a positive last one; got {w!r}.")
+            self.layer_weights_ = w.astype(np.float32)
         for tab in (self.user_table_, self.item_table_):
             if tab.values_buf.dtype != np.float32:
                 raise ValueError("layer-0 weights must be float32.")
@@ -143,7 +154,8 @@ class LightGCNModel:
         if "final" not in cache:
             with numba_threads(self.n_threads):
                 Fu, Fi, Pi = propagate(self._graph(), self.user_table_, self.item_table_,
-                                       int(self.n_layers_), item_layers=True)
+                                       int(self.n_layers_), item_layers=True,
+                                       weights=self._layer_weights())
             if getattr(self, "unit_items_", False):
                 # Trained on cosines: a user's ranking is by F_u . F_i / |F_i|.
                 norms = np.sqrt(np.einsum("id,id->i", Fi, Fi))
@@ -181,24 +193,29 @@ class LightGCNModel:
     def _fold_in(self, X):
         """Final embeddings of users given by their histories ``X``: one propagation step.
 
-        LightGCN's final user embedding is ``a * (E0_u + sum_{l < L} sum_i
-        c_ui E_i^(l))`` with ``a = 1 / (n_layers + 1)`` and ``c_ui = 1 /
-        sqrt(|h_u| deg(i))``. A new user has no layer-0 row (``E0_u = 0``)
+        LightGCN's final user embedding is ``w_0 E0_u + sum_{l < L} w_{l+1}
+        sum_i c_ui E_i^(l)`` with the layer weights ``w`` (``layer_weights_``;
+        ``1 / (n_layers + 1)`` each by default) and ``c_ui = 1 / sqrt(|h_u|
+        deg(i))``. A new user has no layer-0 row (``E0_u = 0``)
         and the fitted item layers stand for the graph with the user added,
         so its embedding is that sum over its history: no training, a pure
         function of the row. For a user of the training data this gives
-        exactly its final embedding less ``a * E0_u``. Interaction values are
+        exactly its final embedding less ``w_0 E0_u``. Interaction values are
         ignored (the graph is binary); an empty history gives zero scores.
         """
         return self._history_embeddings(X, self._final()[2])
+
+    def _layer_weights(self):
+        """``w_0 .. w_L`` of the final embeddings (the mean for models without them)."""
+        w = getattr(self, "layer_weights_", None)
+        return final_layer_weights(int(self.n_layers_), w)
 
     def _history_embeddings(self, X, Pi):
         g = self._graph()
         out = np.empty((X.shape[0], Pi.shape[1]), np.float32)
         with numba_threads(self.n_threads):
             K.history_embeddings(X.indptr.astype(np.int64), X.indices.astype(np.int32),
-                                 g.inv_sqrt_item_deg, Pi,
-                                 np.float32(1.0 / (int(self.n_layers_) + 1)), out)
+                                 g.inv_sqrt_item_deg, Pi, np.float32(1.0), out)
         return out
 
     # --- workflow hooks (sparse_rec._workflows) --------------------------------
@@ -208,10 +225,11 @@ class LightGCNModel:
     def _explain(self, user, item, hist_items, hist_values):
         """Exact split of the score over the history (LightGCN's first propagation step).
 
-        A user's final embedding is ``a * E0_u + sum_{j in h_u} a c_uj P_j``
-        (``a = 1 / (n_layers + 1)``, ``c_uj = 1 / sqrt(|h_u| deg(j))``,
-        ``P_j`` item ``j``'s layers below ``L``), so the score of ``i`` is
-        ``a E0_u . F_i`` plus one term ``a c_uj P_j . F_i`` per history item:
+        A user's final embedding is ``w_0 E0_u + sum_{j in h_u} c_uj P_j``
+        (``w`` the layer weights, ``c_uj = 1 / sqrt(|h_u| deg(j))``, ``P_j =
+        sum_{l < L} w_{l+1} E_j^(l)`` item ``j``'s weighted layers below
+        ``L``), so the score of ``i`` is ``w_0 E0_u . F_i`` plus one term
+        ``c_uj P_j . F_i`` per history item:
         those are the contributions, and the user's own layer-0 term is the
         rest. A folded user has no layer-0 term; with ``n_layers=0`` the
         history does not enter a fitted user's score at all.
@@ -223,7 +241,7 @@ class LightGCNModel:
         if int(self.n_layers_) == 0 and not folded:
             return np.zeros(len(hist_items)), score
         c = self._graph().inv_sqrt_item_deg[hist_items].astype(np.float64)
-        c /= np.sqrt(len(hist_items)) * (int(self.n_layers_) + 1)
+        c /= np.sqrt(len(hist_items))
         contrib = c * (Pi[hist_items].astype(np.float64) @ Fi[item].astype(np.float64))
         return contrib, score
 

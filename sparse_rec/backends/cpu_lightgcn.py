@@ -87,47 +87,67 @@ def _table(t):
     return t.indptr, t.indices, t.values_buf
 
 
-def propagate(graph, users, items, n_layers, out=None, work=None, item_layers=False):
-    """Final embeddings ``mean(E0, ..., E_L)`` of layer-0 tables ``users``, ``items``.
+def final_layer_weights(n_layers, weights=None):
+    """The weights ``w_0 .. w_L`` of the layers in the final embeddings, float32.
 
-    Returns ``(Fu, Fi)`` (dense float32), and with ``item_layers`` also
-    ``Pi = sum_{l < L} E_items^(l)`` (the items' layers a new user's first
-    propagation step reads). The first product reads a layer-0 table as CSR
-    when it is sparse enough (:func:`is_sparse`), else densified.
+    None gives LightGCN's mean, ``1 / (L + 1)`` each; given weights are
+    used as they are (the estimator normalises them to sum 1).
+
+    Examples
+    --------
+    >>> from sparse_rec.backends.cpu_lightgcn import final_layer_weights
+    >>> final_layer_weights(3).tolist()
+    [0.25, 0.25, 0.25, 0.25]
+    """
+    if weights is None:
+        return np.full(n_layers + 1, 1.0 / (n_layers + 1), np.float32)
+    return np.asarray(weights, np.float32)
+
+
+def propagate(graph, users, items, n_layers, out=None, work=None, item_layers=False,
+              weights=None):
+    """Final embeddings ``sum_l w_l E_l`` of layer-0 tables ``users``, ``items``.
+
+    ``weights`` are the ``w_l`` (:func:`final_layer_weights`; None: the mean of
+    ``E0 .. E_L``). Returns ``(Fu, Fi)`` (dense float32), and with
+    ``item_layers`` also ``Pi = sum_{l < L} w_{l+1} E_items^(l)`` (the
+    items' layers a new user's propagation step reads; ``w_0 E0`` when
+    ``L = 0``). The first product reads a layer-0 table as CSR when it is
+    sparse enough (:func:`is_sparse`), else densified; every product adds
+    its layer into ``F`` in the same pass.
     """
     nu, ni, d = users.n_rows, items.n_rows, users.n_cols
-    a = np.float32(1.0 / (n_layers + 1))
+    w = final_layer_weights(n_layers, weights)
+    a = w[0]
     if out is None:
         out = (np.zeros((nu, d), np.float32), np.zeros((ni, d), np.float32))
     Fu, Fi = out
-    Fu[:] = 0.0
-    Fi[:] = 0.0
-    K.add_table(*_table(users), a, Fu)
-    K.add_table(*_table(items), a, Fi)
-    Pi = None
-    if item_layers:
-        Pi = np.zeros((ni, d), np.float32)
-        K.add_table(*_table(items), np.float32(1.0), Pi)
-    if n_layers == 0:
-        return (Fu, Fi, Pi) if item_layers else (Fu, Fi)
     if work is None:
         work = tuple(np.empty((n, d), np.float32) for n in (nu, ni, nu, ni))
     Eu, Ei, Eu2, Ei2 = work
-    for g, tab, out_ in ((graph.R, items, Eu), (graph.Rt, users, Ei)):
-        if is_sparse(tab):
-            K.spmm_table(*g, tab.indptr, tab.indices, np.ascontiguousarray(tab.weights), out_)
+    # F = a * E0; the dense E0 of a table a dense first product reads goes
+    # to the second work buffers (free until layer 2).
+    dense_u, dense_i = n_layers > 0 and not is_sparse(users), n_layers > 0 and not is_sparse(items)
+    K.init_final(*_table(users), a, Fu, Eu2, dense_u)
+    K.init_final(*_table(items), a, Fi, Ei2, dense_i)
+    Pi = None
+    if item_layers:
+        Pi = np.zeros((ni, d), np.float32)
+        K.add_table(*_table(items), w[min(1, n_layers)], Pi)
+    if n_layers == 0:
+        return (Fu, Fi, Pi) if item_layers else (Fu, Fi)
+    for g, tab, dense, E0, out_, F in ((graph.R, items, dense_i, Ei2, Eu, Fu),
+                                       (graph.Rt, users, dense_u, Eu2, Ei, Fi)):
+        if dense:
+            K.spmm_dense_acc(*g, E0, out_, F, w[1])
         else:
-            dense = tab.dense_rows(np.arange(tab.n_rows))
-            K.spmm_dense(*g, dense, dense, False, out_)
-    for layer in range(1, n_layers + 1):
-        Fu += a * Eu
-        Fi += a * Ei
-        if item_layers and layer < n_layers:
-            Pi += Ei
-        if layer == n_layers:
-            break
-        K.spmm_dense(*graph.R, Ei, Ei, False, Eu2)
-        K.spmm_dense(*graph.Rt, Eu, Eu, False, Ei2)
+            K.spmm_table_acc(*g, tab.indptr, tab.indices, np.ascontiguousarray(tab.weights),
+                             out_, F, w[1])
+    for layer in range(2, n_layers + 1):
+        if item_layers:
+            Pi += w[layer] * Ei
+        K.spmm_dense_acc(*graph.R, Ei, Eu2, Fu, w[layer])
+        K.spmm_dense_acc(*graph.Rt, Eu, Ei2, Fi, w[layer])
         Eu, Eu2, Ei, Ei2 = Eu2, Eu, Ei2, Ei
     return (Fu, Fi, Pi) if item_layers else (Fu, Fi)
 
@@ -145,9 +165,10 @@ class LightGCNEngine(Engine):
     always) propagates the current layer-0 tables through the graph
     (forward); each mini-batch takes the gradient ``G`` of its mean loss with
     respect to the last propagated final embeddings and sends it back
-    through the graph: ``A_hat`` is symmetric, so ``dL/dE0 = a * sum_l
-    A_hat^l G`` with ``a = 1 / (n_layers + 1)``, computed by Horner's rule in
-    ``n_layers`` products, the last one only at the active weights. The
+    through the graph: ``A_hat`` is symmetric, so ``dL/dE0 = sum_l w_l
+    A_hat^l G`` with the layer weights ``w`` (``1 / (n_layers + 1)`` each by
+    default), computed by Horner's rule in ``n_layers`` products, the last
+    one only at the active weights. The
     propagation is linear in ``E0`` and the graph fixed, so this backward is
     exact for the loss of the final embeddings it read; only they may be up
     to ``propagate_every - 1`` steps old (a forward costs about as much as
@@ -161,8 +182,13 @@ class LightGCNEngine(Engine):
     """
 
     def __init__(self, data, users, items, graph, *, n_layers, learning_rate, alpha, optimizer,
-                 batch_size, loss="bpr", n_negatives=0, temperature=1.0, propagate_every=1):
+                 batch_size, loss="bpr", n_negatives=0, temperature=1.0, propagate_every=1,
+                 layer_weights=None):
         self.data, self.users, self.items, self.graph = data, users, items, graph
+        # w_l of the final embeddings; the backward's Horner runs on w_l / w_L
+        # (all 1 for the mean) and scales by w_L at the end.
+        self.weights = final_layer_weights(n_layers, layer_weights)
+        self._ratios = (self.weights / self.weights[-1]).astype(np.float32)
         self.propagate_every = int(propagate_every)
         self.loss = loss
         self.n_negatives = int(n_negatives)
@@ -176,9 +202,9 @@ class LightGCNEngine(Engine):
         self.step_count = 0
         nu, ni, d = users.n_rows, items.n_rows, users.n_cols
         # 0: final embeddings (kept between batches when propagate_every > 1),
-        # 1: their gradient, 2-3: propagation / Horner work, 4: dense products.
+        # 1: their gradient, 2-3: propagation / Horner work.
         self._pairs = [(np.zeros((nu, d), np.float32), np.zeros((ni, d), np.float32))
-                       for _ in range(5)]
+                       for _ in range(4)]
         self._counts = (np.zeros(nu, np.float32), np.zeros(ni, np.float32))
         self._work = self._sample_work(self.batch)
         if loss == "softmax":
@@ -195,11 +221,12 @@ class LightGCNEngine(Engine):
 
     @staticmethod
     def _sample_work(n):
-        return np.zeros((3, n), np.int64), np.zeros(n, np.float64)
+        return np.zeros((5, n), np.int64), np.zeros(n, np.float64)
 
     def _forward(self):
         F, E = self._pairs[0], self._pairs[2] + self._pairs[3]
-        return propagate(self.graph, self.users, self.items, self.n_layers, out=F, work=E)
+        return propagate(self.graph, self.users, self.items, self.n_layers, out=F, work=E,
+                         weights=self.weights)
 
     def _final(self, fresh):
         """Final embeddings: propagated now when ``fresh``, else the last ones."""
@@ -279,17 +306,20 @@ class LightGCNEngine(Engine):
         return loss
 
     def _horner(self, Gu, Gi):
-        """``H = sum_{l < L} A_hat^l G`` (blocks), in ``n_layers - 1`` products.
+        """``H = sum_{l < L} c_{l+1} A_hat^l G`` (blocks) with ``c = w / w_L``, in
+        ``n_layers - 1`` products (for the mean, ``c = 1``).
 
-        Reuses the propagation buffers (the forward pass is done with them).
+        The layer-0 gradient is then ``w_L (c_0 G + A_hat H)``. Reuses the
+        propagation buffers (the forward pass is done with them).
         """
         Hu, Hi = self._pairs[2]
         Hu2, Hi2 = self._pairs[3]
         Hu[:] = Gu
         Hi[:] = Gi
-        for _ in range(self.n_layers - 1):
-            K.spmm_dense(*self.graph.R, Hi, Gu, True, Hu2)
-            K.spmm_dense(*self.graph.Rt, Hu, Gi, True, Hi2)
+        for layer in range(self.n_layers - 1, 0, -1):
+            c = self._ratios[layer]
+            K.spmm_dense(*self.graph.R, Hi, Gu, c, True, Hu2)
+            K.spmm_dense(*self.graph.Rt, Hu, Gi, c, True, Hi2)
             Hu, Hu2, Hi, Hi2 = Hu2, Hu, Hi2, Hi
         return Hu, Hi
 
@@ -298,7 +328,7 @@ class LightGCNEngine(Engine):
         their mean loss at the active weights of the user and item tables (L2 term
         excluded: the step adds it), through final embeddings propagated now
         (``fresh``) or at the last forward."""
-        a = np.float32(1.0 / (self.n_layers + 1))
+        a, c0 = self.weights[-1], self._ratios[0]
         users, items = self.users, self.items
         loss, Gu, Gi = self._gradient(key, s0, n, self._work, fresh)
         Hu, Hi = self._horner(Gu, Gi)
@@ -307,13 +337,10 @@ class LightGCNEngine(Engine):
         R, Rt = self._last
         for g, H, G, tab, out in ((R, Hi, Gu, users, gu), (Rt, Hu, Gi, items, gi)):
             if is_sparse(tab):
-                K.spmm_at_pattern(*g, H, G, a, tab.indptr, tab.indices, out)
+                K.spmm_at_pattern(*g, H, G, c0, a, tab.indptr, tab.indices, out)
             else:
-                # A dense product, then the active weights' entries (a
-                # buffer of its own: the final embeddings may be reused).
-                full = self._pairs[4][0 if tab is users else 1]
-                K.spmm_dense(*g, H, G, True, full)
-                K.gather_pattern(tab.indptr, tab.indices, full, a, out)
+                # Dense rows (vectorised), read at the active weights.
+                K.spmm_gather(*g, H, G, c0, a, tab.indptr, tab.indices, out)
         return loss, gu, gi
 
     def epoch(self, key):
@@ -351,7 +378,7 @@ class LightGCNEngine(Engine):
         products into a cache); each chunk ``r0:r1`` then costs one product
         restricted to its rows.
         """
-        a = np.float32(1.0 / (self.n_layers + 1))
+        a, c0 = self.weights[-1], self._ratios[0]
 
         def prepared():
             if self._grow_cache.get("key") != int(key):
@@ -363,11 +390,11 @@ class LightGCNEngine(Engine):
 
         def users_fill(r0, r1, G):
             Gu, _, _, Hi = prepared()
-            K.rows_dense(*self._last[0], Hi, Gu, a, r0, r1, G)
+            K.rows_dense(*self._last[0], Hi, Gu, c0, a, r0, r1, G)
 
         def items_fill(r0, r1, G):
             _, Gi, Hu, _ = prepared()
-            K.rows_dense(*self._last[1], Hu, Gi, a, r0, r1, G)
+            K.rows_dense(*self._last[1], Hu, Gi, c0, a, r0, r1, G)
 
         return [users_fill, items_fill]
 

@@ -99,14 +99,15 @@ class LightGCNEngine(C.LightGCNEngine):
 
         return [DevicePrune(v, self.grid) for _, _, v in self.tabs_d]
 
-    def _spmm(self, g, X, add, has_add, out):
-        self._k.spmm_dense_kernel[self.grid](*g, X, add, has_add, out)
+    def _spmm(self, g, X, add, has_add, out, beta=1.0):
+        self._k.spmm_dense_kernel[self.grid](*g, X, add, np.float32(beta), has_add, out)
 
     def _forward(self):
         """Final embeddings ``(Fu, Fi)`` on the device (:func:`cpu_lightgcn.propagate`)."""
         k, grid = self._k, self.grid
         (Fu, Fi), (Eu, Ei), (Eu2, Ei2) = self.pairs_d[0], self.pairs_d[2], self.pairs_d[3]
-        a = np.float32(1.0 / (self.n_layers + 1))
+        w = self.weights
+        a = w[0]
         (ui, uj, uv), (ii, ij, iv) = self.tabs_d
         k.densify_kernel[grid](ui, uj, uv, Fu)
         k.densify_kernel[grid](ii, ij, iv, Fi)
@@ -122,8 +123,8 @@ class LightGCNEngine(C.LightGCNEngine):
         self._spmm(self.R_d, Ei2, Ei2, False, Eu)
         self._spmm(self.Rt_d, Eu2, Eu2, False, Ei)
         for layer in range(1, self.n_layers + 1):
-            k.axpy_kernel[grid](a, Eu, Fu)
-            k.axpy_kernel[grid](a, Ei, Fi)
+            k.axpy_kernel[grid](w[layer], Eu, Fu)
+            k.axpy_kernel[grid](w[layer], Ei, Fi)
             if layer == self.n_layers:
                 break
             self._spmm(self.R_d, Ei, Ei, False, Eu2)
@@ -194,21 +195,21 @@ class LightGCNEngine(C.LightGCNEngine):
         Hu2, Hi2 = self.pairs_d[3]
         Hu.copy_to_device(Gu)
         Hi.copy_to_device(Gi)
-        for _ in range(self.n_layers - 1):
-            self._spmm(self.R_d, Hi, Gu, True, Hu2)
-            self._spmm(self.Rt_d, Hu, Gi, True, Hi2)
+        for layer in range(self.n_layers - 1, 0, -1):  # the CPU engine's Horner
+            self._spmm(self.R_d, Hi, Gu, True, Hu2, self._ratios[layer])
+            self._spmm(self.Rt_d, Hu, Gi, True, Hi2, self._ratios[layer])
             Hu, Hu2, Hi, Hi2 = Hu2, Hu, Hi2, Hi
         return Hu, Hi
 
     def layer0_gradient(self, key, s0, n, fresh=True):
         """``(loss, gu, gi)`` with the gradients as device arrays (see the CPU engine)."""
-        a = np.float32(1.0 / (self.n_layers + 1))
+        a, c0 = self.weights[-1], self._ratios[0]
         loss, Gu, Gi = self._gradient(key, s0, n, self.work_d, fresh)
         Hu, Hi = self._horner(Gu, Gi)
         full_u, full_i = self.pairs_d[4]  # not the final embeddings: they may be reused
         R, Rt = self.last_d
-        self._spmm(R, Hi, Gu, True, full_u)
-        self._spmm(Rt, Hu, Gi, True, full_i)
+        self._spmm(R, Hi, Gu, True, full_u, c0)
+        self._spmm(Rt, Hu, Gi, True, full_i, c0)
         for (t_p, t_i, _), full, out in zip(self.tabs_d, (full_u, full_i), self.grads_d,
                                             strict=True):
             self._k.gather_pattern_kernel[self.grid](t_p, t_i, full, a, out)
@@ -232,7 +233,7 @@ class LightGCNEngine(C.LightGCNEngine):
         """Dense ``dL/dE0`` rows of the CPU engine's sample, computed and selected on the GPU."""
         from .._kernels.cuda.prune_grow import DeviceScores
 
-        a = np.float32(1.0 / (self.n_layers + 1))
+        a, c0 = self.weights[-1], self._ratios[0]
 
         def prepared():
             if self._grow_cache.get("key") != int(key):
@@ -244,11 +245,13 @@ class LightGCNEngine(C.LightGCNEngine):
 
         def users(r0, r1, G_d):
             Gu, _, _, Hi = prepared()
-            self._k.rows_dense_kernel[self.grid](*self.last_d[0], Hi, Gu, a, np.int64(r0), G_d)
+            self._k.rows_dense_kernel[self.grid](*self.last_d[0], Hi, Gu, c0, a, np.int64(r0),
+                                                 G_d)
 
         def items(r0, r1, G_d):
             _, Gi, Hu, _ = prepared()
-            self._k.rows_dense_kernel[self.grid](*self.last_d[1], Hu, Gi, a, np.int64(r0), G_d)
+            self._k.rows_dense_kernel[self.grid](*self.last_d[1], Hu, Gi, c0, a, np.int64(r0),
+                                                 G_d)
 
         held = [None]
         return [DeviceScores(users, self.tabs_d[0][0], self.tabs_d[0][1], self._score_buffer,

@@ -65,13 +65,13 @@ def densify_kernel(t_indptr, t_indices, t_v, out):
 
 
 @cuda.jit
-def spmm_dense_kernel(g_indptr, g_indices, g_vals, X, add, has_add, out):
-    """``out = G @ X``, plus ``add`` when ``has_add`` (``out`` is not ``X``)."""
+def spmm_dense_kernel(g_indptr, g_indices, g_vals, X, add, beta, has_add, out):
+    """``out = G @ X``, plus ``beta * add`` when ``has_add`` (``out`` is not ``X``)."""
     n, d = out.shape
     for t in range(cuda.grid(1), n * d, cuda.gridsize(1)):
         r = t // d
         c = t % d
-        o = add[r, c] if has_add else np.float32(0.0)
+        o = beta * add[r, c] if has_add else np.float32(0.0)
         for q in range(g_indptr[r], g_indptr[r + 1]):
             o += g_vals[q] * X[g_indices[q], c]
         out[r, c] = o
@@ -165,14 +165,14 @@ def step_table_kernel(t_indptr, t_v, grad, counts, reg, lr, b1, b2, eps, optimiz
 
 
 @cuda.jit
-def rows_dense_kernel(g_indptr, g_indices, g_vals, X, add, scale, r0, out):
-    """``out = scale * (add + G @ X)[r0 : r0 + len(out)]``: growth scores of a chunk."""
+def rows_dense_kernel(g_indptr, g_indices, g_vals, X, add, beta, scale, r0, out):
+    """``out = scale * (beta * add + G @ X)[r0 : r0 + len(out)]``: growth scores of a chunk."""
     n, d = out.shape
     for t in range(cuda.grid(1), n * d, cuda.gridsize(1)):
         b = t // d
         c = t % d
         r = r0 + b
-        o = add[r, c]
+        o = beta * add[r, c]
         for q in range(g_indptr[r], g_indptr[r + 1]):
             o += g_vals[q] * X[g_indices[q], c]
         out[b, c] = scale * o
