@@ -304,7 +304,8 @@ def bench(name, args):
         return None
     label, X = loaded
     train, given, held = split(X, args.eval)
-    batch = batch_of(train, args.batch)
+    # --set batch_size=... is the batch DSLMultVAE trains with (and torch with it).
+    batch = args.extra.get("batch_size", batch_of(train, args.batch))
     alpha = alpha_of(train, args.extra)
     print(f"{label}: {X.shape[0]:,} users x {X.shape[1]:,} items ({X.nnz:,} positives); "
           f"{train.shape[0]} training users, {given.shape[0]} held-out; batch {batch}, "
