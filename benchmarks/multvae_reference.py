@@ -15,7 +15,10 @@ Both models: encoder n_items -> 600 (tanh) -> 2 x 200, decoder 200 -> 600
 ``min(0.2, updates / 200000)``, Adam (learning rate 1e-3), batches of
 DSLMultVAE's ``batch_size="auto"`` (``min(500, ceil(training users / 4))``:
 Liang's 500 on large data, at least four updates an epoch on small data;
-``--batch 500`` gives Liang's constant), the same number of epochs,
+``--batch 500`` gives Liang's constant), the same L2 penalty on the weights
+(not the biases) as DSLMultVAE's ``alpha="auto"``, ``0.4 / training users``
+(coupled, added to the gradient before Adam, in both; ``--set alpha=0``
+turns it off in both), the same number of epochs,
 evaluated once after the last one, on the same threads
 (torch.set_num_threads and n_threads).
 
@@ -42,7 +45,7 @@ import numpy as np
 from _report import DATA, fmt_bytes, markdown_table, median, section_text, write_section
 
 from sparse_rec import DSLMultVAE
-from sparse_rec._vae.estimator import auto_batch_size
+from sparse_rec._vae.estimator import auto_alpha, auto_batch_size
 from sparse_rec.datasets import load_lightgcn, load_movielens, load_movielens_small
 from sparse_rec.model_selection import random_split, train_test_split_users
 
@@ -171,7 +174,12 @@ def batch_of(train, batch):
     return auto_batch_size(np.count_nonzero(np.diff(train.indptr))) if batch == "auto" else batch
 
 
-def run_torch(train, given, held, epochs, seed, threads, batch):
+def alpha_of(train, extra):
+    """The L2 penalty of both models: ``--set alpha=...``, or DSLMultVAE's ``"auto"``."""
+    return float(extra.get("alpha", auto_alpha(np.count_nonzero(np.diff(train.indptr)))))
+
+
+def run_torch(train, given, held, epochs, seed, threads, batch, alpha):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -208,7 +216,11 @@ def run_torch(train, given, held, epochs, seed, threads, batch):
             return z, mu, logvar
 
     model = MultVAE()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    # PyTorch's weight_decay is the same coupled L2 as DSLMultVAE's alpha; on weights only.
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.Adam([{"params": weights, "weight_decay": alpha},
+                            {"params": biases, "weight_decay": 0.0}], lr=LR)
     users = np.flatnonzero(np.diff(train.indptr))
     rng = np.random.default_rng(seed)
     updates, seconds = 0, []
@@ -292,9 +304,12 @@ def bench(name, args):
         return None
     label, X = loaded
     train, given, held = split(X, args.eval)
-    batch = batch_of(train, args.batch)
+    # --set batch_size=... is the batch DSLMultVAE trains with (and torch with it).
+    batch = args.extra.get("batch_size", batch_of(train, args.batch))
+    alpha = alpha_of(train, args.extra)
     print(f"{label}: {X.shape[0]:,} users x {X.shape[1]:,} items ({X.nnz:,} positives); "
-          f"{train.shape[0]} training users, {given.shape[0]} held-out; batch {batch}",
+          f"{train.shape[0]} training users, {given.shape[0]} held-out; batch {batch}, "
+          f"alpha {alpha:.3g}",
           flush=True)
     models = (["torch"] if torch_available() and not args.no_torch else []) + [
         f"dsl-{d:g}" for d in args.densities]
@@ -306,7 +321,7 @@ def bench(name, args):
     for seed in args.seeds:
         for m in models:
             if m == "torch":
-                r = run_torch(train, given, held, args.epochs, seed, args.threads, batch)
+                r = run_torch(train, given, held, args.epochs, seed, args.threads, batch, alpha)
             elif m == "als":
                 r = run_als(train, given, held, seed, args.threads)
             else:
@@ -318,7 +333,7 @@ def bench(name, args):
                   f"{r['s_epoch']:.3f} s/epoch, load {r['load']:.1f}", flush=True)
     rows = {m: {k: median([r[k] for r in rs]) for k in rs[0]} | {
         "seeds": [r["recall"] for r in rs]} for m, rs in runs.items()}
-    return label, X, train, given, rows, batch
+    return label, X, train, given, rows, batch, alpha
 
 
 def loads(rows):
@@ -360,7 +375,7 @@ def main(argv=None):
         got = bench(name, args)
         if got is None:
             continue
-        label, X, train, given, rows, batch = got
+        label, X, train, given, rows, batch, alpha = got
         table = []
         for m, r in rows.items():
             table.append([
@@ -372,7 +387,8 @@ def main(argv=None):
             ])
         text = (f"### {label}: {X.shape[0]:,} users x {X.shape[1]:,} items, "
                 f"{train.shape[0]} training users, {given.shape[0]} held-out users "
-                f"({args.eval} users), batches of {batch} users\n\n" + markdown_table(
+                f"({args.eval} users), batches of {batch} users, L2 alpha {alpha:.3g}\n\n"
+                + markdown_table(
                     ["model", "Recall@20", "per seed", "NDCG@20", "s/epoch", "active params",
                      "bytes", "bytes / dense"], table)
                 + "\n\n" + "\n".join(f"- {c}" for c in checks(rows)))

@@ -115,6 +115,9 @@ class SaveMixin:
 class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
     """Parameter checks common to DSL estimators."""
 
+    #: Whether ``alpha="auto"`` (a penalty the model derives from the data) is accepted.
+    _alpha_auto = False
+
     def _param_defaults(self):
         """``{name: value}`` for parameters whose default depends on others (None given)."""
         return {}
@@ -149,7 +152,9 @@ class BaseDSLEstimator(SaveMixin, RecommenderMixin, BaseEstimator):
                 raise ValueError(f"{name} must be one of {options}; got {value!r}.")
         check_real(self.learning_rate, "learning_rate", low=0, low_open=True,
                    hint="Use for example learning_rate=0.05.")
-        check_real(self.alpha, "alpha", low=0)
+        if not (self._alpha_auto and isinstance(self.alpha, str) and self.alpha == "auto"):
+            check_real(self.alpha, "alpha", low=0, hint=(
+                'Use for example alpha=1e-3, 0 for none, or "auto".' if self._alpha_auto else ""))
         check_n_threads(self.n_threads)
 
         self._validate_controls()

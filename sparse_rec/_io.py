@@ -847,7 +847,9 @@ def _check_loaded_params(est, path):
             check_positive_int(getattr(est, "n_components", None), "n_components")
             check_real(getattr(est, "learning_rate", None), "learning_rate", low=0,
                        low_open=True)
-            check_real(getattr(est, "alpha", None), "alpha", low=0)
+            alpha = getattr(est, "alpha", None)
+            if not (getattr(type(est), "_alpha_auto", False) and alpha == "auto"):
+                check_real(alpha, "alpha", low=0)
             check_n_threads(getattr(est, "n_threads", None))
         else:
             for hook in ("_validate", "_validate_params"):

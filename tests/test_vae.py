@@ -11,7 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sparse_rec import DSLMultVAE, load
 from sparse_rec._base import TrainData
 from sparse_rec._dsl import PruneGrow
-from sparse_rec._vae.estimator import auto_batch_size
+from sparse_rec._vae.estimator import auto_alpha, auto_batch_size
 from sparse_rec.backends import vae_cpu as V
 from sparse_rec.datasets import make_interactions
 from sparse_rec.serving import ServedMultVAE, load_model
@@ -416,6 +416,9 @@ def test_early_stopping_scores_from_the_training_part(X):
     ("hidden_layer_sizes", (), "hidden_layer_sizes"),
     ("batch_size", 0, "batch_size"),
     ("batch_size", "big", "batch_size"),
+    ("alpha", -1e-3, "alpha"),
+    ("alpha", "big", "alpha"),
+    ("alpha", float("nan"), "alpha"),
     ("n_sampled", 0, "n_sampled"),
     ("n_sampled", 2.5, "n_sampled"),
     ("n_components", 0, "n_components"),
@@ -443,6 +446,28 @@ def test_auto_batch_size_follows_the_users_and_equals_the_explicit_batch(X):
     assert auto.n_updates_ == explicit.n_updates_ == 8
     np.testing.assert_array_equal(auto.decoder_table_.weights, explicit.decoder_table_.weights)
     np.testing.assert_array_equal(auto.dense_params_, explicit.dense_params_)
+
+
+def test_auto_alpha_is_a_fixed_prior_over_the_users_and_equals_the_explicit_penalty(X):
+    # 0.4 / n_users: the penalty on the mean loss fades as the users grow.
+    assert [auto_alpha(n) for n in (1, 400, 40_000)] == [0.4, 0.001, 1e-05]
+    Xe = X.tolil()
+    Xe[:10] = 0  # users without an interaction do not count
+    Xe = Xe.tocsr()
+    Xe.eliminate_zeros()
+    auto = small(alpha="auto", max_iter=3).fit(Xe)
+    assert auto.alpha_ == auto_alpha(140) == 0.4 / 140
+    explicit = small(alpha=0.4 / 140, max_iter=3).fit(Xe)
+    assert explicit.alpha_ == 0.4 / 140
+    np.testing.assert_array_equal(auto.decoder_table_.weights, explicit.decoder_table_.weights)
+    np.testing.assert_array_equal(auto.dense_params_, explicit.dense_params_)
+    # The penalty is applied: without it the weights differ and are larger.
+    none = small(alpha=0.0, max_iter=3).fit(Xe)
+    assert none.alpha_ == 0.0
+    strong = small(alpha=1.0, max_iter=3).fit(Xe)
+    assert not np.array_equal(none.dense_params_, auto.dense_params_)
+    norms = [np.linalg.norm(e.dense_layers_["q_W"]) for e in (strong, auto, none)]
+    assert norms[0] < norms[1] < norms[2]
 
 
 def test_bad_inputs(X, fitted):

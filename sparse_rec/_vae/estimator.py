@@ -39,6 +39,29 @@ def auto_batch_size(n_users):
     return int(max(1, min(AUTO_BATCH, -(-int(n_users) // AUTO_UPDATES))))
 
 
+#: ``alpha="auto"``: the precision of a Gaussian prior on the weights, per user.
+AUTO_PRIOR = 0.4
+
+
+def auto_alpha(n_users):
+    """The L2 penalty ``alpha="auto"`` trains ``n_users`` users (those with an
+    interaction) with: ``0.4 / n_users``.
+
+    The loss is a mean over users, so a penalty ``alpha`` on it is a Gaussian
+    prior of precision ``alpha * n_users`` on the whole data's loss; keeping
+    that prior fixed makes the penalty fade as the data grows (1e-3 on the
+    built-in set's 386 validation-training users, 1.7e-5 on Gowalla's 23,886),
+    so it tames the small sets the 600-unit layers overfit and leaves large
+    ones as the paper trains them.
+
+    Examples
+    --------
+    >>> auto_alpha(400), auto_alpha(40_000)
+    (0.001, 1e-05)
+    """
+    return AUTO_PRIOR / max(1, int(n_users))
+
+
 # Biases start N(0, 0.001), as in the Mult-VAE code.
 _BIAS_STD = 0.001
 
@@ -103,8 +126,18 @@ class DSLMultVAE(VAEModel, DSLEstimator):
         the dense model's: on MovieLens 100K (validation users, 100 epochs)
         density 0.2 reaches Recall@20 0.378 (dense 0.378) against 0.360
         with the unscaled step.
-    alpha : float, default=0.0
-        L2 penalty added to the gradient of every weight (not biases).
+    alpha : float >= 0 or "auto", default=0.0
+        L2 penalty added to the gradient of every weight (not biases; the
+        loss is the mean over users). ``"auto"`` is ``0.4 / n_users`` over
+        the users with an interaction: a fixed Gaussian prior on the
+        weights, strong on small data, fading on large (``alpha_`` is the
+        value fitted). On validation users of the built-in set (386
+        training users, density 0.2, 60 epochs) Recall@20 is 0.274 with 0
+        and 0.285 with 1e-3 (seeds 0-2), 0.271 with 3e-3 (seeds 0, 1); on
+        MovieLens 100K's (600 users) 0.371 with 0 and 0.379 with 6.7e-4;
+        but on Gowalla's (19,109 users, sampled softmax) it loses about 4%
+        against 0 (0.102 and 0.107), so 0 stays the default: try
+        ``"auto"`` on small data sets (a few thousand users or fewer).
     batch_size : int or "auto", default="auto"
         Users per Adam update. ``"auto"`` is ``min(500, ceil(n_users /
         4))`` over the users with an interaction:
@@ -189,6 +222,8 @@ class DSLMultVAE(VAEModel, DSLEstimator):
     n_components_ : int
     n_updates_ : int
         Adam updates run (what the KL annealing has reached).
+    alpha_ : float
+        The L2 penalty trained with (``alpha``, or what ``"auto"`` gave).
     batch_size_ : int
         The batch size trained with (``batch_size``, or what ``"auto"`` gave).
     n_iter_ : int
@@ -366,10 +401,12 @@ class DSLMultVAE(VAEModel, DSLEstimator):
 
     def _make_engine(self, data, params):
         engine = backends.engine_class(self._engine_key(), self.backend)
-        self.batch_size_ = (auto_batch_size(np.count_nonzero(np.diff(data.x_indptr)))
-                            if isinstance(self.batch_size, str) else int(self.batch_size))
+        n_users = np.count_nonzero(np.diff(data.x_indptr))
+        self.batch_size_ = (auto_batch_size(n_users) if isinstance(self.batch_size, str)
+                            else int(self.batch_size))
+        self.alpha_ = auto_alpha(n_users) if isinstance(self.alpha, str) else float(self.alpha)
         return engine(data, params.tables[0], params.tables[1], params.layout,
-                      learning_rate=self.learning_rate, alpha=self.alpha,
+                      learning_rate=self.learning_rate, alpha=self.alpha_,
                       dropout=self.dropout, beta=self.beta, anneal_steps=self.anneal_steps,
                       batch_size=self.batch_size_, n_sampled=self.n_sampled,
                       table_learning_rate=self.learning_rate / np.sqrt(self.density))

@@ -26,6 +26,8 @@ class VAEModel:
     """
 
     _snapshot_attributes = ("encoder_table_", "decoder_table_", "dense_params_")
+    # alpha="auto" (estimator.auto_alpha) passes the shared checks, also of loaded files.
+    _alpha_auto = True
     # Fitted attributes stored in model files (sparse_rec._io).
     _saved_attributes = _snapshot_attributes + (
         "layer_sizes_", "n_components_", "n_updates_", "seen_", "n_users_", "n_items_",
