@@ -16,9 +16,9 @@ Both models: encoder n_items -> 600 (tanh) -> 2 x 200, decoder 200 -> 600
 DSLMultVAE's ``batch_size="auto"`` (``min(500, ceil(training users / 4))``:
 Liang's 500 on large data, at least four updates an epoch on small data;
 ``--batch 500`` gives Liang's constant), the same L2 penalty on the weights
-(not the biases) as DSLMultVAE's ``alpha="auto"``, ``0.4 / training users``
-(coupled, added to the gradient before Adam, in both; ``--set alpha=0``
-turns it off in both), the same number of epochs,
+(not the biases) as DSLMultVAE's ``alpha`` (coupled, added to the gradient
+before Adam, in both: none by default; ``--set alpha=auto`` gives both
+``0.4 / training users``), the same number of epochs,
 evaluated once after the last one, on the same threads
 (torch.set_num_threads and n_threads).
 
@@ -97,7 +97,10 @@ def parse_args(argv=None):
     extra = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        extra[key] = float(value) if any(c in value for c in ".e") else int(value)
+        if value == "auto":  # alpha=auto, batch_size=auto
+            extra[key] = value
+        else:
+            extra[key] = float(value) if any(c in value for c in ".e") else int(value)
     args.extra = extra
     args.batch = "auto" if args.batch == "auto" else int(args.batch)
     return args
@@ -175,8 +178,11 @@ def batch_of(train, batch):
 
 
 def alpha_of(train, extra):
-    """The L2 penalty of both models: ``--set alpha=...``, or DSLMultVAE's ``"auto"``."""
-    return float(extra.get("alpha", auto_alpha(np.count_nonzero(np.diff(train.indptr)))))
+    """The L2 penalty of both models: ``--set alpha=...`` or DSLMultVAE's default (0)."""
+    alpha = extra.get("alpha", DSLMultVAE().alpha)
+    if alpha == "auto":
+        return auto_alpha(np.count_nonzero(np.diff(train.indptr)))
+    return float(alpha)
 
 
 def run_torch(train, given, held, epochs, seed, threads, batch, alpha):
