@@ -15,7 +15,7 @@ import sys
 import time
 
 import numba
-from ccl_screen import parse
+from ccl_screen import parse, set_constants
 from quality import load_set, validation_split
 
 from sparse_rec import DSLMatrixFactorization
@@ -46,13 +46,7 @@ def main(argv):
     name = argv[0]
     kw = parse(argv[1]) if len(argv) > 1 else {}
     constants = parse(argv[2]) if len(argv) > 2 else {}
-    for k, v in constants.items():
-        if not hasattr(cpu_softmax, k):
-            raise SystemExit(f"unknown constant {k!r} of sparse_rec.backends.cpu_softmax")
-        setattr(cpu_softmax, k, v)
-    if "CCL_GROW_SAMPLES" in constants:  # a default argument, read at import
-        cpu_softmax.CCLEngine.__init__.__kwdefaults__["grow_samples"] = constants[
-            "CCL_GROW_SAMPLES"]
+    set_constants(constants)
     _install_timers()
     numba.set_num_threads(2)
     train, test = validation_split(load_set(name, False)[0])

@@ -38,10 +38,8 @@ def parse(text):
     return out
 
 
-def main(argv):
-    name = argv[0]
-    kw = parse(argv[1]) if len(argv) > 1 else {}
-    constants = parse(argv[2]) if len(argv) > 2 else {}
+def set_constants(constants):
+    """Set module constants of ``sparse_rec.backends.cpu_softmax`` (``CCL_BATCH=4096`` ...)."""
     for k, v in constants.items():
         if not hasattr(cpu_softmax, k):
             raise SystemExit(f"unknown constant {k!r} of sparse_rec.backends.cpu_softmax")
@@ -49,6 +47,13 @@ def main(argv):
     if "CCL_GROW_SAMPLES" in constants:  # a default argument, read at import
         cpu_softmax.CCLEngine.__init__.__kwdefaults__["grow_samples"] = constants[
             "CCL_GROW_SAMPLES"]
+
+
+def main(argv):
+    name = argv[0]
+    kw = parse(argv[1]) if len(argv) > 1 else {}
+    constants = parse(argv[2]) if len(argv) > 2 else {}
+    set_constants(constants)
     numba.set_num_threads(2)
     train, test = validation_split(load_set(name, False)[0])
     params = {"n_components": 64, "density": 0.2, "loss": "ccl", "random_state": 0,

@@ -100,6 +100,15 @@ class Work:
                                  + 8 * d + 8)
 
 
+@cuda.jit(device=True)
+def _thread_batches(tid, T, n_users, batch):
+    """Thread ``tid``'s run ``[b0, b1)`` of the batches, as the CPU's work row ``tid`` of ``T``."""
+    n_batches = (n_users + batch - 1) // batch
+    per = (n_batches + T - 1) // T
+    b0 = tid * per
+    return b0, min(n_batches, b0 + per)
+
+
 @cuda.jit
 def softmax_users_kernel(
     order, batch, n_neg, key, QT, GQ, neg, s, pu, gu,
@@ -111,10 +120,7 @@ def softmax_users_kernel(
     T = losses.shape[0]
     if tid >= T:
         return
-    n_batches = (order.shape[0] + batch - 1) // batch
-    per = (n_batches + T - 1) // T
-    b0 = tid * per
-    b1 = min(n_batches, b0 + per)
+    b0, b1 = _thread_batches(tid, T, order.shape[0], batch)
     losses[tid] = _softmax_users_block(
         b0, b1, order, batch, n_neg, key, QT[:, :, tid], GQ[:, :, tid], neg[:, tid], s[:, tid],
         pu[:, tid], gu[:, tid], x_indptr, x_indices, x_weight, f_indptr, f_indices,
@@ -134,10 +140,7 @@ def ccl_users_kernel(
     T = losses.shape[0]
     if tid >= T:
         return
-    n_batches = (order.shape[0] + batch - 1) // batch
-    per = (n_batches + T - 1) // T
-    b0 = tid * per
-    b1 = min(n_batches, b0 + per)
+    b0, b1 = _thread_batches(tid, T, order.shape[0], batch)
     losses[tid] = _ccl_users_block(
         b0, b1, order, batch, n_neg, key, QT[:, :, tid], GQ[:, :, tid], neg[:, tid], s[:, tid],
         pu[:, tid], gu[:, tid], nq[:, tid], beta[:, tid], act[:, tid], x_indptr, x_indices,
