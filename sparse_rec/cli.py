@@ -183,8 +183,8 @@ def cmd_fit(args):
     cls = _registry.load_class(_registry.MODELS[_registry.cli_estimators()[args.estimator]]
                                .estimator)
     if args.loss is not None and "loss" not in cls().get_params():
-        raise UsageError(f"--loss is an option of --estimator mf only; got --estimator "
-                         f"{args.estimator}. Leave --loss out.")
+        raise UsageError(f"--loss is an option of --estimator mf and lightgcn only; got "
+                         f"--estimator {args.estimator}. Leave --loss out.")
     # Options left out keep the estimator's defaults.
     given = dict(n_components=args.n_components, density=args.density, max_iter=args.epochs,
                  loss=args.loss)
@@ -329,11 +329,11 @@ def build_parser():
                    help="embedding size (default: the estimator's; 64 for mf)")
     f.add_argument("--epochs", type=_int_arg(1), default=None,
                    help="training epochs (default: the estimator's; for mf 14 with the iALS "
-                        "loss, 100 with --loss bpr, 40 with --loss softmax)")
+                        "loss, 100 with --loss bpr, 40 with --loss softmax, 80 with --loss ccl)")
     f.add_argument("--loss", choices=("ials", "bpr", "softmax", "ccl"), default=None,
                    help="loss of --estimator mf (default: ials, exact row solves; bpr: "
                         "sampled pairs, Adagrad; softmax: sampled softmax, Adagrad; ccl: cosine "
-                        "contrastive loss, Adagrad)")
+                        "contrastive loss, Adagrad) or lightgcn (bpr, the default, or softmax)")
     f.add_argument("--threads", type=_threads_arg, default=None)
     f.add_argument("--output", default=DEFAULT_MODEL, help="model file (.npz)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")

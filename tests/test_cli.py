@@ -39,7 +39,7 @@ def test_fit_with_the_bpr_loss(tmp_path, capsys):
 def test_loss_of_another_estimator_is_reported(tmp_path, capsys):
     assert main(["fit", "--estimator", "ncf", "--loss", "bpr", "--quiet", "--epochs", "1",
                  "--output", str(tmp_path / "m.npz")]) == 2
-    assert "--loss is an option of --estimator mf only" in capsys.readouterr().err
+    assert "--loss is an option of --estimator mf and lightgcn only" in capsys.readouterr().err
     assert main(["fit", "--loss", "mse", "--quiet"]) == 2
     assert "invalid choice: 'mse'" in capsys.readouterr().err
 
