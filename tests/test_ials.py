@@ -214,7 +214,7 @@ def test_fold_in_is_the_exact_row_solve_on_the_budget(expo):
         S = side.indices[side.indptr[r]:side.indptr[r + 1]].astype(np.int64)
         y = hist[r].toarray().ravel() > 0
         c = np.where(y, 1.0, w0 * q)
-        lam_u = est.regularization * (y.sum() + w0 * 40)
+        lam_u = est._regularization() * (y.sum() + w0 * 40)
         A = H[:, S].T @ (c[:, None] * H[:, S]) + lam_u * np.eye(len(S))
         ref = np.linalg.solve(A, H[:, S].T @ (c * y))
         np.testing.assert_allclose(side.weights[side.indptr[r]:side.indptr[r + 1]], ref,
@@ -233,7 +233,7 @@ def test_partial_fit_items_is_the_exact_item_solve_on_the_budget(expo):
     est = _fit(X, popularity_exponent=expo)
     counts = np.maximum(np.diff(X.tocsc().indptr), 1).astype(np.float64) ** expo
     P = est.user_factors_.toarray().astype(np.float64)
-    w0 = est._unobserved_weight()
+    w0, lam = est._unobserved_weight(), est._regularization()
     k_keep = int(round(est.item_table_.nnz / 40))
     cols = sp.csr_matrix(X[:, [3, 7]], dtype=np.float32)
     cols.data[:] = 1.0
@@ -247,7 +247,7 @@ def test_partial_fit_items_is_the_exact_item_solve_on_the_budget(expo):
         # The new item's factor: its count to the exponent over the fitted items' mean.
         q_i = max(y.sum(), 1) ** expo / counts.mean()
         c = np.where(y, 1.0, w0 * q_i)
-        lam_i = est.regularization * (y.sum() + w0 * q_i * 60)
+        lam_i = lam * (y.sum() + w0 * q_i * 60)
         A = P[:, S].T @ (c[:, None] * P[:, S]) + lam_i * np.eye(len(S))
         ref = np.linalg.solve(A, P[:, S].T @ (c * y))
         np.testing.assert_allclose(tab.weights[tab.indptr[item]:tab.indptr[item + 1]], ref,
@@ -414,6 +414,29 @@ def test_default_popularity_exponent_follows_the_density():
     assert np.array_equal(a.user_table_.weights, b.user_table_.weights)
     c = _fit(dense, popularity_exponent=0.5)
     assert not np.array_equal(a.user_table_.weights, c.user_table_.weights)
+
+
+# --- ridge by the data's counts ---------------------------------------------------
+def test_default_regularization_follows_the_counts():
+    from sparse_rec._mf.scoring import default_regularization
+
+    # m = nnz / sqrt(n_users * n_items): at or above 20 the base 0.01, below it 0.2 / m.
+    assert default_regularization(20 * 100, 100, 100) == pytest.approx(0.01)
+    assert default_regularization(80 * 100, 100, 100) == pytest.approx(0.01)
+    assert default_regularization(5 * 200, 100, 400) == pytest.approx(0.04)
+    # Thinning a data set to a quarter raises the ridge fourfold below the knee.
+    full = default_regularization(40_000, 3000, 2000)
+    assert default_regularization(10_000, 3000, 2000) == pytest.approx(4 * full)
+    X = make_interactions(200, 100, 1000, random_state=0)  # m = 7.07
+    est = _fit(X)
+    assert est.regularization is None
+    assert est._regularization() == pytest.approx(0.2 / (1000 / np.sqrt(200 * 100)))
+    assert DSLMatrixFactorization(regularization=0.003)._regularization() == 0.003
+    # The fit solves with the resolved value: the same fit with it given explicitly.
+    same = _fit(X, regularization=est._regularization())
+    assert np.array_equal(est.user_table_.weights, same.user_table_.weights)
+    other = _fit(X, regularization=0.01)
+    assert not np.array_equal(est.user_table_.weights, other.user_table_.weights)
 
 
 def test_file_without_popularity_exponent_loads_uniform(tmp_path, monkeypatch):

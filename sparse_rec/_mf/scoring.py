@@ -20,12 +20,38 @@ IALS_UNOBSERVED_MASS = 10.0
 # _POP_SLOPE * log10(_POP_DENSITY / density), clipped to [0, _POP_MAX]
 # (0 at 1% density and above; 0.3 at Gowalla's 0.066%).
 _POP_SLOPE, _POP_DENSITY, _POP_MAX = 0.25, 0.01, 0.5
+# iALS ridge when ``regularization`` is None: _REG_BASE * max(1, _REG_KNEE / m)
+# with m = nnz / sqrt(n_users * n_items), the geometric mean of the mean user
+# and mean item counts. Thinning a data set (fewer interactions per row)
+# moves the best ridge up as 1 / m on validation splits; the knee keeps the
+# shared sets (m 23-64) at the base (see "Losses" in the DSL guide).
+_REG_BASE, _REG_KNEE = 0.01, 20.0
 
 
 # Fold-in of new users (BPR): passes on all coordinates, then on the kept ones.
 _FOLD_IN_PASSES = 30
 _FOLD_IN_REFINE = 10
 _FOLD_IN_KEY = 0x5EED_F01D
+
+
+def default_regularization(nnz, n_users, n_items):
+    """iALS ridge factor when ``regularization`` is None.
+
+    ``_REG_BASE * max(1, _REG_KNEE / m)`` with ``m = nnz / sqrt(n_users *
+    n_items)``: 0.01 where users and items hold at least about 20
+    interactions each (in geometric mean), more in proportion to how much
+    sparser the data are.
+
+    Examples
+    --------
+    >>> from sparse_rec._mf.scoring import default_regularization
+    >>> round(default_regularization(810_128, 29_858, 40_981), 4)   # Gowalla
+    0.01
+    >>> round(default_regularization(202_532, 29_858, 40_981), 4)   # a quarter of it
+    0.0345
+    """
+    m = nnz / max(np.sqrt(float(n_users) * float(n_items)), 1.0)
+    return float(_REG_BASE * max(1.0, _REG_KNEE / max(m, 1e-12)))
 
 
 def default_negatives(n_items, loss="softmax"):
@@ -146,8 +172,8 @@ class MFModel:
             # Fold-in reads these (a served model never runs the estimator's checks).
             from .._validation import check_real
 
-            check_real(getattr(self, "regularization", None), "regularization", low=0,
-                       low_open=True)
+            if getattr(self, "regularization", None) is not None:
+                check_real(self.regularization, "regularization", low=0, low_open=True)
             if getattr(self, "unobserved_weight", None) is not None:
                 check_real(self.unobserved_weight, "unobserved_weight", low=0, low_open=True)
             if getattr(self, "popularity_exponent", None) is not None:
@@ -181,6 +207,13 @@ class MFModel:
             return float(w0)
         n_users, n_items = self.seen_.shape
         return IALS_UNOBSERVED_MASS * self.seen_.nnz / max(n_users * n_items, 1)
+
+    def _regularization(self):
+        """iALS ridge factor: the parameter, or the data-derived default (by counts)."""
+        reg = getattr(self, "regularization", None)
+        if reg is not None:
+            return float(reg)
+        return default_regularization(self.seen_.nnz, *self.seen_.shape)
 
     def _n_negatives(self):
         """Softmax negatives per batch: the parameter, or the data-derived default."""
@@ -313,7 +346,7 @@ class MFModel:
             _ials.fold_in_ials(
                 X.indptr.astype(np.int64), X.indices.astype(np.int32), conf, items.indptr,
                 items.indices, items.values_buf, cache[key], wr, wo,
-                float(self.regularization), k_keep, U, M,
+                self._regularization(), k_keep, U, M,
             )
 
     def _rows_table(self, U, M):
