@@ -424,6 +424,7 @@ def test_default_regularization_follows_the_counts():
     assert default_regularization(20 * 100, 100, 100) == pytest.approx(0.01)
     assert default_regularization(80 * 100, 100, 100) == pytest.approx(0.01)
     assert default_regularization(5 * 200, 100, 400) == pytest.approx(0.04)
+    assert default_regularization(0, 100, 400) == 0.01  # no counts to scale by
     # Thinning a data set to a quarter raises the ridge fourfold below the knee.
     full = default_regularization(40_000, 3000, 2000)
     assert default_regularization(10_000, 3000, 2000) == pytest.approx(4 * full)

@@ -51,7 +51,9 @@ def default_regularization(nnz, n_users, n_items):
     0.0345
     """
     m = nnz / max(np.sqrt(float(n_users) * float(n_items)), 1.0)
-    return float(_REG_BASE * max(1.0, _REG_KNEE / max(m, 1e-12)))
+    if m <= 0:  # no interactions: nothing to scale by
+        return _REG_BASE
+    return float(_REG_BASE * max(1.0, _REG_KNEE / m))
 
 
 def default_negatives(n_items, loss="softmax"):
