@@ -20,6 +20,7 @@ Run from the repository root::
     python benchmarks/fold_in.py            # writes docs/benchmarks.md
     python benchmarks/fold_in.py --losses ials --sets gowalla
     python benchmarks/fold_in.py --quick --no-write
+    python benchmarks/fold_in.py --losses ials --sets gowalla --thin 0.25   # sparser data
 """
 
 import argparse
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from _report import DATA, markdown_table, section_text, write_section
+from quality import thin
 
 from sparse_rec import DSLMatrixFactorization
 from sparse_rec._mf.estimator import LOSS_DEFAULTS
@@ -60,8 +62,11 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="10 epochs, built-in data only")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     p.add_argument("--losses", default="bpr,ials",
-                   help="DSL-MF losses to run (default bpr,ials; iALS: 20 epochs, update "
-                        "every 2); another choice writes its own section")
+                   help="DSL-MF losses to run (default bpr,ials; iALS: its own epochs, "
+                        "update after each); another choice writes its own section")
+    p.add_argument("--thin", type=float, default=None, metavar="F",
+                   help="keep each interaction with probability F in (0, 1] (sparser data, "
+                        "as quality.py --thin); writes its own section")
     p.add_argument("--sets", default=",".join(DEFAULT_SETS),
                    help=f"comma-separated, of {','.join(SETS)} (default "
                         f"{','.join(DEFAULT_SETS)}); another choice writes its own section")
@@ -71,14 +76,18 @@ def parse_args(argv=None):
     bad = [x for x in args.sets if x not in SETS]
     if bad:
         p.error(f"unknown sets {bad}; choose from {SETS}")
+    if args.thin is not None and not 0 < args.thin <= 1:
+        p.error(f"--thin must be in (0, 1]; got {args.thin}")
     return args
 
 
-def section_name(losses, sets):
+def section_name(losses, sets, keep=None):
     """The docs/benchmarks.md section of a run: one per choice of losses and of data sets."""
     name = "fold_in" if list(losses) == ["bpr", "ials"] else "fold_in-" + "-".join(losses)
     if list(sets) != list(DEFAULT_SETS):
         name += "-" + "-".join(sets)
+    if keep is not None:
+        name += f"-thin{keep:g}"
     return name
 
 
@@ -189,6 +198,9 @@ def main(argv=None):
     args = parse_args(argv)
     all_rows, notes, summary = [], [], []
     for name, X in data_sets(args.sets, args.quick):
+        if args.thin is not None:
+            X = thin(X, args.thin, np.random.default_rng(2))
+            name = f"{name} (thinned to {args.thin:g})"
         rows, users, n_new, ratios = run_one(name, X, args)
         all_rows += rows
         notes.append(f"{name}: {n_new} new users, {users} with held-out items")
@@ -214,8 +226,11 @@ def main(argv=None):
         + "; ".join(notes) + ".\n\n" + table + "\n\n" + "\n".join(f"- {s}" for s in summary)
     )
     if not (args.quick or args.no_write):
-        write_section(section_name(args.losses, args.sets),
-                      section_text("Fold-in of new users: " + ", ".join(args.sets), body))
+        write_section(section_name(args.losses, args.sets, args.thin),
+                      section_text("Fold-in of new users: " + ", ".join(args.sets)
+                                   + ("" if args.thin is None else
+                                      f" (each interaction kept with probability "
+                                      f"{args.thin:g}, seed 2)"), body))
 
 
 if __name__ == "__main__":

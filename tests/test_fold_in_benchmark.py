@@ -23,6 +23,7 @@ def test_each_choice_of_losses_and_sets_writes_its_own_section():
     assert fold_in.section_name(["ials"], fold_in.DEFAULT_SETS) == "fold_in-ials"
     assert fold_in.section_name(["ials"], ["gowalla"]) == "fold_in-ials-gowalla"
     assert fold_in.section_name(["bpr", "ials"], ["builtin"]) == "fold_in-builtin"
+    assert fold_in.section_name(["ials"], ["gowalla"], 0.25) == "fold_in-ials-gowalla-thin0.25"
 
 
 def test_quick_data_is_the_built_in_set_only():
