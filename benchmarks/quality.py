@@ -56,10 +56,9 @@ D = 64
 # Each loss's defaults, written out (iALS converges in few epochs: each is
 # two exact alternating solves).
 BPR = {"loss": "bpr", "max_iter": 100, "update_interval": 5}
-# iALS epochs: the estimator's rule (None), 14 on the shared sets and more
-# on sparser (thinned) data.
+# iALS epochs: the estimator's default (None: 14).
 IALS = {"loss": "ials", "max_iter": None, "update_interval": 1}
-IALS_EPOCHS_TEXT = "14 on the shared sets, more on sparser data"
+IALS_EPOCHS_TEXT = "14"
 SOFTMAX = {"loss": "softmax"}
 CCL = {"loss": "ccl"}
 # name -> (label, DSLMatrixFactorization overrides); the rest are the defaults.
@@ -410,7 +409,7 @@ def main(argv=None):
             "Recall@20 and NDCG@20, full ranking with training items excluded, "
             f"{args.threads} threads. DSL rows: defaults with the listed loss and density "
             f"(BPR: max_iter={BPR['max_iter']}, update_interval={BPR['update_interval']}; "
-            f"iALS, the default loss: max_iter by the data ({IALS_EPOCHS_TEXT}), "
+            f"iALS, the default loss: max_iter={IALS_EPOCHS_TEXT}, "
             f"update_interval={IALS['update_interval']}, popularity_exponent by the data's "
             f"density, regularization by its counts); implicit ALS: reg {ALS_REG}, "
             f"{ALS_ITERS} iterations, alpha best of {ALS_ALPHAS} on a validation split of "

@@ -329,8 +329,7 @@ def build_parser():
                    help="embedding size (default: the estimator's; 64 for mf)")
     f.add_argument("--epochs", type=_int_arg(1), default=None,
                    help="training epochs (default: the estimator's; for mf 14 with the iALS "
-                        "loss (more on data sparser than the shared sets), 100 with --loss "
-                        "bpr, 40 with --loss softmax, 80 with --loss ccl)")
+                        "loss, 100 with --loss bpr, 40 with --loss softmax, 80 with --loss ccl)")
     f.add_argument("--loss", choices=("ials", "bpr", "softmax", "ccl"), default=None,
                    help="loss of --estimator mf (default: ials, exact row solves; bpr: "
                         "sampled pairs, Adagrad; softmax: sampled softmax, Adagrad; ccl: cosine "

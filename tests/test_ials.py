@@ -361,13 +361,9 @@ def test_default_is_ials_with_its_own_epochs_and_interval():
     X, held = blocks()
     est = DSLMatrixFactorization(n_components=8, density=0.5, random_state=0,
                                  n_threads=1).fit(X)
-    # Sparse toy data (m = nnz / sqrt(U I) below 20): more than the base 14 epochs.
-    from sparse_rec._mf.scoring import default_ials_epochs
-
-    n = default_ials_epochs(X.nnz, *X.shape)
-    assert n > 14 and est.n_iter_ == len(est.history_) == n
+    assert est.n_iter_ == len(est.history_) == 14
     # An update after every epoch but the last.
-    assert _update_epochs(est) == list(range(1, n))
+    assert _update_epochs(est) == list(range(1, 14))
     assert not est.item_bias_.any()
     # The default model learns the block structure (as BPR does in test_mf).
     ids, _ = est.recommend(np.arange(X.shape[0]), n=1)
@@ -398,8 +394,7 @@ def test_saved_default_model_round_trips(tmp_path):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     # A warm start of the loaded model continues with the resolved defaults.
     back.set_params(warm_start=True).fit(X)
-    assert est.n_iter_ == 17  # m = 700 / sqrt(60 * 40) = 14.3: 14 * sqrt(20 / 14.3), rounded
-    assert back.n_iter_ == 2 * est.n_iter_
+    assert back.n_iter_ == 2 * est.n_iter_ == 28
 
 
 # --- unobserved weights by item popularity (eALS) ------------------------------------
@@ -443,25 +438,6 @@ def test_default_regularization_follows_the_counts():
     assert np.array_equal(est.user_table_.weights, same.user_table_.weights)
     other = _fit(X, regularization=0.01)
     assert not np.array_equal(est.user_table_.weights, other.user_table_.weights)
-
-
-def test_default_epochs_follow_the_ridge():
-    from sparse_rec._mf.scoring import default_ials_epochs
-
-    # 14 where the ridge is at its base; 14 * sqrt(rise) below the knee; at most 42.
-    assert default_ials_epochs(20 * 100, 100, 100) == 14
-    assert default_ials_epochs(5 * 100, 100, 100) == 28  # ridge 0.04: 14 * 2
-    assert default_ials_epochs(1, 1000, 1000) == 42
-    X = make_interactions(200, 100, 1000, random_state=0)  # m = 7.07: 23.5 -> 24
-    est = DSLMatrixFactorization(n_components=8, density=0.25, random_state=0,
-                                 n_threads=1).fit(X)
-    assert est.n_iter_ == len(est.history_) == 24 == est._resolved("max_iter")
-    # Given explicitly, max_iter wins; other losses keep their own defaults.
-    assert DSLMatrixFactorization(n_components=8, max_iter=3, random_state=0,
-                                  n_threads=1).fit(X).n_iter_ == 3
-    bpr = DSLMatrixFactorization(loss="bpr", n_components=8, random_state=0, n_threads=1)
-    bpr.seen_ = X
-    assert bpr._resolved("max_iter") == 100
 
 
 def test_file_without_popularity_exponent_loads_uniform(tmp_path, monkeypatch):

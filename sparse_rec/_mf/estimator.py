@@ -6,7 +6,7 @@ from .. import backends
 from .._table import SparseEmbeddingTable
 from .._training import DSLEstimator, Params
 from .._validation import check_budget, check_real
-from .scoring import LOSSES, MFModel, check_softmax_params, default_ials_epochs
+from .scoring import LOSSES, MFModel, check_softmax_params
 
 # Parameters whose good value depends on the loss: ``None`` in ``__init__``
 # resolves here (through ``_resolved``, the only reader). iALS epochs are two
@@ -14,8 +14,6 @@ from .scoring import LOSSES, MFModel, check_softmax_params, default_ials_epochs
 # need about 100 (both measured in benchmarks/quality.py).
 LOSS_DEFAULTS = {
     "bpr": {"max_iter": 100, "update_interval": 5},
-    # iALS: 14 epochs where the default ridge is its base, more on sparser
-    # data (default_ials_epochs, from the data being fitted).
     "ials": {"max_iter": 14, "update_interval": 1},
     "softmax": {"max_iter": 40, "update_interval": 4},
     # CCL: 80 epochs, 9 updates as at 40 / 4 (validation Recall@20 at 0.2,
@@ -102,12 +100,9 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         Fraction of the ``n_components * (n_users + n_items)`` weights that
         are active. 1.0 trains a dense model (no prune/grow).
     max_iter : int or None, default=None
-        Epochs. None: 100 for ``loss="bpr"``, 40 for ``loss="softmax"``,
-        80 for ``loss="ccl"`` and for ``loss="ials"`` (each epoch two exact
-        alternating solves) 14 on data where the default ``regularization``
-        is 0.01 (the shared sets), ``14 * sqrt(regularization's default /
-        0.01)`` on sparser data, at most 42 (26 on a quarter of Gowalla:
-        more pattern updates gained there on validation splits).
+        Epochs. None: 100 for ``loss="bpr"``, 14 for ``loss="ials"`` (each
+        iALS epoch is two exact alternating solves), 40 for
+        ``loss="softmax"`` and 80 for ``loss="ccl"``.
     learning_rate : float, default=0.05
         Step size (Adagrad: the largest step of a weight). BPR, softmax and
         CCL (whose rows are kept at norms near 0.25: a step of up to about
@@ -346,12 +341,7 @@ class DSLMatrixFactorization(MFModel, DSLEstimator):
         return _ENGINE_KEYS.get(self.loss, self._engine_model)
 
     def _param_defaults(self):
-        defaults = LOSS_DEFAULTS.get(self.loss, {})
-        seen = self.__dict__.get("seen_")
-        if self.loss == "ials" and seen is not None:
-            # Set before the epochs run (the shared loop), so a fit reads its own data.
-            defaults = {**defaults, "max_iter": default_ials_epochs(seen.nnz, *seen.shape)}
-        return defaults
+        return LOSS_DEFAULTS.get(self.loss, {})
 
     def _validate(self):
         if self.loss not in LOSSES:

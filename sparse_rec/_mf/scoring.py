@@ -56,30 +56,6 @@ def default_regularization(nnz, n_users, n_items):
     return float(_REG_BASE * max(1.0, _REG_KNEE / m))
 
 
-# iALS epochs when ``max_iter`` is None: IALS_EPOCHS times the square root of
-# the ridge's rise over its base, at most _EPOCHS_MAX. On thinned validation
-# splits more pattern updates gained where the ridge rises (the DSL guide).
-IALS_EPOCHS, _EPOCHS_MAX = 14, 42
-
-
-def default_ials_epochs(nnz, n_users, n_items):
-    """iALS epochs when ``max_iter`` is None.
-
-    ``IALS_EPOCHS * sqrt(r / _REG_BASE)``, rounded and at most
-    ``_EPOCHS_MAX``, with ``r`` the default ridge
-    (:func:`default_regularization`): 14 where that ridge is the base,
-    more on sparser data.
-
-    Examples
-    --------
-    >>> from sparse_rec._mf.scoring import default_ials_epochs
-    >>> default_ials_epochs(810_128, 29_858, 40_981), default_ials_epochs(202_532, 29_858, 40_981)
-    (14, 26)
-    """
-    rise = default_regularization(nnz, n_users, n_items) / _REG_BASE
-    return int(min(_EPOCHS_MAX, round(IALS_EPOCHS * np.sqrt(rise))))
-
-
 def default_negatives(n_items, loss="softmax"):
     """Shared negatives per batch of the softmax losses when ``n_negatives`` is None.
 
