@@ -21,6 +21,7 @@ Run from the repository root::
     python benchmarks/quality.py --only ials-0.2 --set regularization=0.003 --no-write
     python benchmarks/quality.py --quick --no-write    # smoke test, seconds
     python benchmarks/quality.py --thin 0.25 --split validation --no-write
+    python benchmarks/quality.py --sets gowalla --max-user-items 15 --split validation --no-write
 
 ``--thin F`` keeps each interaction of the loaded training and test parts
 with probability ``F`` (seed 2) before anything else, as a stand-in for
@@ -147,6 +148,9 @@ def parse_args(argv=None):
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     p.add_argument("--thin", type=float, default=None, metavar="F",
                    help="keep each interaction with probability F in (0, 1] (sparser data)")
+    p.add_argument("--max-user-items", type=int, default=None, metavar="N",
+                   help="keep only the users with at most N training items (and the items "
+                        "they hold): data sparse by nature, not by thinning")
     p.add_argument("--section", default="quality",
                    help="name of the docs/benchmarks.md section to write (default quality)")
     args = p.parse_args(argv)
@@ -173,6 +177,14 @@ def parse_args(argv=None):
     if args.quick:
         args.no_write = True
     return args
+
+
+def light_users(train, test, cap):
+    """The rows of users with at most ``cap`` training items, on the items they hold."""
+    rows = np.flatnonzero(np.diff(train.indptr) <= cap)
+    train, test = train[rows], test[rows]
+    cols = np.flatnonzero(np.diff(train.tocsc().indptr))
+    return train[:, cols].tocsr(), test[:, cols].tocsr()
 
 
 def thin(X, keep, rng):
@@ -362,6 +374,9 @@ def main(argv=None):
             rng = np.random.default_rng(2)
             train, test = thin(train, args.thin, rng), thin(test, args.thin, rng)
             set_name = f"{set_name} (thinned to {args.thin:g})"
+        if args.max_user_items is not None:
+            train, test = light_users(train, test, args.max_user_items)
+            set_name = f"{set_name} (users with at most {args.max_user_items} items)"
         if args.split == "validation":
             train, test = validation_split(train)
         print(f"{set_name}: {train.shape[0]} users, {train.shape[1]} items, {train.nnz} train, "
