@@ -42,8 +42,6 @@ from sparse_rec.model_selection import random_split, train_test_split_users
 
 # iALS's default schedule (the benchmark fits the defaults).
 IALS = LOSS_DEFAULTS["ials"]
-# iALS epochs are the estimator's default (max_iter=None: 14).
-IALS_EPOCHS_TEXT = "14"
 
 # The shared data folder, or SPARSE_REC_DATA when set (a checkout elsewhere).
 DATA = Path(os.environ.get("SPARSE_REC_DATA", DATA))
@@ -62,8 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="10 epochs, built-in data only")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     p.add_argument("--losses", default="bpr,ials",
-                   help="DSL-MF losses to run (default bpr,ials; iALS: its own epochs, "
-                        "update after each); another choice writes its own section")
+                   help="DSL-MF losses to run (default bpr,ials; iALS: 14 epochs, update "
+                        "after each); another choice writes its own section")
     p.add_argument("--thin", type=float, default=None, metavar="F",
                    help="keep each interaction with probability F in (0, 1] (sparser data, "
                         "as quality.py --thin); writes its own section")
@@ -117,7 +115,7 @@ def models(args):
     if "ials" in args.losses:
         for density in (0.2, 1.0):
             yield f"DSL-MF iALS density {density:g}", lambda d=density: DSLMatrixFactorization(
-                density=d, loss="ials", max_iter=4 if args.quick else None,
+                density=d, loss="ials", max_iter=4 if args.quick else IALS["max_iter"],
                 update_interval=IALS["update_interval"],
                 random_state=SEED, n_threads=args.threads)
     yield "implicit ALS-64", None
@@ -218,7 +216,7 @@ def main(argv=None):
         "popularity. 20% of the users are new; 80% of each one's interactions are its "
         "history and the other 20% are ranked over all items, history excluded. "
         f"DSL-MF: defaults, {10 if args.quick else args.epochs} epochs (iALS: "
-        f"{IALS_EPOCHS_TEXT} epochs, update_interval={IALS['update_interval']}); implicit "
+        f"{IALS['max_iter']} epochs, update_interval={IALS['update_interval']}); implicit "
         f"ALS-64: regularization {ALS_REG}, 15 iterations, alpha best of {ALS_ALPHAS} by "
         "fold-in Recall@20 on a validation split of the training users, fold-in by "
         "implicit's `recalculate_user`. "

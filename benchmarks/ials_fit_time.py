@@ -15,7 +15,7 @@ import time
 import numba
 import numpy as np
 from _report import markdown_table, median, section_text, write_section
-from quality import ALS_ITERS, IALS, IALS_EPOCHS_TEXT, SEED, SETS, D, _als, load_set
+from quality import ALS_ITERS, IALS, SEED, SETS, D, _als, load_set
 from threadpoolctl import threadpool_limits
 
 from sparse_rec import DSLMatrixFactorization
@@ -72,7 +72,7 @@ def main():
     text = markdown_table(headers, rows)
     print(text)
     if not args.no_write and rows:
-        body = (f"DSL-MF defaults (loss='ials', max_iter={IALS_EPOCHS_TEXT}, "
+        body = (f"DSL-MF defaults (loss='ials', max_iter={IALS['max_iter']}, "
                 f"update_interval={IALS['update_interval']}), 64 components, density 0.2, "
                 f"against implicit ALS-64 ({ALS_ITERS} iterations, BLAS at 1 thread as in "
                 f"`quality.py`), {args.threads} threads each, training part of each set's "

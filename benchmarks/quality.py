@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from _report import DATA, ImplicitAdapter, fmt_bytes, markdown_table, section_text, write_section
 from threadpoolctl import threadpool_limits
 
@@ -57,9 +58,7 @@ D = 64
 # Each loss's defaults, written out (iALS converges in few epochs: each is
 # two exact alternating solves).
 BPR = {"loss": "bpr", "max_iter": 100, "update_interval": 5}
-# iALS epochs: the estimator's default (None: 14).
-IALS = {"loss": "ials", "max_iter": None, "update_interval": 1}
-IALS_EPOCHS_TEXT = "14"
+IALS = {"loss": "ials", "max_iter": 14, "update_interval": 1}
 SOFTMAX = {"loss": "softmax"}
 CCL = {"loss": "ccl"}
 # name -> (label, DSLMatrixFactorization overrides); the rest are the defaults.
@@ -73,9 +72,9 @@ DSL_ROWS = {
     # The budget of 64 x 0.2 spent wider.
     "ials-128x0.1": ("DSL-MF iALS, 128 x 0.1", {**IALS, "n_components": 128, "density": 0.1}),
     "ials-static-0.2": ("iALS static sparse", {**IALS, "density": 0.2, "update_ratio": 0.0}),
-    # The ridge and epochs before they followed the data's counts (thinned data).
+    # The ridge before it followed the data's counts (thinned data).
     "ials-0.2-reg0.01": ("DSL-MF iALS, former defaults (regularization=0.01, 14 epochs)",
-                         {**IALS, "density": 0.2, "regularization": 0.01, "max_iter": 14}),
+                         {**IALS, "density": 0.2, "regularization": 0.01}),
     # Own dense models with the parameter count of density 0.2 (0.2 x 64 = 13 factors).
     "ials-13x1.0": ("DSL-MF iALS dense, 13 factors", {**IALS, "n_components": 13,
                                                        "density": 1.0}),
@@ -174,6 +173,8 @@ def parse_args(argv=None):
             args.overrides[name] = int(args.overrides[name])
     if args.thin is not None and not 0 < args.thin <= 1:
         p.error(f"--thin must be in (0, 1]; got {args.thin}")
+    if args.max_user_items is not None and args.max_user_items < 1:
+        p.error(f"--max-user-items must be at least 1; got {args.max_user_items}")
     if args.quick:
         args.no_write = True
     return args
@@ -191,9 +192,7 @@ def thin(X, keep, rng):
     """``X`` with each stored interaction kept with probability ``keep``."""
     X = X.tocoo()
     mask = rng.random(X.nnz) < keep
-    out = X.copy()
-    out.row, out.col, out.data = X.row[mask], X.col[mask], X.data[mask]
-    return out.tocsr()
+    return sp.csr_matrix((X.data[mask], (X.row[mask], X.col[mask])), shape=X.shape)
 
 
 def load_set(name, quick):
@@ -424,7 +423,7 @@ def main(argv=None):
             "Recall@20 and NDCG@20, full ranking with training items excluded, "
             f"{args.threads} threads. DSL rows: defaults with the listed loss and density "
             f"(BPR: max_iter={BPR['max_iter']}, update_interval={BPR['update_interval']}; "
-            f"iALS, the default loss: max_iter={IALS_EPOCHS_TEXT}, "
+            f"iALS, the default loss: max_iter={IALS['max_iter']}, "
             f"update_interval={IALS['update_interval']}, popularity_exponent by the data's "
             f"density, regularization by its counts); implicit ALS: reg {ALS_REG}, "
             f"{ALS_ITERS} iterations, alpha best of {ALS_ALPHAS} on a validation split of "
