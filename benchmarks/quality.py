@@ -150,6 +150,9 @@ def parse_args(argv=None):
     p.add_argument("--max-user-items", type=int, default=None, metavar="N",
                    help="keep only the users with at most N training items (and the items "
                         "they hold): data sparse by nature, not by thinning")
+    p.add_argument("--model-seed", type=int, default=SEED, metavar="S",
+                   help=f"random_state of the DSL-MF fits (default {SEED}; the splits keep "
+                        "theirs), to repeat a row over seeds")
     p.add_argument("--section", default="quality",
                    help="name of the docs/benchmarks.md section to write (default quality)")
     args = p.parse_args(argv)
@@ -234,7 +237,8 @@ def fit_dsl(label, params, train, test, args):
     if args.quick:
         params["max_iter"] = 3
         params["update_interval"] = 1
-    est = DSLMatrixFactorization(**params, random_state=SEED, n_threads=args.threads)
+    est = DSLMatrixFactorization(**params, random_state=args.model_seed,
+                                 n_threads=args.threads)
     t0 = time.perf_counter()
     est.fit(train)
     fit_s = time.perf_counter() - t0
