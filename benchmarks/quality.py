@@ -27,7 +27,9 @@ Run from the repository root::
 with probability ``F`` (seed 2) before anything else, as a stand-in for
 sparser data than the shared sets (a quarter of Gowalla's interactions
 leaves about 7 training items per user, as in the sparse public sets the
-defaults are also judged on).
+defaults are also judged on). ``--item-fraction F`` keeps each item with
+probability ``F`` (seed 3), after thinning: a smaller catalogue at about
+the same density and counts per item.
 """
 
 import argparse
@@ -150,6 +152,9 @@ def parse_args(argv=None):
     p.add_argument("--max-user-items", type=int, default=None, metavar="N",
                    help="keep only the users with at most N training items (and the items "
                         "they hold): data sparse by nature, not by thinning")
+    p.add_argument("--item-fraction", type=float, default=None, metavar="F",
+                   help="keep each item with probability F in (0, 1] (seed 3): a smaller "
+                        "catalogue of the same density")
     p.add_argument("--model-seed", type=int, default=SEED, metavar="S",
                    help=f"random_state of the DSL-MF fits (default {SEED}; the splits keep "
                         "theirs), to repeat a row over seeds")
@@ -176,6 +181,8 @@ def parse_args(argv=None):
             args.overrides[name] = int(args.overrides[name])
     if args.thin is not None and not 0 < args.thin <= 1:
         p.error(f"--thin must be in (0, 1]; got {args.thin}")
+    if args.item_fraction is not None and not 0 < args.item_fraction <= 1:
+        p.error(f"--item-fraction must be in (0, 1]; got {args.item_fraction}")
     if args.max_user_items is not None and args.max_user_items < 1:
         p.error(f"--max-user-items must be at least 1; got {args.max_user_items}")
     if args.quick:
@@ -188,6 +195,12 @@ def light_users(train, test, cap):
     rows = np.flatnonzero(np.diff(train.indptr) <= cap)
     train, test = train[rows], test[rows]
     cols = np.flatnonzero(np.diff(train.tocsc().indptr))
+    return train[:, cols].tocsr(), test[:, cols].tocsr()
+
+
+def some_items(train, test, keep, rng):
+    """``train`` and ``test`` on each item kept with probability ``keep``."""
+    cols = np.flatnonzero(rng.random(train.shape[1]) < keep)
     return train[:, cols].tocsr(), test[:, cols].tocsr()
 
 
@@ -377,6 +390,9 @@ def main(argv=None):
             rng = np.random.default_rng(2)
             train, test = thin(train, args.thin, rng), thin(test, args.thin, rng)
             set_name = f"{set_name} (thinned to {args.thin:g})"
+        if args.item_fraction is not None:
+            train, test = some_items(train, test, args.item_fraction, np.random.default_rng(3))
+            set_name = f"{set_name} (items kept with probability {args.item_fraction:g})"
         if args.max_user_items is not None:
             train, test = light_users(train, test, args.max_user_items)
             set_name = f"{set_name} (users with at most {args.max_user_items} items)"
@@ -439,6 +455,9 @@ def main(argv=None):
         if args.thin is not None:
             intro += (f" Thinned: each interaction of the loaded training and test parts kept "
                       f"with probability {args.thin:g} (seed 2), a stand-in for sparser data.")
+        if args.item_fraction is not None:
+            intro += (f" Each item kept with probability {args.item_fraction:g} (seed 3): a "
+                      "smaller catalogue.")
         body = intro + "\n\n" + text + "\n\n" + "\n".join(f"- {s}" for s in summary)
         title = "Quality per loss and density: " + ", ".join(args.sets)
         write_section(args.section, section_text(title, body))
